@@ -1,0 +1,493 @@
+//! The client child: one process per client, running that client's session.
+//!
+//! The child owns the client's TCP socket. It turns the client's bytes into
+//! lines ([`crate::protocol`]), answers what it can by itself (`/help`,
+//! usage lines, nickname syntax), sends the rest to the hub, and writes the
+//! hub's lines back to the client. Everything towards the client goes
+//! through a bounded backlog, so a client that stops reading can only ever
+//! slow down its own child, and is cut off when the backlog is full.
+//!
+//! The session ends when the client leaves (`/quit`, `END`, EOF, error), is
+//! kicked, takes too long to log in, or when the hub or the parent goes
+//! away. Each ending has its farewell line; then the child flushes, closes
+//! and exits, and the hub, seeing the child's socket close, tells the room.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::ipc::{self, Link, Received, ToChild, ToHub};
+use crate::protocol::CRLF;
+use crate::protocol::command::{self, Command};
+use crate::protocol::framing::{Line, LineReader};
+use crate::protocol::render;
+use crate::protocol::sanitize::sanitize;
+use crate::spawn::Stop;
+
+/// An unfinished line counts as complete once it has sat this long: the
+/// class-lab C client never sends a line end.
+pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
+/// Failed nickname attempts before the child gives up on a client.
+pub const MAX_LOGIN_FAILURES: u32 = 5;
+/// Bytes waiting for a client that does not read, before it is cut off.
+pub const MAX_BACKLOG: usize = 1 << 20;
+/// How long a farewell may take to reach the client. The whole shutdown
+/// must fit in two seconds.
+const FAREWELL_TIME: Duration = Duration::from_millis(1000);
+/// How long to wait for the client's own close after ours, so that its
+/// unread input does not make our close a reset that loses the farewell.
+const LINGER_TIME: Duration = Duration::from_millis(200);
+
+/// What the child needs, handed over by the parent after the fork.
+#[derive(Debug)]
+pub struct Setup {
+    pub client: TcpStream,
+    pub peer: SocketAddr,
+    pub stop: Stop,
+    pub login_timeout: Duration,
+}
+
+enum Phase {
+    Login { failures: u32 },
+    Chat { nick: String },
+}
+
+/// Why a session ends: the line to send before closing, if any.
+type Farewell = Option<String>;
+
+struct Session {
+    client: TcpStream,
+    peer: SocketAddr,
+    hub: Link,
+    stop: Stop,
+    reader: LineReader,
+    /// Lines received but not yet carried out.
+    inbox: VecDeque<Line>,
+    /// Bytes for the client not yet written; `sent` of them are done.
+    backlog: Vec<u8>,
+    sent: usize,
+    /// Requests sent to the hub, and how many of them it has finished.
+    requests: u64,
+    answered: u64,
+    /// Replies the child makes itself, each held until the hub has finished
+    /// the requests sent before it, so the client sees every reply in the
+    /// order it typed the commands.
+    held: VecDeque<(u64, String)>,
+    phase: Phase,
+    login_deadline: Instant,
+    last_input: Instant,
+    client_eof: bool,
+    buf: Vec<u8>,
+}
+
+/// Runs one client's session to its end.
+pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
+    let Setup {
+        client,
+        peer,
+        stop,
+        login_timeout,
+    } = setup;
+    client.set_nonblocking(true)?;
+    // Lines are small and someone is waiting for each one.
+    client.set_nodelay(true)?;
+    let hub = match Link::connect(hub_socket) {
+        Ok(hub) => hub,
+        Err(e) => {
+            log::error!("{peer}: cannot reach the hub: {e}");
+            let _ = (&client).write_all(format!("{}{CRLF}", render::SERVER_BUSY).as_bytes());
+            return Err(e);
+        }
+    };
+    let now = Instant::now();
+    let mut session = Session {
+        client,
+        peer,
+        hub,
+        stop,
+        reader: LineReader::new(),
+        inbox: VecDeque::new(),
+        backlog: Vec::new(),
+        sent: 0,
+        requests: 0,
+        answered: 0,
+        held: VecDeque::new(),
+        phase: Phase::Login { failures: 0 },
+        login_deadline: now + login_timeout,
+        last_input: now,
+        client_eof: false,
+        buf: vec![0; ipc::MAX_MESSAGE],
+    };
+    session.say(render::WELCOME);
+    let farewell = match session.converse() {
+        Ok(farewell) => farewell,
+        Err(e) => {
+            log::debug!("{peer}: {e}");
+            None
+        }
+    };
+    session.close(farewell);
+    Ok(())
+}
+
+impl Session {
+    /// The session's main loop; returns how it ended.
+    fn converse(&mut self) -> io::Result<Farewell> {
+        loop {
+            if let Some(end) = self.work_through_inbox()? {
+                return Ok(end);
+            }
+            if self.client_eof && self.inbox.is_empty() && !self.hub_busy() {
+                log::info!("{} closed the connection", self.peer);
+                return Ok(None);
+            }
+            if self.backlog.len() - self.sent > MAX_BACKLOG {
+                log::info!("{} is not reading; disconnecting", self.peer);
+                return Ok(Some(render::NOT_READING.to_string()));
+            }
+            if let Some(end) = self.wait_and_handle()? {
+                return Ok(end);
+            }
+        }
+    }
+
+    /// True while the hub has not finished every request sent to it.
+    fn hub_busy(&self) -> bool {
+        self.answered < self.requests
+    }
+
+    /// Carries out received lines, in order, until none are left or the
+    /// next one must wait for the hub: a nickname attempt needs the answer
+    /// to the one before, and a quit must come after every earlier reply.
+    fn work_through_inbox(&mut self) -> io::Result<Option<Farewell>> {
+        while let Some(line) = self.inbox.pop_front() {
+            let text = sanitize(&line.bytes);
+            let must_wait = match self.phase {
+                Phase::Login { .. } => self.hub_busy(),
+                Phase::Chat { .. } => self.hub_busy() && command::is_quit(&text),
+            };
+            if must_wait {
+                self.inbox.push_front(line);
+                break;
+            }
+            if line.truncated {
+                self.reply(render::line_too_long());
+            }
+            if text.is_empty() {
+                continue;
+            }
+            let end = match self.phase {
+                Phase::Login { .. } => self.login_line(text)?,
+                Phase::Chat { .. } => self.chat_line(text)?,
+            };
+            if end.is_some() {
+                return Ok(end);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A line typed at the nickname prompt.
+    fn login_line(&mut self, text: String) -> io::Result<Option<Farewell>> {
+        if command::is_quit(&text) {
+            return Ok(Some(Some("Bye.".to_string())));
+        }
+        if let Err(reason) = command::check_nick(&text) {
+            return Ok(self.login_failed(reason));
+        }
+        let addr = self.peer.to_string();
+        self.request(ToHub::Login { nick: text, addr })?;
+        Ok(None)
+    }
+
+    fn login_failed(&mut self, reason: String) -> Option<Farewell> {
+        let Phase::Login { failures } = &mut self.phase else {
+            return None;
+        };
+        *failures += 1;
+        if *failures >= MAX_LOGIN_FAILURES {
+            self.say(&reason);
+            log::info!("{}: too many invalid nicknames", self.peer);
+            return Some(Some(render::TOO_MANY_TRIES.to_string()));
+        }
+        self.say(&format!("{reason} {}", render::ENTER_NICK));
+        None
+    }
+
+    /// A line from a registered user.
+    fn chat_line(&mut self, text: String) -> io::Result<Option<Farewell>> {
+        let request = match command::parse(&text) {
+            Command::Say(text) => ToHub::Say(text),
+            Command::Me(text) => ToHub::Me(text),
+            Command::Whisper { to, text } => ToHub::Whisper { to, text },
+            Command::Users => ToHub::Users,
+            Command::Kick(nick) => ToHub::Kick(nick),
+            Command::Schedule { when, text } => ToHub::Schedule { when, text },
+            Command::ScheduleList => ToHub::ScheduleList,
+            Command::ScheduleCancel(n) => ToHub::ScheduleCancel(n),
+            Command::Rename(nick) => match command::check_nick(&nick) {
+                Ok(()) => ToHub::Rename(nick),
+                Err(reason) => {
+                    self.reply(reason);
+                    return Ok(None);
+                }
+            },
+            Command::Help => {
+                for line in render::HELP {
+                    self.reply(line.to_string());
+                }
+                return Ok(None);
+            }
+            Command::Usage(usage) => {
+                self.reply(usage.to_string());
+                return Ok(None);
+            }
+            Command::Unknown(word) => {
+                self.reply(render::unknown_command(&word));
+                return Ok(None);
+            }
+            Command::Quit => {
+                let Phase::Chat { nick } = &self.phase else {
+                    return Ok(Some(None));
+                };
+                log::info!("{} ({nick}) quit", self.peer);
+                return Ok(Some(Some(render::bye(nick))));
+            }
+        };
+        self.request(request)?;
+        Ok(None)
+    }
+
+    fn request(&mut self, request: ToHub) -> io::Result<()> {
+        self.hub.send(&request)?;
+        self.requests += 1;
+        Ok(())
+    }
+
+    /// A reply the child makes itself, kept in order with the hub's.
+    fn reply(&mut self, line: String) {
+        if self.hub_busy() {
+            self.held.push_back((self.requests, line));
+        } else {
+            self.say(&line);
+        }
+    }
+
+    /// Waits for the client, the hub, a stop or a deadline, and takes
+    /// in what arrived.
+    fn wait_and_handle(&mut self) -> io::Result<Option<Farewell>> {
+        let mut client_events = PollFlags::empty();
+        if !self.client_eof {
+            client_events |= PollFlags::POLLIN;
+        }
+        if self.sent < self.backlog.len() {
+            client_events |= PollFlags::POLLOUT;
+        }
+        let [lifeline, terminate] = self.stop.poll_fds();
+        let mut fds = [
+            PollFd::new(self.client.as_fd(), client_events),
+            PollFd::new(self.hub.as_fd(), PollFlags::POLLIN),
+            lifeline,
+            terminate,
+        ];
+        match poll(&mut fds, self.timeout()) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Stop::requested(&fds[2..]) {
+            return Ok(Some(Some(render::SHUTTING_DOWN.to_string())));
+        }
+        let [client, hub] = [&fds[0], &fds[1]].map(|f| f.revents().unwrap_or(PollFlags::empty()));
+        if !hub.is_empty()
+            && let Some(end) = self.take_from_hub()?
+        {
+            return Ok(Some(end));
+        }
+        if client.contains(PollFlags::POLLOUT) {
+            self.flush()?;
+        }
+        if client.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            self.read_client()?;
+        }
+        self.check_timers()
+    }
+
+    /// The nearest deadline: the fragment rule or the login timeout.
+    fn timeout(&self) -> PollTimeout {
+        let mut deadline = None::<Instant>;
+        if self.reader.has_partial() {
+            deadline = Some(self.last_input + FRAGMENT_TIMEOUT);
+        }
+        if matches!(self.phase, Phase::Login { .. }) {
+            deadline = Some(deadline.map_or(self.login_deadline, |d| d.min(self.login_deadline)));
+        }
+        let Some(deadline) = deadline else {
+            return PollTimeout::NONE;
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+    }
+
+    fn check_timers(&mut self) -> io::Result<Option<Farewell>> {
+        let now = Instant::now();
+        if matches!(self.phase, Phase::Login { .. }) && now >= self.login_deadline {
+            log::info!("{}: login timed out", self.peer);
+            return Ok(Some(Some(render::LOGIN_TIMED_OUT.to_string())));
+        }
+        if self.reader.has_partial() && now >= self.last_input + FRAGMENT_TIMEOUT {
+            self.inbox.extend(self.reader.take_partial());
+        }
+        Ok(None)
+    }
+
+    fn read_client(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match (&self.client).read(&mut chunk) {
+                Ok(0) => {
+                    self.client_eof = true;
+                    // A fragment pending at EOF is still a line.
+                    self.inbox.extend(self.reader.take_partial());
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.last_input = Instant::now();
+                    let mut lines = Vec::new();
+                    self.reader.push(&chunk[..n], &mut lines);
+                    self.inbox.extend(lines);
+                    if n < chunk.len() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::info!("{}: {e}", self.peer);
+                    self.client_eof = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Takes everything the hub has sent.
+    fn take_from_hub(&mut self) -> io::Result<Option<Farewell>> {
+        loop {
+            let event = match self.hub.try_recv::<ToChild>(&mut self.buf)? {
+                Received::Message(event) => event,
+                Received::Empty => return Ok(None),
+                Received::Closed => {
+                    log::warn!("{}: the hub is gone", self.peer);
+                    return Ok(Some(Some(render::SHUTTING_DOWN.to_string())));
+                }
+            };
+            match event {
+                ToChild::Line(line) => self.say(&line),
+                ToChild::Registered { nick } => {
+                    self.say(&render::hello(&nick));
+                    self.phase = Phase::Chat { nick };
+                }
+                ToChild::NickRefused { reason } => {
+                    if let Some(end) = self.login_failed(reason) {
+                        return Ok(Some(end));
+                    }
+                }
+                ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },
+                ToChild::Kicked => {
+                    log::info!("{} was kicked", self.peer);
+                    return Ok(Some(Some(render::KICKED.to_string())));
+                }
+                ToChild::Done => {
+                    self.answered += 1;
+                    while self
+                        .held
+                        .front()
+                        .is_some_and(|(after, _)| *after <= self.answered)
+                    {
+                        if let Some((_, line)) = self.held.pop_front() {
+                            self.say(&line);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one line for the client and writes what the socket takes now.
+    fn say(&mut self, line: &str) {
+        self.backlog.extend_from_slice(line.as_bytes());
+        self.backlog.extend_from_slice(CRLF.as_bytes());
+        if let Err(e) = self.flush() {
+            log::debug!("{}: {e}", self.peer);
+        }
+    }
+
+    /// Writes as much of the backlog as the socket takes without waiting.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.backlog.len() {
+            match (&self.client).write(&self.backlog[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // The client is gone; nothing more can reach it.
+                    self.client_eof = true;
+                    self.sent = self.backlog.len();
+                    return Err(e);
+                }
+            }
+        }
+        if self.sent == self.backlog.len() {
+            self.backlog.clear();
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Says the farewell, gives the client a moment to take it, and closes.
+    fn close(mut self, farewell: Farewell) {
+        // Let the room know right away, not after the goodbye below.
+        self.hub.shutdown();
+        if let Some(line) = farewell {
+            self.say(&line);
+        }
+        let deadline = Instant::now() + FAREWELL_TIME;
+        while self.sent < self.backlog.len() && wait_for(&self.client, PollFlags::POLLOUT, deadline)
+        {
+            if self.flush().is_err() {
+                break;
+            }
+        }
+        // Closing with unread input would send a reset, which can make the
+        // client drop our last lines; so close our side and let it close its.
+        let _ = self.client.shutdown(Shutdown::Write);
+        let linger = Instant::now() + LINGER_TIME;
+        while wait_for(
+            &self.client,
+            PollFlags::POLLIN,
+            linger.min(deadline + LINGER_TIME),
+        ) {
+            match (&self.client).read(&mut self.buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Waits until `fd` is ready for `events` or `deadline` passes.
+fn wait_for(fd: &impl AsFd, events: PollFlags, deadline: Instant) -> bool {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    if wait.is_zero() {
+        return false;
+    }
+    let timeout =
+        PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+}

@@ -1,0 +1,102 @@
+//! Local wall-clock time: the `[HH:MM]` stamps on public lines and the due
+//! time of `/schedule HH:MM`.
+//!
+//! The C library owns the time-zone rules (`TZ`, `/etc/localtime`), so this
+//! module asks it through `localtime_r` and `mktime`, which nix does not wrap.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn to_time_t(t: SystemTime) -> libc::time_t {
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    secs as libc::time_t
+}
+
+fn from_time_t(t: libc::time_t) -> SystemTime {
+    if t >= 0 {
+        UNIX_EPOCH + Duration::from_secs(t as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.unsigned_abs())
+    }
+}
+
+fn local(t: SystemTime) -> libc::tm {
+    let secs = to_time_t(t);
+    // SAFETY: an all-zero `tm` is a valid value of that plain C struct.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is the
+    // reentrant form and writes only into `tm`. On failure `tm` stays zeroed,
+    // which renders as midnight rather than failing.
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    tm
+}
+
+/// `HH:MM` in local time.
+pub fn hhmm(t: SystemTime) -> String {
+    let tm = local(t);
+    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+}
+
+/// `HH:MM:SS` in local time.
+pub fn hhmmss(t: SystemTime) -> String {
+    let tm = local(t);
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// True when both times fall on the same local calendar day.
+pub fn same_day(a: SystemTime, b: SystemTime) -> bool {
+    let (a, b) = (local(a), local(b));
+    (a.tm_year, a.tm_yday) == (b.tm_year, b.tm_yday)
+}
+
+/// The next moment after `now` at which the local clock shows
+/// `hour:minute:00`: today, or tomorrow if that time has passed.
+pub fn next_clock_time(now: SystemTime, hour: u8, minute: u8) -> SystemTime {
+    let mut tm = local(now);
+    tm.tm_hour = hour.into();
+    tm.tm_min = minute.into();
+    tm.tm_sec = 0;
+    // Let mktime work out daylight saving time for the target day.
+    tm.tm_isdst = -1;
+    let mut due = make_time(&mut tm).unwrap_or(now);
+    if due <= now {
+        tm.tm_mday += 1;
+        tm.tm_isdst = -1;
+        due = make_time(&mut tm).unwrap_or(now + Duration::from_secs(86_400));
+    }
+    due
+}
+
+fn make_time(tm: &mut libc::tm) -> Option<SystemTime> {
+    // SAFETY: `tm` is a valid, exclusively borrowed struct; mktime normalizes
+    // it in place (a day of month past the end rolls into the next month).
+    let t = unsafe { libc::mktime(tm) };
+    (t != -1).then(|| from_time_t(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_have_fixed_width() {
+        let now = SystemTime::now();
+        assert_eq!(hhmm(now).len(), 5);
+        assert_eq!(hhmmss(now).len(), 8);
+        assert!(hhmmss(now).starts_with(&hhmm(now)));
+    }
+
+    #[test]
+    fn next_clock_time_is_within_a_day_and_shows_that_time() {
+        let now = SystemTime::now();
+        for (h, m) in [(0, 0), (12, 30), (23, 59)] {
+            let due = next_clock_time(now, h, m);
+            assert!(due > now);
+            // A day plus an hour of slack for a daylight saving change.
+            assert!(due <= now + Duration::from_secs(25 * 3600));
+            assert_eq!(hhmmss(due), format!("{h:02}:{m:02}:00"));
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The messages between client children and the hub, and the socket that
+//! carries them.
+//!
+//! The socket is a Unix-domain `SOCK_SEQPACKET` socket: the kernel keeps
+//! message boundaries, so one `send` is one message and no client text can
+//! run into the next message. Each message is one serde value as JSON,
+//! which escapes every byte a client could use to forge another message.
+//!
+//! A child sends [`ToHub`] requests (blocking: if the hub is busy, only that
+//! child waits) and receives [`ToChild`] events. The hub sends without ever
+//! blocking and queues what a child has not taken yet (see [`crate::hub`]).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::command::When;
+
+/// Largest message either side sends; client lines are at most 512 bytes.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+/// A request from a client's child to the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToHub {
+    /// Take this nickname and join the room.
+    Login {
+        nick: String,
+        addr: String,
+    },
+    Say(String),
+    Me(String),
+    Whisper {
+        to: String,
+        text: String,
+    },
+    Users,
+    Rename(String),
+    Kick(String),
+    Schedule {
+        when: When,
+        text: String,
+    },
+    ScheduleList,
+    ScheduleCancel(usize),
+}
+
+/// An event from the hub for one client's child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToChild {
+    /// A line to show the client, rendered by the hub.
+    Line(String),
+    /// The login succeeded under this nickname.
+    Registered { nick: String },
+    /// The login failed; the reason is a line to show.
+    NickRefused { reason: String },
+    /// The user's nickname is now this.
+    Renamed { nick: String },
+    /// The user was kicked: say so and close.
+    Kicked,
+    /// The hub has finished with the child's oldest unanswered request:
+    /// everything it sent about that request came before this.
+    Done,
+}
+
+/// Encodes a message once, so the same bytes can go to many receivers.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these plain enums of strings and numbers cannot fail.
+    serde_json::to_vec(msg).unwrap_or_default()
+}
+
+/// Decodes one message; a malformed one is an `InvalidData` error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// What a non-blocking receive found.
+#[derive(Debug)]
+pub enum Received<T> {
+    Message(T),
+    /// Nothing waiting right now.
+    Empty,
+    /// The other side closed the socket (or died).
+    Closed,
+}
+
+/// One end of a child–hub connection.
+#[derive(Debug)]
+pub struct Link {
+    fd: OwnedFd,
+}
+
+impl AsFd for Link {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Link {
+    /// Connects a child to the hub's socket.
+    pub fn connect(path: &Path) -> io::Result<Link> {
+        let fd = seqpacket_socket()?;
+        let addr = UnixAddr::new(path)?;
+        socket::connect(fd.as_raw_fd(), &addr)?;
+        Ok(Link { fd })
+    }
+
+    /// Sends one message, waiting for room in the socket if need be.
+    pub fn send(&self, msg: &ToHub) -> io::Result<()> {
+        loop {
+            match socket::send(self.fd.as_raw_fd(), &encode(msg), MsgFlags::MSG_NOSIGNAL) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends already encoded bytes without waiting: `Ok(false)` means the
+    /// socket is full and the caller should try again when it is writable.
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> io::Result<bool> {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        loop {
+            match socket::send(self.fd.as_raw_fd(), bytes, flags) {
+                Ok(_) => return Ok(true),
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Receives one message without waiting. `buf` must hold
+    /// [`MAX_MESSAGE`] bytes.
+    pub fn try_recv<T: DeserializeOwned>(&self, buf: &mut [u8]) -> io::Result<Received<T>> {
+        loop {
+            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Ok(Received::Closed),
+                Ok(n) => return decode(&buf[..n]).map(Received::Message),
+                Err(Errno::EAGAIN) => return Ok(Received::Empty),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Ok(Received::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Ends the connection now, though the fd stays open until dropped.
+    pub fn shutdown(&self) {
+        let _ = socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Both);
+    }
+
+    /// The user id of the process at the other end.
+    pub fn peer_uid(&self) -> io::Result<u32> {
+        Ok(socket::getsockopt(&self.fd, sockopt::PeerCredentials)?.uid())
+    }
+}
+
+fn seqpacket_socket() -> io::Result<OwnedFd> {
+    Ok(socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// The hub's listening socket.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Listener {
+    /// Binds the hub's socket at `path`. The caller makes `path`'s directory
+    /// private; the file is also made owner-only.
+    pub fn bind(path: &Path) -> io::Result<Listener> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        socket::listen(&fd, Backlog::MAXCONN)?;
+        Ok(Listener { fd })
+    }
+
+    /// Accepts one waiting connection, non-blocking; `Ok(None)` when none.
+    pub fn accept(&self) -> io::Result<Option<Link>> {
+        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+        loop {
+            match socket::accept4(&self.fd, flags) {
+                Ok(fd) => return Ok(Some(Link { fd })),
+                Err(Errno::EAGAIN | Errno::ECONNABORTED) => return Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_text_cannot_forge_a_second_message() {
+        let text = "\"\n{\"Kick\":\"bob\"}\r\0".to_string();
+        let bytes = encode(&ToHub::Say(text.clone()));
+        assert!(!bytes.contains(&b'\n'));
+        assert_eq!(decode::<ToHub>(&bytes).unwrap(), ToHub::Say(text));
+    }
+
+    #[test]
+    fn messages_round_trip_over_a_socket() {
+        let dir = std::env::temp_dir().join(format!("mpchat-ipc-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hub.sock");
+        let listener = Listener::bind(&path).unwrap();
+        let child = Link::connect(&path).unwrap();
+        let hub = listener.accept().unwrap().expect("pending connection");
+        child.send(&ToHub::Say("hi".into())).unwrap();
+        let mut buf = vec![0; MAX_MESSAGE];
+        match hub.try_recv::<ToHub>(&mut buf).unwrap() {
+            Received::Message(m) => assert_eq!(m, ToHub::Say("hi".into())),
+            other => panic!("expected a message, got {other:?}"),
+        }
+        assert!(hub.try_send_bytes(&encode(&ToChild::Kicked)).unwrap());
+        match child.try_recv::<ToChild>(&mut buf).unwrap() {
+            Received::Message(m) => assert_eq!(m, ToChild::Kicked),
+            other => panic!("expected a message, got {other:?}"),
+        }
+        assert_eq!(hub.peer_uid().unwrap(), nix::unistd::getuid().as_raw());
+        drop(child);
+        assert!(matches!(
+            hub.try_recv::<ToHub>(&mut buf).unwrap(),
+            Received::Closed
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

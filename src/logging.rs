@@ -1,0 +1,63 @@
+//! Logging: every line says which process wrote it.
+//!
+//! All processes share one stderr, so each log line carries the process's
+//! role and pid: `2026-11-25T12:00:00Z INFO  child[4242] alice registered`.
+//! The pid is read at each line (a forked process has a new one); the role
+//! is set once by each process right after it is forked.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// What a process is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    Parent = 0,
+    Hub = 1,
+    Child = 2,
+    Echo = 3,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Parent => "parent",
+            Role::Hub => "hub",
+            Role::Child => "child",
+            Role::Echo => "echo",
+        }
+    }
+}
+
+static ROLE: AtomicU8 = AtomicU8::new(Role::Parent as u8);
+
+/// Records this process's role for its log lines.
+pub fn set_role(role: Role) {
+    ROLE.store(role as u8, Ordering::Relaxed);
+}
+
+fn role() -> Role {
+    match ROLE.load(Ordering::Relaxed) {
+        1 => Role::Hub,
+        2 => Role::Child,
+        3 => Role::Echo,
+        _ => Role::Parent,
+    }
+}
+
+/// Sets up env_logger: `RUST_LOG` decides, `info` by default.
+pub fn init() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:<5} {}[{}] {}",
+                buf.timestamp_seconds(),
+                record.level(),
+                role().name(),
+                std::process::id(),
+                record.args()
+            )
+        })
+        .init();
+}

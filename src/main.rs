@@ -1,0 +1,57 @@
+//! The `mpchat` command: parses the command line, sets up logging and runs
+//! the server. Everything else is in the library.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mpchat::parent::Server;
+use mpchat::{Config, logging};
+
+/// A fork-per-connection chat server: connect with telnet, nc or the
+/// class-lab C client.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TCP port to listen on (0 picks a free port).
+    port: u16,
+    /// Address to listen on; IPv6 addresses work too.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Most clients connected at once; more are refused without a fork.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    max_clients: usize,
+    /// Seconds a new connection has to choose a nickname.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    login_timeout: u64,
+    /// Run the class-lab echo server instead of the chat.
+    #[arg(long)]
+    echo: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let config = Config {
+        bind: cli.bind,
+        port: cli.port,
+        max_clients: cli.max_clients,
+        login_timeout: Duration::from_secs(cli.login_timeout),
+        echo: cli.echo,
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mpchat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> std::io::Result<()> {
+    let server = Server::bind(config)?;
+    // Scripts and tests started on port 0 read the real port from this line.
+    eprintln!("mpchat: listening on {}", server.local_addr()?);
+    server.serve()
+}

@@ -1,0 +1,392 @@
+//! The parent: binds the port, starts the hub, accepts clients and forks a
+//! child for each, reaps children, and shuts everything down.
+//!
+//! The parent stays small and away from the room's state: it never reads a
+//! byte from a client. Its main loop waits on two fds, the listening socket
+//! and the signal self-pipe, and a fork happens in exactly one place
+//! ([`Server::serve`]), where the new process leaves the loop for good.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::hub::SocketDir;
+use crate::logging::Role;
+use crate::protocol::{CRLF, render};
+use crate::signals::Signals;
+use crate::spawn::{self, Forked, Lifeline, LifelineWriter};
+use crate::{Config, child, echo, hub, ipc};
+
+/// How long the other processes get to say goodbye at shutdown before the
+/// parent kills what is left; the whole shutdown must fit in two seconds.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Pause after an `accept()` or `fork()` failure caused by a shortage of
+/// fds, memory or processes, so the parent does not spin on it.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Work for a freshly forked process.
+enum Job {
+    Hub(ipc::Listener),
+    Client(TcpStream, SocketAddr),
+    Echo(TcpStream),
+}
+
+/// The processes the parent has forked and not yet reaped.
+#[derive(Debug, Default)]
+struct Children {
+    hub: Option<Pid>,
+    clients: HashMap<Pid, SocketAddr>,
+}
+
+/// What reaping found.
+#[derive(Debug, Default)]
+struct Reaped {
+    /// The hub exited, with this status.
+    hub: Option<WaitStatus>,
+}
+
+impl Children {
+    fn is_empty(&self) -> bool {
+        self.hub.is_none() && self.clients.is_empty()
+    }
+
+    /// Reaps every child that has exited, without blocking.
+    fn reap(&mut self) -> Reaped {
+        let mut reaped = Reaped::default();
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return reaped,
+                Ok(status) => status,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("waitpid: {e}");
+                    return reaped;
+                }
+            };
+            let Some(pid) = status.pid() else { continue };
+            if self.hub == Some(pid) {
+                self.hub = None;
+                reaped.hub = Some(status);
+            } else if let Some(peer) = self.clients.remove(&pid) {
+                match status {
+                    WaitStatus::Exited(_, 0) => log::debug!("child {pid} for {peer} exited"),
+                    _ => log::warn!("child {pid} for {peer} ended: {status:?}"),
+                }
+            }
+        }
+    }
+
+    fn kill_all(&self) {
+        for pid in self.hub.iter().chain(self.clients.keys()) {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// The parent process.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    signals: Signals,
+    /// Held, never written: closing it (by exiting) tells everyone else.
+    lifeline_writer: LifelineWriter,
+    /// Inherited by every forked process.
+    lifeline: Lifeline,
+    /// Where the hub's socket lives; none in echo mode.
+    socket_dir: Option<SocketDir>,
+    children: Children,
+    last_error_log: Option<Instant>,
+}
+
+impl Server {
+    /// Binds the listening socket and prepares everything the other
+    /// processes inherit. Nothing is forked yet.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind((config.bind, config.port))
+            .map_err(|e| describe_bind_error(e, config.port))?;
+        // The loop polls before accepting, and a connection that is reset
+        // in between must not block it.
+        listener.set_nonblocking(true)?;
+        let socket_dir = if config.echo {
+            None
+        } else {
+            Some(SocketDir::create().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create a private directory for the hub's socket: {e}"),
+                )
+            })?)
+        };
+        let (lifeline_writer, lifeline) = spawn::lifeline()?;
+        Ok(Server {
+            config,
+            listener,
+            signals: Signals::install()?,
+            lifeline_writer,
+            lifeline,
+            socket_dir,
+            children: Children::default(),
+            last_error_log: None,
+        })
+    }
+
+    /// The address actually bound (port 0 becomes a real port).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs the server until SIGINT or SIGTERM.
+    ///
+    /// `fork()` returns twice: in the parent this loop goes on; a new
+    /// process gets a [`Job`] and leaves through [`Server::run_job`], never
+    /// to come back.
+    pub fn serve(mut self) -> io::Result<()> {
+        log::info!("listening on {}", self.local_addr()?);
+        if let Some(job) = self.start_hub()? {
+            self.run_job(job);
+        }
+        loop {
+            let listener_ready = self.wait()?;
+            let pending = self.signals.take();
+            // Termination first: when the whole service is stopped, the hub
+            // may exit at the same moment, and that is no failure.
+            if pending.terminate {
+                log::info!("shutting down");
+                self.shutdown();
+                return Ok(());
+            }
+            if pending.child_exited
+                && let Some(status) = self.children.reap().hub
+            {
+                log::error!("the hub exited unexpectedly ({status:?}); shutting down");
+                self.shutdown();
+                return Err(io::Error::other("the hub exited unexpectedly"));
+            }
+            if listener_ready && let Some(job) = self.accept_client() {
+                self.run_job(job);
+            }
+        }
+    }
+
+    /// Waits for a connection or a signal; true if a connection waits.
+    fn wait(&self) -> io::Result<bool> {
+        let mut fds = [
+            PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => Ok(fds[0].any().unwrap_or(false)),
+            Err(Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Binds the hub's socket and forks the hub; `Some` in the hub.
+    fn start_hub(&mut self) -> io::Result<Option<Job>> {
+        let Some(dir) = &self.socket_dir else {
+            return Ok(None);
+        };
+        let listener = ipc::Listener::bind(&dir.socket_path())?;
+        match spawn::fork()? {
+            Forked::Child => Ok(Some(Job::Hub(listener))),
+            Forked::Parent(pid) => {
+                // The socket is the hub's now; children reach it by path.
+                drop(listener);
+                log::info!("hub started as pid {pid}");
+                self.children.hub = Some(pid);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Accepts one client and forks its child; `Some` in the child.
+    fn accept_client(&mut self) -> Option<Job> {
+        let (stream, peer) = match self.listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                self.accept_failed(e);
+                return None;
+            }
+        };
+        if self.children.clients.len() >= self.config.max_clients {
+            self.log_throttled(format_args!("refused {peer}: server is full"));
+            refuse(stream, render::SERVER_FULL);
+            return None;
+        }
+        match spawn::fork() {
+            Ok(Forked::Child) => Some(if self.config.echo {
+                Job::Echo(stream)
+            } else {
+                Job::Client(stream, peer)
+            }),
+            Ok(Forked::Parent(pid)) => {
+                // The client's socket is the child's now.
+                drop(stream);
+                log::info!("{peer} connected (child {pid})");
+                self.children.clients.insert(pid, peer);
+                None
+            }
+            Err(e) => {
+                self.log_throttled(format_args!("cannot fork for {peer}: {e}"));
+                refuse(stream, render::SERVER_BUSY);
+                std::thread::sleep(BACKOFF);
+                None
+            }
+        }
+    }
+
+    fn accept_failed(&mut self, e: io::Error) {
+        match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => {}
+            Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
+                self.log_throttled(format_args!("accept: {e}; pausing"));
+                std::thread::sleep(BACKOFF);
+            }
+            _ => self.log_throttled(format_args!("accept: {e}")),
+        }
+    }
+
+    /// Logs an error at most once a second, so a flood cannot fill the log.
+    fn log_throttled(&mut self, message: std::fmt::Arguments) {
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
+        {
+            log::error!("{message}");
+            self.last_error_log = Some(now);
+        }
+    }
+
+    /// Turns this freshly forked process into what `job` says, and exits.
+    fn run_job(self, job: Job) -> ! {
+        let Server {
+            config,
+            listener,
+            signals,
+            lifeline_writer,
+            lifeline,
+            socket_dir,
+            ..
+        } = self;
+        // Close what belongs to the parent: the listening socket (only the
+        // parent accepts), the lifeline's write end (or the parent's death
+        // would go unnoticed) and the signal self-pipe (or a signal to this
+        // process would wake the parent).
+        drop(listener);
+        drop(lifeline_writer);
+        let stop = match signals.forget_in_child() {
+            Ok(terminate) => spawn::Stop {
+                lifeline,
+                terminate,
+            },
+            Err(e) => {
+                log::error!("cannot set up signals: {e}");
+                std::process::exit(1);
+            }
+        };
+        let result = match job {
+            Job::Hub(hub_listener) => {
+                spawn::become_role(Role::Hub, c"mpchat-hub");
+                let dir = socket_dir.expect("the hub runs only in chat mode");
+                hub::run(hub_listener, stop, dir)
+            }
+            Job::Client(client, peer) => {
+                spawn::become_role(Role::Child, c"mpchat-client");
+                let socket = socket_dir
+                    .expect("clients chat only in chat mode")
+                    .socket_path();
+                let setup = child::Setup {
+                    client,
+                    peer,
+                    stop,
+                    login_timeout: config.login_timeout,
+                };
+                child::run(setup, &socket)
+            }
+            Job::Echo(client) => {
+                spawn::become_role(Role::Echo, c"mpchat-echo");
+                echo::run(client, stop)
+            }
+        };
+        let code = match result {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error!("{e}");
+                1
+            }
+        };
+        std::process::exit(code)
+    }
+
+    /// Stops accepting, lets every other process say goodbye, and waits
+    /// for them all.
+    fn shutdown(self) {
+        let Server {
+            listener,
+            signals,
+            lifeline_writer,
+            socket_dir,
+            mut children,
+            ..
+        } = self;
+        drop(listener);
+        // Every other process sees the lifeline end, tells its client that
+        // the server is shutting down, and exits.
+        drop(lifeline_writer);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            children.reap();
+            if children.is_empty() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!("killing the processes that did not exit in time");
+                children.kill_all();
+                while !children.is_empty() {
+                    std::thread::sleep(Duration::from_millis(10));
+                    children.reap();
+                }
+                break;
+            }
+            let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let _ = poll(&mut fds, timeout);
+            signals.take();
+        }
+        if let Some(dir) = socket_dir {
+            dir.remove();
+        }
+        log::info!("stopped");
+    }
+}
+
+/// Turns a bind error into one line a person can act on.
+fn describe_bind_error(e: io::Error, port: u16) -> io::Error {
+    let message = match e.kind() {
+        io::ErrorKind::AddrInUse => format!("port {port} is already in use"),
+        io::ErrorKind::PermissionDenied => {
+            format!("no permission to use port {port} (ports below 1024 need root)")
+        }
+        io::ErrorKind::AddrNotAvailable => "that address is not one of this machine's".to_string(),
+        _ => format!("cannot listen on port {port}: {e}"),
+    };
+    io::Error::new(e.kind(), message)
+}
+
+/// Tells a client it cannot be served, without forking and without ever
+/// blocking the parent.
+fn refuse(stream: TcpStream, line: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(format!("{line}{CRLF}").as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+}

@@ -1,0 +1,286 @@
+//! Command parsing: a sanitized line becomes a [`Command`], and the rules for
+//! nicknames.
+//!
+//! An unknown command, or a command missing its arguments, is a value of
+//! [`Command`] and not an error: the child answers it with one line and the
+//! session goes on.
+
+use serde::{Deserialize, Serialize};
+
+use super::render;
+
+/// Longest nickname, in characters.
+pub const MAX_NICK_CHARS: usize = 16;
+/// `/schedule +N`: N seconds from now, at most one day.
+pub const MAX_SCHEDULE_SECONDS: u32 = 86_400;
+
+/// What a line from a registered user asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Any line that is not a command: a public chat message.
+    Say(String),
+    Me(String),
+    Whisper {
+        to: String,
+        text: String,
+    },
+    Users,
+    Rename(String),
+    Kick(String),
+    Schedule {
+        when: When,
+        text: String,
+    },
+    ScheduleList,
+    ScheduleCancel(usize),
+    Help,
+    Quit,
+    /// A known command used wrongly: answer with this usage line.
+    Usage(&'static str),
+    /// `/word` that is no command; holds the word as typed.
+    Unknown(String),
+}
+
+/// When a scheduled message is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum When {
+    /// The next time the local clock shows HH:MM (today or tomorrow).
+    Clock { hour: u8, minute: u8 },
+    /// This many seconds from now.
+    In { seconds: u32 },
+}
+
+/// True for the lines that end a session at any point, including the
+/// class-lab client's `END`.
+pub fn is_quit(line: &str) -> bool {
+    parse(line) == Command::Quit
+}
+
+/// Parses one sanitized, non-empty line.
+pub fn parse(line: &str) -> Command {
+    if line == "END" {
+        return Command::Quit;
+    }
+    let Some(body) = line.strip_prefix('/') else {
+        return Command::Say(line.to_string());
+    };
+    let (word, rest) = split_word(body);
+    match word.to_ascii_lowercase().as_str() {
+        "w" | "whisper" => match split_word(rest) {
+            (to, text) if !to.is_empty() && !text.is_empty() => Command::Whisper {
+                to: to.to_string(),
+                text: text.to_string(),
+            },
+            _ => Command::Usage(render::USAGE_WHISPER),
+        },
+        "user" | "users" => Command::Users,
+        "nick" | "rename" => with_arg(rest, Command::Rename, render::USAGE_RENAME),
+        "kick" => with_arg(rest, Command::Kick, render::USAGE_KICK),
+        "me" => with_arg(rest, Command::Me, render::USAGE_ME),
+        "schedule" => parse_schedule(rest),
+        "help" => Command::Help,
+        "quit" => Command::Quit,
+        _ => Command::Unknown(format!("/{word}")),
+    }
+}
+
+fn with_arg(rest: &str, make: fn(String) -> Command, usage: &'static str) -> Command {
+    if rest.is_empty() {
+        Command::Usage(usage)
+    } else {
+        make(rest.to_string())
+    }
+}
+
+fn parse_schedule(args: &str) -> Command {
+    let (first, text) = split_word(args);
+    match first {
+        "list" if text.is_empty() => return Command::ScheduleList,
+        "cancel" => {
+            return match text.parse::<usize>() {
+                Ok(n) if n >= 1 => Command::ScheduleCancel(n),
+                _ => Command::Usage(render::USAGE_SCHEDULE_CANCEL),
+            };
+        }
+        _ => {}
+    }
+    match (parse_when(first), text.is_empty()) {
+        (Some(when), false) => Command::Schedule {
+            when,
+            text: text.to_string(),
+        },
+        _ => Command::Usage(render::USAGE_SCHEDULE),
+    }
+}
+
+/// `HH:MM` (or `H:MM`) or `+SECONDS`.
+fn parse_when(word: &str) -> Option<When> {
+    if let Some(seconds) = word.strip_prefix('+') {
+        if !seconds.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let seconds: u32 = seconds.parse().ok()?;
+        return (1..=MAX_SCHEDULE_SECONDS)
+            .contains(&seconds)
+            .then_some(When::In { seconds });
+    }
+    let (hour, minute) = word.split_once(':')?;
+    let digits = |s: &str, len: std::ops::RangeInclusive<usize>| {
+        len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(hour, 1..=2) || !digits(minute, 2..=2) {
+        return None;
+    }
+    let (hour, minute): (u8, u8) = (hour.parse().ok()?, minute.parse().ok()?);
+    (hour < 24 && minute < 60).then_some(When::Clock { hour, minute })
+}
+
+/// Splits off the first whitespace-separated word; the rest is trimmed.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    match s.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word, rest.trim()),
+        None => (s, ""),
+    }
+}
+
+/// Checks a nickname against the rules; the error is the line to show.
+///
+/// 1 to 16 characters, each a letter (any script), a digit, `_`, `-` or
+/// `.`. That leaves out `/`, `*` and `[`, so no nickname can look like a
+/// command or like the server's own `* ...` and `[...]` lines.
+pub fn check_nick(nick: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if nick.is_empty() || !nick.chars().all(allowed) {
+        return Err(format!(
+            "Nickname \"{nick}\" is not allowed: use letters, digits, '_', '-' or '.'."
+        ));
+    }
+    if nick.chars().count() > MAX_NICK_CHARS {
+        return Err(format!(
+            "Nickname \"{nick}\" is too long (at most {MAX_NICK_CHARS} characters)."
+        ));
+    }
+    Ok(())
+}
+
+/// The form of a nickname used to compare names: `Alice` and `alice` are
+/// the same name.
+pub fn nick_key(nick: &str) -> String {
+    nick.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_a_chat_message() {
+        assert_eq!(parse("hello /there"), Command::Say("hello /there".into()));
+    }
+
+    #[test]
+    fn whisper_and_alias() {
+        let expected = Command::Whisper {
+            to: "bob".into(),
+            text: "hi  there".into(),
+        };
+        assert_eq!(parse("/whisper bob hi  there"), expected);
+        assert_eq!(parse("/w bob hi  there"), expected);
+        assert_eq!(parse("/w bob"), Command::Usage(render::USAGE_WHISPER));
+        assert_eq!(parse("/w"), Command::Usage(render::USAGE_WHISPER));
+    }
+
+    #[test]
+    fn simple_commands_and_aliases() {
+        assert_eq!(parse("/user"), Command::Users);
+        assert_eq!(parse("/users"), Command::Users);
+        assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/HELP"), Command::Help);
+        assert_eq!(parse("/quit"), Command::Quit);
+        assert_eq!(parse("END"), Command::Quit);
+        assert_eq!(parse("END now"), Command::Say("END now".into()));
+        assert_eq!(parse("/rename al"), Command::Rename("al".into()));
+        assert_eq!(parse("/nick al"), Command::Rename("al".into()));
+        assert_eq!(parse("/nick"), Command::Usage(render::USAGE_RENAME));
+        assert_eq!(parse("/kick bob"), Command::Kick("bob".into()));
+        assert_eq!(parse("/kick"), Command::Usage(render::USAGE_KICK));
+        assert_eq!(parse("/me waves"), Command::Me("waves".into()));
+        assert_eq!(parse("/me"), Command::Usage(render::USAGE_ME));
+    }
+
+    #[test]
+    fn unknown_command_keeps_the_word() {
+        assert_eq!(parse("/dance now"), Command::Unknown("/dance".into()));
+        assert_eq!(parse("/"), Command::Unknown("/".into()));
+    }
+
+    #[test]
+    fn schedule_forms() {
+        assert_eq!(
+            parse("/schedule 9:05 coffee"),
+            Command::Schedule {
+                when: When::Clock { hour: 9, minute: 5 },
+                text: "coffee".into()
+            }
+        );
+        assert_eq!(
+            parse("/schedule +30 soon"),
+            Command::Schedule {
+                when: When::In { seconds: 30 },
+                text: "soon".into()
+            }
+        );
+        assert_eq!(parse("/schedule list"), Command::ScheduleList);
+        assert_eq!(parse("/schedule cancel 2"), Command::ScheduleCancel(2));
+        assert_eq!(
+            parse("/schedule cancel x"),
+            Command::Usage(render::USAGE_SCHEDULE_CANCEL)
+        );
+        for bad in [
+            "/schedule",
+            "/schedule 12:00",
+            "/schedule 24:00 x",
+            "/schedule 12:60 x",
+            "/schedule 12:5 x",
+            "/schedule +0 x",
+            "/schedule +86401 x",
+            "/schedule +-5 x",
+            "/schedule noon x",
+        ] {
+            assert_eq!(parse(bad), Command::Usage(render::USAGE_SCHEDULE), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nickname_rules() {
+        for good in [
+            "alice",
+            "Bob_2",
+            "a.b-c",
+            "José",
+            "Ωmega",
+            "x",
+            "sixteen_chars_ok",
+        ] {
+            assert_eq!(check_nick(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "/alice",
+            "*bob",
+            "[x]",
+            "a b",
+            "al!ce",
+            "seventeen_chars_x",
+        ] {
+            assert!(check_nick(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nickname_keys_ignore_case() {
+        assert_eq!(nick_key("Alice"), nick_key("aLICE"));
+        assert_eq!(nick_key("ÉLODIE"), nick_key("élodie"));
+    }
+}

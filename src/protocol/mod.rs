@@ -1,0 +1,18 @@
+//! The wire protocol between a client and its child process.
+//!
+//! Clients are people on `telnet` or `nc` and the class-lab C client, so the
+//! protocol is plain text: the server sends UTF-8 lines ending in `\r\n`, and
+//! accepts lines ended any way a terminal ends them.
+//!
+//! * [`framing`]: bytes to lines (line ends, telnet negotiation, length cap).
+//! * [`sanitize`]: a line's bytes to text that is safe to show to others.
+//! * [`command`]: text to a [`command::Command`], and nickname rules.
+//! * [`render`]: every line the server sends, in one place.
+
+pub mod command;
+pub mod framing;
+pub mod render;
+pub mod sanitize;
+
+/// What ends every line the server sends.
+pub const CRLF: &str = "\r\n";

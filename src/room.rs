@@ -1,0 +1,585 @@
+//! The room: who is here, who owns it, and what each request does.
+//!
+//! The hub owns one [`Room`]. It holds no sockets: each call returns the
+//! [`Delivery`]s to make, and the hub carries them out. That keeps every
+//! rule of the chat in one place that can be tested without processes.
+//!
+//! Users are identified by their connection's [`ConnId`], never by
+//! nickname, since a nickname can change.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use crate::clock;
+use crate::ipc::{ToChild, ToHub};
+use crate::protocol::command::{When, check_nick, nick_key};
+use crate::protocol::render;
+
+/// The hub's name for one child connection.
+pub type ConnId = u64;
+
+/// Pending scheduled messages per user, at most.
+pub const MAX_SCHEDULED_PER_USER: usize = 10;
+
+/// Who receives a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    One(ConnId),
+    /// Every registered user.
+    All,
+    /// Every registered user but one.
+    AllBut(ConnId),
+}
+
+/// One message to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub to: Target,
+    pub msg: ToChild,
+}
+
+fn to(conn: ConnId, msg: ToChild) -> Delivery {
+    Delivery {
+        to: Target::One(conn),
+        msg,
+    }
+}
+
+fn line(to: Target, text: String) -> Delivery {
+    Delivery {
+        to,
+        msg: ToChild::Line(text),
+    }
+}
+
+#[derive(Debug)]
+struct User {
+    nick: String,
+    addr: String,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    due: SystemTime,
+    /// Breaks ties between messages due at the same second: first come,
+    /// first delivered.
+    seq: u64,
+    author: ConnId,
+    /// The author's nickname when scheduling; the message keeps it even if
+    /// the author is renamed or gone by the time it is due.
+    author_nick: String,
+    text: String,
+}
+
+/// The shared state of the chat.
+#[derive(Debug, Default)]
+pub struct Room {
+    users: HashMap<ConnId, User>,
+    /// Registered users, longest-connected first.
+    order: Vec<ConnId>,
+    by_nick: HashMap<String, ConnId>,
+    owner: Option<ConnId>,
+    /// Pending scheduled messages, sorted by (due, seq).
+    schedule: Vec<Scheduled>,
+    next_seq: u64,
+}
+
+impl Room {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registered users in join order.
+    pub fn members(&self) -> &[ConnId] {
+        &self.order
+    }
+
+    pub fn nick(&self, conn: ConnId) -> Option<&str> {
+        self.users.get(&conn).map(|u| u.nick.as_str())
+    }
+
+    pub fn owner(&self) -> Option<ConnId> {
+        self.owner
+    }
+
+    /// Carries out one request from `conn`'s child.
+    pub fn handle(&mut self, conn: ConnId, req: ToHub, now: SystemTime) -> Vec<Delivery> {
+        if let ToHub::Login { nick, addr } = req {
+            return self.join(conn, nick, addr, now);
+        }
+        let Some(me) = self.users.get(&conn) else {
+            // Only a registered user's child sends anything else.
+            log::warn!("request from unregistered connection {conn} ignored");
+            return Vec::new();
+        };
+        let stamp = clock::hhmm(now);
+        let me = me.nick.clone();
+        match req {
+            ToHub::Login { .. } => unreachable!("handled above"),
+            ToHub::Say(text) => vec![line(Target::All, render::chat(&stamp, &me, &text))],
+            ToHub::Me(text) => vec![line(Target::All, render::action(&stamp, &me, &text))],
+            ToHub::Whisper { to: target, text } => match self.find(&target) {
+                None => vec![line(Target::One(conn), render::user_not_found(&target))],
+                Some((other, other_nick)) => vec![
+                    line(Target::One(other), render::whisper_from(&stamp, &me, &text)),
+                    line(
+                        Target::One(conn),
+                        render::whisper_to(&stamp, other_nick, &text),
+                    ),
+                ],
+            },
+            ToHub::Users => {
+                let nicks: Vec<&str> = self
+                    .order
+                    .iter()
+                    .map(|c| self.users[c].nick.as_str())
+                    .collect();
+                vec![line(Target::One(conn), render::users(&nicks))]
+            }
+            ToHub::Rename(new) => self.rename(conn, &me, new, &stamp),
+            ToHub::Kick(target) => self.kick(conn, &me, &target, &stamp),
+            ToHub::Schedule { when, text } => self.schedule(conn, me, when, text, now),
+            ToHub::ScheduleList => self.schedule_list(conn, now),
+            ToHub::ScheduleCancel(n) => self.schedule_cancel(conn, n),
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, nick: String, addr: String, now: SystemTime) -> Vec<Delivery> {
+        if self.users.contains_key(&conn) {
+            log::warn!("second login from connection {conn} ignored");
+            return Vec::new();
+        }
+        if let Err(reason) = check_nick(&nick) {
+            return vec![to(conn, ToChild::NickRefused { reason })];
+        }
+        let key = nick_key(&nick);
+        if self.by_nick.contains_key(&key) {
+            let reason = render::nick_in_use(&nick);
+            return vec![to(conn, ToChild::NickRefused { reason })];
+        }
+        log::info!("{nick} registered from {addr}");
+        self.by_nick.insert(key, conn);
+        self.order.push(conn);
+        self.users.insert(
+            conn,
+            User {
+                nick: nick.clone(),
+                addr,
+            },
+        );
+        self.owner.get_or_insert(conn);
+        let joined = render::joined(&clock::hhmm(now), &nick);
+        vec![
+            to(conn, ToChild::Registered { nick }),
+            line(Target::All, joined),
+        ]
+    }
+
+    /// Removes `conn`'s user, if registered, and tells the others.
+    pub fn leave(&mut self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
+        let Some(user) = self.remove(conn) else {
+            return Vec::new();
+        };
+        log::info!("{} ({}) left", user.nick, user.addr);
+        let stamp = clock::hhmm(now);
+        let mut out = vec![line(Target::All, render::left(&stamp, &user.nick))];
+        out.extend(self.hand_over_ownership(conn, &stamp));
+        out
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<User> {
+        let user = self.users.remove(&conn)?;
+        self.by_nick.remove(&nick_key(&user.nick));
+        self.order.retain(|&c| c != conn);
+        Some(user)
+    }
+
+    /// After `gone` left: if it owned the room, the longest-connected user
+    /// left takes over.
+    fn hand_over_ownership(&mut self, gone: ConnId, stamp: &str) -> Option<Delivery> {
+        if self.owner != Some(gone) {
+            return None;
+        }
+        self.owner = self.order.first().copied();
+        let heir = self.owner?;
+        let nick = &self.users[&heir].nick;
+        log::info!("{nick} is now the room owner");
+        Some(line(Target::All, render::new_owner(stamp, nick)))
+    }
+
+    fn find(&self, nick: &str) -> Option<(ConnId, &str)> {
+        let conn = *self.by_nick.get(&nick_key(nick))?;
+        Some((conn, self.users[&conn].nick.as_str()))
+    }
+
+    fn rename(&mut self, conn: ConnId, old: &str, new: String, stamp: &str) -> Vec<Delivery> {
+        if let Err(reason) = check_nick(&new) {
+            return vec![line(Target::One(conn), reason)];
+        }
+        if new == old {
+            return vec![line(Target::One(conn), render::nick_unchanged(old))];
+        }
+        let key = nick_key(&new);
+        // Changing only the case of one's own name is allowed.
+        if self.by_nick.get(&key).is_some_and(|&holder| holder != conn) {
+            return vec![line(Target::One(conn), render::nick_in_use(&new))];
+        }
+        self.by_nick.remove(&nick_key(old));
+        self.by_nick.insert(key, conn);
+        if let Some(user) = self.users.get_mut(&conn) {
+            user.nick = new.clone();
+        }
+        log::info!("{old} is now known as {new}");
+        vec![
+            line(Target::All, render::renamed(stamp, old, &new)),
+            to(conn, ToChild::Renamed { nick: new }),
+        ]
+    }
+
+    fn kick(&mut self, conn: ConnId, me: &str, target: &str, stamp: &str) -> Vec<Delivery> {
+        let reply = |text: String| vec![line(Target::One(conn), text)];
+        if self.owner != Some(conn) {
+            return reply(render::ONLY_OWNER_KICKS.to_string());
+        }
+        let Some((victim, _)) = self.find(target) else {
+            return reply(render::user_not_found(target));
+        };
+        if victim == conn {
+            return reply(render::CANNOT_KICK_SELF.to_string());
+        }
+        let Some(user) = self.remove(victim) else {
+            return Vec::new();
+        };
+        log::info!("{} ({}) was kicked by {me}", user.nick, user.addr);
+        vec![
+            to(victim, ToChild::Kicked),
+            line(Target::All, render::kicked_by(stamp, &user.nick, me)),
+        ]
+    }
+
+    fn schedule(
+        &mut self,
+        conn: ConnId,
+        author_nick: String,
+        when: When,
+        text: String,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        if self.pending_of(conn).count() >= MAX_SCHEDULED_PER_USER {
+            return vec![line(
+                Target::One(conn),
+                render::TOO_MANY_SCHEDULED.to_string(),
+            )];
+        }
+        let due = match when {
+            When::Clock { hour, minute } => clock::next_clock_time(now, hour, minute),
+            When::In { seconds } => now + Duration::from_secs(seconds.into()),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let at = self
+            .schedule
+            .partition_point(|s| (s.due, s.seq) <= (due, seq));
+        self.schedule.insert(
+            at,
+            Scheduled {
+                due,
+                seq,
+                author: conn,
+                author_nick,
+                text,
+            },
+        );
+        let confirmation = render::schedule_confirmed(&describe_due(due, now));
+        vec![line(Target::One(conn), confirmation)]
+    }
+
+    fn pending_of(&self, conn: ConnId) -> impl Iterator<Item = &Scheduled> {
+        self.schedule.iter().filter(move |s| s.author == conn)
+    }
+
+    fn schedule_list(&self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
+        let mine: Vec<&Scheduled> = self.pending_of(conn).collect();
+        if mine.is_empty() {
+            return vec![line(Target::One(conn), render::NO_SCHEDULED.to_string())];
+        }
+        let mut out = vec![line(
+            Target::One(conn),
+            render::schedule_list_header(mine.len()),
+        )];
+        for (i, s) in mine.iter().enumerate() {
+            let item = render::schedule_list_item(i + 1, &describe_due(s.due, now), &s.text);
+            out.push(line(Target::One(conn), item));
+        }
+        out
+    }
+
+    /// Cancels the `number`th (from 1) of `conn`'s pending messages, in the
+    /// order `/schedule list` shows them.
+    fn schedule_cancel(&mut self, conn: ConnId, number: usize) -> Vec<Delivery> {
+        let index = self
+            .schedule
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.author == conn)
+            .nth(number.wrapping_sub(1))
+            .map(|(i, _)| i);
+        let text = match index {
+            Some(i) => {
+                self.schedule.remove(i);
+                render::schedule_cancelled(number)
+            }
+            None => render::no_such_scheduled(number),
+        };
+        vec![line(Target::One(conn), text)]
+    }
+
+    /// The scheduled messages due by `now`, in due order.
+    pub fn due(&mut self, now: SystemTime) -> Vec<Delivery> {
+        let ready = self.schedule.partition_point(|s| s.due <= now);
+        if ready == 0 {
+            return Vec::new();
+        }
+        let stamp = clock::hhmm(now);
+        self.schedule
+            .drain(..ready)
+            .map(|s| {
+                line(
+                    Target::All,
+                    render::scheduled(&stamp, &s.author_nick, &s.text),
+                )
+            })
+            .collect()
+    }
+
+    /// When the next scheduled message is due, if any.
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.schedule.first().map(|s| s.due)
+    }
+}
+
+/// A due time as a user reads it: `14:05:30`, or `tomorrow 08:00:00`.
+fn describe_due(due: SystemTime, now: SystemTime) -> String {
+    if clock::same_day(due, now) {
+        clock::hhmmss(due)
+    } else {
+        format!("tomorrow {}", clock::hhmmss(due))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(room: &mut Room, conn: ConnId, nick: &str) -> Vec<Delivery> {
+        let req = ToHub::Login {
+            nick: nick.into(),
+            addr: "127.0.0.1:1".into(),
+        };
+        room.handle(conn, req, SystemTime::now())
+    }
+
+    /// The text of every line delivery, without the `[HH:MM] ` stamp.
+    fn texts(out: &[Delivery]) -> Vec<(Target, String)> {
+        out.iter()
+            .filter_map(|d| match &d.msg {
+                ToChild::Line(l) => {
+                    let text = if l.starts_with('[') && l.as_bytes().get(6) == Some(&b']') {
+                        l[8..].to_string()
+                    } else {
+                        l.clone()
+                    };
+                    Some((d.to, text))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_user_owns_and_names_are_unique_without_case() {
+        let mut room = Room::new();
+        let out = login(&mut room, 1, "Alice");
+        assert_eq!(
+            out[0],
+            to(
+                1,
+                ToChild::Registered {
+                    nick: "Alice".into()
+                }
+            )
+        );
+        assert_eq!(
+            texts(&out),
+            [(Target::All, "* Alice has joined the chat.".into())]
+        );
+        assert_eq!(room.owner(), Some(1));
+        let out = login(&mut room, 2, "alice");
+        assert_eq!(
+            out,
+            [to(
+                2,
+                ToChild::NickRefused {
+                    reason: "Nickname \"alice\" is already in use.".into()
+                }
+            )]
+        );
+        assert_eq!(room.members(), [1]);
+    }
+
+    #[test]
+    fn owner_passes_to_longest_connected() {
+        let mut room = Room::new();
+        for (conn, nick) in [(1, "a"), (2, "b"), (3, "c")] {
+            login(&mut room, conn, nick);
+        }
+        let out = room.leave(1, SystemTime::now());
+        assert_eq!(
+            texts(&out),
+            [
+                (Target::All, "* a has left the chat.".into()),
+                (Target::All, "* b is now the room owner.".into())
+            ]
+        );
+        assert_eq!(room.owner(), Some(2));
+        assert!(texts(&room.leave(3, SystemTime::now())).len() == 1);
+    }
+
+    #[test]
+    fn kick_rules() {
+        let mut room = Room::new();
+        login(&mut room, 1, "own");
+        login(&mut room, 2, "bob");
+        let now = SystemTime::now();
+        let out = room.handle(2, ToHub::Kick("own".into()), now);
+        assert_eq!(
+            texts(&out),
+            [(Target::One(2), render::ONLY_OWNER_KICKS.into())]
+        );
+        let out = room.handle(1, ToHub::Kick("own".into()), now);
+        assert_eq!(
+            texts(&out),
+            [(Target::One(1), render::CANNOT_KICK_SELF.into())]
+        );
+        let out = room.handle(1, ToHub::Kick("zed".into()), now);
+        assert_eq!(
+            texts(&out),
+            [(Target::One(1), "User 'zed' not found.".into())]
+        );
+        let out = room.handle(1, ToHub::Kick("BOB".into()), now);
+        assert_eq!(out[0], to(2, ToChild::Kicked));
+        assert_eq!(
+            texts(&out),
+            [(Target::All, "* bob was kicked by own.".into())]
+        );
+        assert_eq!(room.members(), [1]);
+        // The kicked user's connection closing later announces nothing more.
+        assert!(room.leave(2, now).is_empty());
+    }
+
+    #[test]
+    fn rename_checks_and_frees_the_old_name() {
+        let mut room = Room::new();
+        login(&mut room, 1, "alice");
+        login(&mut room, 2, "bob");
+        let now = SystemTime::now();
+        let out = room.handle(1, ToHub::Rename("BOB".into()), now);
+        assert_eq!(
+            texts(&out),
+            [(Target::One(1), "Nickname \"BOB\" is already in use.".into())]
+        );
+        let out = room.handle(1, ToHub::Rename("Alice".into()), now);
+        assert_eq!(
+            texts(&out),
+            [(
+                Target::All,
+                "* User \"alice\" has changed their nickname to \"Alice\".".into()
+            )]
+        );
+        room.handle(1, ToHub::Rename("ally".into()), now);
+        assert!(
+            login(&mut room, 3, "alice")
+                .iter()
+                .any(|d| matches!(d.msg, ToChild::Registered { .. }))
+        );
+    }
+
+    #[test]
+    fn scheduled_messages_are_due_in_order_and_outlive_their_author() {
+        let mut room = Room::new();
+        login(&mut room, 1, "alice");
+        login(&mut room, 2, "bob");
+        let now = SystemTime::now();
+        room.handle(
+            1,
+            ToHub::Schedule {
+                when: When::In { seconds: 20 },
+                text: "second".into(),
+            },
+            now,
+        );
+        room.handle(
+            1,
+            ToHub::Schedule {
+                when: When::In { seconds: 10 },
+                text: "first".into(),
+            },
+            now,
+        );
+        let list = texts(&room.handle(1, ToHub::ScheduleList, now));
+        assert_eq!(list.len(), 3);
+        assert!(list[1].1.starts_with("1. ") && list[1].1.ends_with(" first"));
+        room.leave(1, now);
+        assert!(room.due(now + Duration::from_secs(5)).is_empty());
+        let out = room.due(now + Duration::from_secs(30));
+        assert_eq!(
+            texts(&out),
+            [
+                (Target::All, "[Scheduled by alice] first".into()),
+                (Target::All, "[Scheduled by alice] second".into())
+            ]
+        );
+        assert_eq!(room.next_due(), None);
+    }
+
+    #[test]
+    fn schedule_limit_and_cancel() {
+        let mut room = Room::new();
+        login(&mut room, 1, "alice");
+        let now = SystemTime::now();
+        for i in 0..MAX_SCHEDULED_PER_USER {
+            room.handle(
+                1,
+                ToHub::Schedule {
+                    when: When::In { seconds: 60 },
+                    text: format!("m{i}"),
+                },
+                now,
+            );
+        }
+        let out = room.handle(
+            1,
+            ToHub::Schedule {
+                when: When::In { seconds: 60 },
+                text: "x".into(),
+            },
+            now,
+        );
+        assert_eq!(
+            texts(&out),
+            [(Target::One(1), render::TOO_MANY_SCHEDULED.into())]
+        );
+        let out = room.handle(1, ToHub::ScheduleCancel(11), now);
+        assert_eq!(
+            texts(&out),
+            [(Target::One(1), render::no_such_scheduled(11))]
+        );
+        let out = room.handle(1, ToHub::ScheduleCancel(1), now);
+        assert_eq!(
+            texts(&out),
+            [(Target::One(1), render::schedule_cancelled(1))]
+        );
+        let list = texts(&room.handle(1, ToHub::ScheduleList, now));
+        assert!(list[1].1.ends_with(" m1"));
+    }
+}

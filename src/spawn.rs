@@ -1,0 +1,92 @@
+//! Birth of a process: `fork()`, and what every forked process resets.
+//!
+//! The lifeline is a pipe whose write end only the parent holds. Every
+//! other process keeps the read end in its poll set: when the parent exits,
+//! however it exits (even `kill -9`), the kernel closes the write end and
+//! the read end reports EOF, and the hub and the children close down.
+//! Together with SIGTERM it makes a forked process's [`Stop`].
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags};
+use nix::unistd::{ForkResult, Pid, pipe2};
+
+use crate::logging::{self, Role};
+use crate::signals::Terminate;
+
+/// Which side of a `fork()` this is.
+#[derive(Debug)]
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// Forks this process.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the parent process is single-threaded (no thread is ever
+    // started in it), so the child is a complete copy and may go on running
+    // ordinary Rust code, allocation included.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// First steps of a freshly forked process: its role for the log (its pid
+/// has changed too) and its name in `ps -o comm` and `top`.
+pub fn become_role(role: Role, comm: &CStr) {
+    logging::set_role(role);
+    if let Err(e) = nix::sys::prctl::set_name(comm) {
+        log::debug!("cannot set process name: {e}");
+    }
+}
+
+/// The parent's end of the lifeline.
+#[derive(Debug)]
+pub struct LifelineWriter {
+    /// Never written: its only job is to be closed when the parent exits.
+    _write_end: OwnedFd,
+}
+
+/// A forked process's end of the lifeline: readable (EOF) once the parent
+/// is gone.
+#[derive(Debug)]
+pub struct Lifeline(OwnedFd);
+
+impl AsFd for Lifeline {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Creates the lifeline pipe (both ends close-on-exec).
+pub fn lifeline() -> io::Result<(LifelineWriter, Lifeline)> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    Ok((LifelineWriter { _write_end: write }, Lifeline(read)))
+}
+
+/// What tells a forked process to stop: the parent's death (the lifeline
+/// ends) or SIGTERM. Each process keeps both in its poll set.
+#[derive(Debug)]
+pub struct Stop {
+    pub lifeline: Lifeline,
+    pub terminate: Terminate,
+}
+
+impl Stop {
+    /// Poll entries for both; see [`Stop::requested`].
+    pub fn poll_fds(&self) -> [PollFd<'_>; 2] {
+        [
+            PollFd::new(self.lifeline.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.terminate.as_fd(), PollFlags::POLLIN),
+        ]
+    }
+
+    /// True if either entry from [`Stop::poll_fds`] fired.
+    pub fn requested(fds: &[PollFd]) -> bool {
+        fds.iter().any(|f| f.any().unwrap_or(false))
+    }
+}
