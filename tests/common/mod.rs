@@ -1,0 +1,354 @@
+//! Test harness: starts the real `mpchat` binary and talks to it over real
+//! sockets, as a user's `nc` would.
+//!
+//! Every wait has a deadline ([`DEADLINE`]) and fails the test with a clear
+//! message when it passes. A [`Server`] runs in a process group of its own
+//! and kills the whole group when dropped, so no process of its tree
+//! outlives the test, even a failed one.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails. Generous, so a
+/// busy 2-core machine does not make the suite flaky; a passing test never
+/// waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The path of the `mpchat` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_mpchat")
+}
+
+/// A running server and its process group.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the chat server on a free loopback port.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts the server with extra options (before the port argument).
+    pub fn start_with(options: &[&str]) -> Server {
+        let mut args: Vec<&str> = vec!["--bind", "127.0.0.1"];
+        args.extend_from_slice(options);
+        args.push("0");
+        Server::spawn(&args)
+    }
+
+    /// Starts `mpchat` with exactly these arguments; they must make it
+    /// listen (the port is read from its `listening on` line).
+    pub fn spawn(args: &[&str]) -> Server {
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start mpchat");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        // Keep draining stderr for the server's whole life, so logging can
+        // never block it.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("mpchat: listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log,
+        };
+        match rx.recv_timeout(DEADLINE) {
+            Ok(addr) => server.addr = addr.parse().expect("listening address"),
+            Err(_) => panic!(
+                "mpchat did not print its listening line; log:\n{}",
+                server.log_text()
+            ),
+        }
+        server
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        wait_until(&format!("a log line containing {needle:?}"), || {
+            self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        });
+    }
+
+    /// Opens a raw connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects and logs in as `nick`, reading everything up to and
+    /// including this user's own join line.
+    pub fn login(&self, nick: &str) -> Client {
+        let mut client = self.connect();
+        client.expect("Welcome to mpchat! Enter your nickname:");
+        client.send_line(nick);
+        client.expect(&format!("Hello, {nick}! Type /help for commands."));
+        client.expect_stamped(&format!("* {nick} has joined the chat."));
+        client
+    }
+
+    /// The live processes of the server's tree (its process group), the
+    /// parent first, as (pid, comm, state).
+    pub fn processes(&self) -> Vec<Proc> {
+        processes_in_group(self.pid())
+    }
+
+    /// Sends `signal` to the parent process.
+    pub fn signal(&self, signal: i32) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the parent to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "mpchat did not exit; log:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The whole group: the parent, the hub and every child.
+        send_signal(-self.pid(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// One process of a server's tree.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub state: char,
+}
+
+/// Live (non-zombie) and zombie processes whose process group is `pgid`.
+pub fn processes_in_group(pgid: i32) -> Vec<Proc> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        if rest.len() < 3 {
+            continue;
+        }
+        let state = rest[0].chars().next().unwrap_or('?');
+        let ppid = rest[1].parse().unwrap_or(0);
+        let pgrp: i32 = rest[2].parse().unwrap_or(0);
+        if pgrp == pgid {
+            found.push(Proc {
+                pid,
+                ppid,
+                comm,
+                state,
+            });
+        }
+    }
+    found.sort_by_key(|p| (p.pid != pgid, p.pid));
+    found
+}
+
+pub fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after [`DEADLINE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A client connection, reading lines that end in `\r\n`.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to mpchat");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Sends raw bytes, exactly as given.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to mpchat");
+    }
+
+    /// Sends a line ending in LF, as `nc` does.
+    pub fn send_line(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    /// Closes the sending side, as `nc` does at the end of its input.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// The next line, without its `\r\n`; `None` at EOF. Fails the test if
+    /// no line comes within [`DEADLINE`] or a line does not end in `\r\n`.
+    pub fn try_read_line(&mut self) -> Option<String> {
+        let start = Instant::now();
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                assert_eq!(
+                    line.pop(),
+                    Some(b'\r'),
+                    "line does not end in CRLF: {:?}",
+                    String::from_utf8_lossy(&line)
+                );
+                return Some(String::from_utf8(line).expect("server sends UTF-8"));
+            }
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            assert!(
+                !left.is_zero(),
+                "no complete line within {DEADLINE:?}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    assert!(
+                        self.buf.is_empty(),
+                        "connection closed in the middle of a line: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                    return None;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read from mpchat: {e}"),
+            }
+        }
+    }
+
+    /// The next line; fails the test at EOF.
+    pub fn read_line(&mut self) -> String {
+        self.try_read_line().expect("connection closed, expected a line")
+    }
+
+    /// Asserts the next line is exactly `expected`.
+    pub fn expect(&mut self, expected: &str) {
+        assert_eq!(self.read_line(), expected);
+    }
+
+    /// Asserts the next line is `[HH:MM] ` followed by exactly `rest`.
+    pub fn expect_stamped(&mut self, rest: &str) {
+        let line = self.read_line();
+        assert_eq!(unstamp(&line), Some(rest), "line {line:?}");
+    }
+
+    /// Asserts the connection closes (EOF) with no further lines.
+    pub fn expect_closed(&mut self) {
+        if let Some(line) = self.try_read_line() {
+            panic!("expected the connection to close, got line {line:?}");
+        }
+    }
+
+    /// Reads lines until one satisfies `pred`; returns all read, that one
+    /// last. Fails the test at EOF or after [`DEADLINE`].
+    pub fn read_until(&mut self, mut pred: impl FnMut(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line();
+            let done = pred(&line);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+}
+
+/// Strips a leading `[HH:MM] ` stamp, checking its form.
+pub fn unstamp(line: &str) -> Option<&str> {
+    let b = line.as_bytes();
+    let ok = b.len() >= 8
+        && b[0] == b'['
+        && b[1].is_ascii_digit()
+        && b[2].is_ascii_digit()
+        && b[3] == b':'
+        && b[4].is_ascii_digit()
+        && b[5].is_ascii_digit()
+        && b[6] == b']'
+        && b[7] == b' ';
+    ok.then(|| &line[8..])
+}
