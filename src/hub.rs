@@ -251,11 +251,9 @@ impl Hub {
             let frame: Rc<[u8]> = ipc::encode(&delivery.msg).into();
             match delivery.to {
                 Target::One(id) => enqueue(&mut self.conns, id, &frame),
-                Target::All | Target::AllBut(_) => {
+                Target::All => {
                     for &id in self.room.members() {
-                        if delivery.to != Target::AllBut(id) {
-                            enqueue(&mut self.conns, id, &frame);
-                        }
+                        enqueue(&mut self.conns, id, &frame);
                     }
                 }
             }

@@ -27,8 +27,6 @@ pub enum Target {
     One(ConnId),
     /// Every registered user.
     All,
-    /// Every registered user but one.
-    AllBut(ConnId),
 }
 
 /// One message to deliver.
