@@ -23,7 +23,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::ipc::{self, Link, Received, ToChild, ToHub};
 use crate::protocol::CRLF;
-use crate::protocol::command::{self, Command};
+use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
@@ -222,21 +222,14 @@ impl Session {
     /// A line from a registered user.
     fn chat_line(&mut self, text: String) -> io::Result<Option<Farewell>> {
         let request = match command::parse(&text) {
-            Command::Say(text) => ToHub::Say(text),
-            Command::Me(text) => ToHub::Me(text),
-            Command::Whisper { to, text } => ToHub::Whisper { to, text },
-            Command::Users => ToHub::Users,
-            Command::Kick(nick) => ToHub::Kick(nick),
-            Command::Schedule { when, text } => ToHub::Schedule { when, text },
-            Command::ScheduleList => ToHub::ScheduleList,
-            Command::ScheduleCancel(n) => ToHub::ScheduleCancel(n),
-            Command::Rename(nick) => match command::check_nick(&nick) {
-                Ok(()) => ToHub::Rename(nick),
+            Command::Request(Request::Rename(nick)) => match command::check_nick(&nick) {
+                Ok(()) => Request::Rename(nick),
                 Err(reason) => {
                     self.reply(reason);
                     return Ok(None);
                 }
             },
+            Command::Request(request) => request,
             Command::Help => {
                 for line in render::HELP {
                     self.reply(line.to_string());
@@ -259,7 +252,7 @@ impl Session {
                 return Ok(Some(Some(render::bye(nick))));
             }
         };
-        self.request(request)?;
+        self.request(ToHub::Request(request))?;
         Ok(None)
     }
 

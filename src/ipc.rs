@@ -21,34 +21,18 @@ use nix::sys::socket::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::command::When;
+use crate::protocol::command::Request;
 
 /// Largest message either side sends; client lines are at most 512 bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
-/// A request from a client's child to the hub.
+/// A message from a client's child to the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToHub {
     /// Take this nickname and join the room.
-    Login {
-        nick: String,
-        addr: String,
-    },
-    Say(String),
-    Me(String),
-    Whisper {
-        to: String,
-        text: String,
-    },
-    Users,
-    Rename(String),
-    Kick(String),
-    Schedule {
-        when: When,
-        text: String,
-    },
-    ScheduleList,
-    ScheduleCancel(usize),
+    Login { nick: String, addr: String },
+    /// A registered user's command.
+    Request(Request),
 }
 
 /// An event from the hub for one client's child.
@@ -221,9 +205,12 @@ mod tests {
     #[test]
     fn client_text_cannot_forge_a_second_message() {
         let text = "\"\n{\"Kick\":\"bob\"}\r\0".to_string();
-        let bytes = encode(&ToHub::Say(text.clone()));
+        let bytes = encode(&ToHub::Request(Request::Say(text.clone())));
         assert!(!bytes.contains(&b'\n'));
-        assert_eq!(decode::<ToHub>(&bytes).unwrap(), ToHub::Say(text));
+        assert_eq!(
+            decode::<ToHub>(&bytes).unwrap(),
+            ToHub::Request(Request::Say(text))
+        );
     }
 
     #[test]
@@ -234,10 +221,12 @@ mod tests {
         let listener = Listener::bind(&path).unwrap();
         let child = Link::connect(&path).unwrap();
         let hub = listener.accept().unwrap().expect("pending connection");
-        child.send(&ToHub::Say("hi".into())).unwrap();
+        child
+            .send(&ToHub::Request(Request::Say("hi".into())))
+            .unwrap();
         let mut buf = vec![0; MAX_MESSAGE];
         match hub.try_recv::<ToHub>(&mut buf).unwrap() {
-            Received::Message(m) => assert_eq!(m, ToHub::Say("hi".into())),
+            Received::Message(m) => assert_eq!(m, ToHub::Request(Request::Say("hi".into()))),
             other => panic!("expected a message, got {other:?}"),
         }
         assert!(hub.try_send_bytes(&encode(&ToChild::Kicked)).unwrap());

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock;
 use crate::ipc::{ToChild, ToHub};
-use crate::protocol::command::{When, check_nick, nick_key};
+use crate::protocol::command::{Request, When, check_nick, nick_key};
 use crate::protocol::render;
 
 /// The hub's name for one child connection.
@@ -100,23 +100,27 @@ impl Room {
         self.owner
     }
 
-    /// Carries out one request from `conn`'s child.
-    pub fn handle(&mut self, conn: ConnId, req: ToHub, now: SystemTime) -> Vec<Delivery> {
-        if let ToHub::Login { nick, addr } = req {
-            return self.join(conn, nick, addr, now);
+    /// Carries out one message from `conn`'s child.
+    pub fn handle(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
+        match msg {
+            ToHub::Login { nick, addr } => self.join(conn, nick, addr, now),
+            ToHub::Request(request) => self.request(conn, request, now),
         }
+    }
+
+    /// Carries out a registered user's command.
+    pub fn request(&mut self, conn: ConnId, request: Request, now: SystemTime) -> Vec<Delivery> {
         let Some(me) = self.users.get(&conn) else {
-            // Only a registered user's child sends anything else.
+            // A child sends requests only once its user is registered.
             log::warn!("request from unregistered connection {conn} ignored");
             return Vec::new();
         };
         let stamp = clock::hhmm(now);
         let me = me.nick.clone();
-        match req {
-            ToHub::Login { .. } => unreachable!("handled above"),
-            ToHub::Say(text) => vec![line(Target::All, render::chat(&stamp, &me, &text))],
-            ToHub::Me(text) => vec![line(Target::All, render::action(&stamp, &me, &text))],
-            ToHub::Whisper { to: target, text } => match self.find(&target) {
+        match request {
+            Request::Say(text) => vec![line(Target::All, render::chat(&stamp, &me, &text))],
+            Request::Me(text) => vec![line(Target::All, render::action(&stamp, &me, &text))],
+            Request::Whisper { to: target, text } => match self.find(&target) {
                 None => vec![line(Target::One(conn), render::user_not_found(&target))],
                 Some((other, other_nick)) => vec![
                     line(Target::One(other), render::whisper_from(&stamp, &me, &text)),
@@ -126,7 +130,7 @@ impl Room {
                     ),
                 ],
             },
-            ToHub::Users => {
+            Request::Users => {
                 let nicks: Vec<&str> = self
                     .order
                     .iter()
@@ -134,11 +138,11 @@ impl Room {
                     .collect();
                 vec![line(Target::One(conn), render::users(&nicks))]
             }
-            ToHub::Rename(new) => self.rename(conn, &me, new, &stamp),
-            ToHub::Kick(target) => self.kick(conn, &me, &target, &stamp),
-            ToHub::Schedule { when, text } => self.schedule(conn, me, when, text, now),
-            ToHub::ScheduleList => self.schedule_list(conn, now),
-            ToHub::ScheduleCancel(n) => self.schedule_cancel(conn, n),
+            Request::Rename(new) => self.rename(conn, &me, new, &stamp),
+            Request::Kick(target) => self.kick(conn, &me, &target, &stamp),
+            Request::Schedule { when, text } => self.schedule(conn, me, when, text, now),
+            Request::ScheduleList => self.schedule_list(conn, now),
+            Request::ScheduleCancel(n) => self.schedule_cancel(conn, n),
         }
     }
 
@@ -449,22 +453,22 @@ mod tests {
         login(&mut room, 1, "own");
         login(&mut room, 2, "bob");
         let now = SystemTime::now();
-        let out = room.handle(2, ToHub::Kick("own".into()), now);
+        let out = room.request(2, Request::Kick("own".into()), now);
         assert_eq!(
             texts(&out),
             [(Target::One(2), render::ONLY_OWNER_KICKS.into())]
         );
-        let out = room.handle(1, ToHub::Kick("own".into()), now);
+        let out = room.request(1, Request::Kick("own".into()), now);
         assert_eq!(
             texts(&out),
             [(Target::One(1), render::CANNOT_KICK_SELF.into())]
         );
-        let out = room.handle(1, ToHub::Kick("zed".into()), now);
+        let out = room.request(1, Request::Kick("zed".into()), now);
         assert_eq!(
             texts(&out),
             [(Target::One(1), "User 'zed' not found.".into())]
         );
-        let out = room.handle(1, ToHub::Kick("BOB".into()), now);
+        let out = room.request(1, Request::Kick("BOB".into()), now);
         assert_eq!(out[0], to(2, ToChild::Kicked));
         assert_eq!(
             texts(&out),
@@ -481,12 +485,12 @@ mod tests {
         login(&mut room, 1, "alice");
         login(&mut room, 2, "bob");
         let now = SystemTime::now();
-        let out = room.handle(1, ToHub::Rename("BOB".into()), now);
+        let out = room.request(1, Request::Rename("BOB".into()), now);
         assert_eq!(
             texts(&out),
             [(Target::One(1), "Nickname \"BOB\" is already in use.".into())]
         );
-        let out = room.handle(1, ToHub::Rename("Alice".into()), now);
+        let out = room.request(1, Request::Rename("Alice".into()), now);
         assert_eq!(
             texts(&out),
             [(
@@ -494,7 +498,7 @@ mod tests {
                 "* User \"alice\" has changed their nickname to \"Alice\".".into()
             )]
         );
-        room.handle(1, ToHub::Rename("ally".into()), now);
+        room.request(1, Request::Rename("ally".into()), now);
         assert!(
             login(&mut room, 3, "alice")
                 .iter()
@@ -508,23 +512,23 @@ mod tests {
         login(&mut room, 1, "alice");
         login(&mut room, 2, "bob");
         let now = SystemTime::now();
-        room.handle(
+        room.request(
             1,
-            ToHub::Schedule {
+            Request::Schedule {
                 when: When::In { seconds: 20 },
                 text: "second".into(),
             },
             now,
         );
-        room.handle(
+        room.request(
             1,
-            ToHub::Schedule {
+            Request::Schedule {
                 when: When::In { seconds: 10 },
                 text: "first".into(),
             },
             now,
         );
-        let list = texts(&room.handle(1, ToHub::ScheduleList, now));
+        let list = texts(&room.request(1, Request::ScheduleList, now));
         assert_eq!(list.len(), 3);
         assert!(list[1].1.starts_with("1. ") && list[1].1.ends_with(" first"));
         room.leave(1, now);
@@ -546,18 +550,18 @@ mod tests {
         login(&mut room, 1, "alice");
         let now = SystemTime::now();
         for i in 0..MAX_SCHEDULED_PER_USER {
-            room.handle(
+            room.request(
                 1,
-                ToHub::Schedule {
+                Request::Schedule {
                     when: When::In { seconds: 60 },
                     text: format!("m{i}"),
                 },
                 now,
             );
         }
-        let out = room.handle(
+        let out = room.request(
             1,
-            ToHub::Schedule {
+            Request::Schedule {
                 when: When::In { seconds: 60 },
                 text: "x".into(),
             },
@@ -567,17 +571,17 @@ mod tests {
             texts(&out),
             [(Target::One(1), render::TOO_MANY_SCHEDULED.into())]
         );
-        let out = room.handle(1, ToHub::ScheduleCancel(11), now);
+        let out = room.request(1, Request::ScheduleCancel(11), now);
         assert_eq!(
             texts(&out),
             [(Target::One(1), render::no_such_scheduled(11))]
         );
-        let out = room.handle(1, ToHub::ScheduleCancel(1), now);
+        let out = room.request(1, Request::ScheduleCancel(1), now);
         assert_eq!(
             texts(&out),
             [(Target::One(1), render::schedule_cancelled(1))]
         );
-        let list = texts(&room.handle(1, ToHub::ScheduleList, now));
+        let list = texts(&room.request(1, Request::ScheduleList, now));
         assert!(list[1].1.ends_with(" m1"));
     }
 }

@@ -17,6 +17,19 @@ pub const MAX_SCHEDULE_SECONDS: u32 = 86_400;
 /// What a line from a registered user asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// Something only the hub can do; the child passes it on as it is.
+    Request(Request),
+    Help,
+    Quit,
+    /// A known command used wrongly: answer with this usage line.
+    Usage(&'static str),
+    /// `/word` that is no command; holds the word as typed.
+    Unknown(String),
+}
+
+/// A command for the room, carried to the hub (see [`crate::ipc::ToHub`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
     /// Any line that is not a command: a public chat message.
     Say(String),
     Me(String),
@@ -33,12 +46,6 @@ pub enum Command {
     },
     ScheduleList,
     ScheduleCancel(usize),
-    Help,
-    Quit,
-    /// A known command used wrongly: answer with this usage line.
-    Usage(&'static str),
-    /// `/word` that is no command; holds the word as typed.
-    Unknown(String),
 }
 
 /// When a scheduled message is due.
@@ -62,21 +69,23 @@ pub fn parse(line: &str) -> Command {
         return Command::Quit;
     }
     let Some(body) = line.strip_prefix('/') else {
-        return Command::Say(line.to_string());
+        return Command::Request(Request::Say(line.to_string()));
     };
     let (word, rest) = split_word(body);
     match word.to_ascii_lowercase().as_str() {
         "w" | "whisper" => match split_word(rest) {
-            (to, text) if !to.is_empty() && !text.is_empty() => Command::Whisper {
-                to: to.to_string(),
-                text: text.to_string(),
-            },
+            (to, text) if !to.is_empty() && !text.is_empty() => {
+                Command::Request(Request::Whisper {
+                    to: to.to_string(),
+                    text: text.to_string(),
+                })
+            }
             _ => Command::Usage(render::USAGE_WHISPER),
         },
-        "user" | "users" => Command::Users,
-        "nick" | "rename" => with_arg(rest, Command::Rename, render::USAGE_RENAME),
-        "kick" => with_arg(rest, Command::Kick, render::USAGE_KICK),
-        "me" => with_arg(rest, Command::Me, render::USAGE_ME),
+        "user" | "users" => Command::Request(Request::Users),
+        "nick" | "rename" => with_arg(rest, Request::Rename, render::USAGE_RENAME),
+        "kick" => with_arg(rest, Request::Kick, render::USAGE_KICK),
+        "me" => with_arg(rest, Request::Me, render::USAGE_ME),
         "schedule" => parse_schedule(rest),
         "help" => Command::Help,
         "quit" => Command::Quit,
@@ -84,31 +93,31 @@ pub fn parse(line: &str) -> Command {
     }
 }
 
-fn with_arg(rest: &str, make: fn(String) -> Command, usage: &'static str) -> Command {
+fn with_arg(rest: &str, make: fn(String) -> Request, usage: &'static str) -> Command {
     if rest.is_empty() {
         Command::Usage(usage)
     } else {
-        make(rest.to_string())
+        Command::Request(make(rest.to_string()))
     }
 }
 
 fn parse_schedule(args: &str) -> Command {
     let (first, text) = split_word(args);
     match first {
-        "list" if text.is_empty() => return Command::ScheduleList,
+        "list" if text.is_empty() => return Command::Request(Request::ScheduleList),
         "cancel" => {
             return match text.parse::<usize>() {
-                Ok(n) if n >= 1 => Command::ScheduleCancel(n),
+                Ok(n) if n >= 1 => Command::Request(Request::ScheduleCancel(n)),
                 _ => Command::Usage(render::USAGE_SCHEDULE_CANCEL),
             };
         }
         _ => {}
     }
     match (parse_when(first), text.is_empty()) {
-        (Some(when), false) => Command::Schedule {
+        (Some(when), false) => Command::Request(Request::Schedule {
             when,
             text: text.to_string(),
-        },
+        }),
         _ => Command::Usage(render::USAGE_SCHEDULE),
     }
 }
@@ -174,17 +183,21 @@ pub fn nick_key(nick: &str) -> String {
 mod tests {
     use super::*;
 
+    fn say(text: &str) -> Command {
+        Command::Request(Request::Say(text.into()))
+    }
+
     #[test]
     fn plain_text_is_a_chat_message() {
-        assert_eq!(parse("hello /there"), Command::Say("hello /there".into()));
+        assert_eq!(parse("hello /there"), say("hello /there"));
     }
 
     #[test]
     fn whisper_and_alias() {
-        let expected = Command::Whisper {
+        let expected = Command::Request(Request::Whisper {
             to: "bob".into(),
             text: "hi  there".into(),
-        };
+        });
         assert_eq!(parse("/whisper bob hi  there"), expected);
         assert_eq!(parse("/w bob hi  there"), expected);
         assert_eq!(parse("/w bob"), Command::Usage(render::USAGE_WHISPER));
@@ -193,19 +206,31 @@ mod tests {
 
     #[test]
     fn simple_commands_and_aliases() {
-        assert_eq!(parse("/user"), Command::Users);
-        assert_eq!(parse("/users"), Command::Users);
+        assert_eq!(parse("/user"), Command::Request(Request::Users));
+        assert_eq!(parse("/users"), Command::Request(Request::Users));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/HELP"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit);
         assert_eq!(parse("END"), Command::Quit);
-        assert_eq!(parse("END now"), Command::Say("END now".into()));
-        assert_eq!(parse("/rename al"), Command::Rename("al".into()));
-        assert_eq!(parse("/nick al"), Command::Rename("al".into()));
+        assert_eq!(parse("END now"), say("END now"));
+        assert_eq!(
+            parse("/rename al"),
+            Command::Request(Request::Rename("al".into()))
+        );
+        assert_eq!(
+            parse("/nick al"),
+            Command::Request(Request::Rename("al".into()))
+        );
         assert_eq!(parse("/nick"), Command::Usage(render::USAGE_RENAME));
-        assert_eq!(parse("/kick bob"), Command::Kick("bob".into()));
+        assert_eq!(
+            parse("/kick bob"),
+            Command::Request(Request::Kick("bob".into()))
+        );
         assert_eq!(parse("/kick"), Command::Usage(render::USAGE_KICK));
-        assert_eq!(parse("/me waves"), Command::Me("waves".into()));
+        assert_eq!(
+            parse("/me waves"),
+            Command::Request(Request::Me("waves".into()))
+        );
         assert_eq!(parse("/me"), Command::Usage(render::USAGE_ME));
     }
 
@@ -219,20 +244,26 @@ mod tests {
     fn schedule_forms() {
         assert_eq!(
             parse("/schedule 9:05 coffee"),
-            Command::Schedule {
+            Command::Request(Request::Schedule {
                 when: When::Clock { hour: 9, minute: 5 },
                 text: "coffee".into()
-            }
+            })
         );
         assert_eq!(
             parse("/schedule +30 soon"),
-            Command::Schedule {
+            Command::Request(Request::Schedule {
                 when: When::In { seconds: 30 },
                 text: "soon".into()
-            }
+            })
         );
-        assert_eq!(parse("/schedule list"), Command::ScheduleList);
-        assert_eq!(parse("/schedule cancel 2"), Command::ScheduleCancel(2));
+        assert_eq!(
+            parse("/schedule list"),
+            Command::Request(Request::ScheduleList)
+        );
+        assert_eq!(
+            parse("/schedule cancel 2"),
+            Command::Request(Request::ScheduleCancel(2))
+        );
         assert_eq!(
             parse("/schedule cancel x"),
             Command::Usage(render::USAGE_SCHEDULE_CANCEL)
