@@ -460,11 +460,7 @@ impl Session {
         // client drop our last lines; so close our side and let it close its.
         let _ = self.client.shutdown(Shutdown::Write);
         let linger = Instant::now() + LINGER_TIME;
-        while wait_for(
-            &self.client,
-            PollFlags::POLLIN,
-            linger.min(deadline + LINGER_TIME),
-        ) {
+        while wait_for(&self.client, PollFlags::POLLIN, linger) {
             match (&self.client).read(&mut self.buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}

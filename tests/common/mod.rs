@@ -302,7 +302,8 @@ impl Client {
 
     /// The next line; fails the test at EOF.
     pub fn read_line(&mut self) -> String {
-        self.try_read_line().expect("connection closed, expected a line")
+        self.try_read_line()
+            .expect("connection closed, expected a line")
     }
 
     /// Asserts the next line is exactly `expected`.
