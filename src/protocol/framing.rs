@@ -100,18 +100,25 @@ impl LineReader {
     fn push_byte(&mut self, byte: u8, out: &mut Vec<Line>) {
         match self.telnet {
             Telnet::Data => self.data_byte(byte, out),
-            Telnet::Iac => {
-                self.telnet = match byte {
-                    // IAC IAC is an escaped 255 data byte.
-                    IAC => {
-                        self.add(IAC, out);
-                        Telnet::Data
-                    }
-                    WILL..=DONT => Telnet::Option,
-                    SB => Telnet::Sub,
-                    _ => Telnet::Data,
+            Telnet::Iac => match byte {
+                // IAC IAC is an escaped 255 data byte.
+                IAC => {
+                    self.add(IAC, out);
+                    self.telnet = Telnet::Data;
                 }
-            }
+                WILL..=DONT => self.telnet = Telnet::Option,
+                SB => self.telnet = Telnet::Sub,
+                // A two-byte command (NOP, AYT, GA, ...): dropped.
+                SE.. => self.telnet = Telnet::Data,
+                // Not a telnet command at all: a client that is no telnet
+                // sent a stray 0xFF. Keep both bytes as data (the sanitizer
+                // turns the 0xFF into U+FFFD).
+                _ => {
+                    self.telnet = Telnet::Data;
+                    self.add(IAC, out);
+                    self.data_byte(byte, out);
+                }
+            },
             Telnet::Option => self.telnet = Telnet::Data,
             Telnet::Sub => {
                 if byte == IAC {
@@ -235,6 +242,15 @@ mod tests {
             texts(&[b"a\xff", b"\xfd", b"\x01b\xff\xfa", b"xx\xff", b"\xf0c\n"]),
             ["abc"]
         );
+    }
+
+    #[test]
+    fn stray_ff_before_a_non_command_is_kept_as_data() {
+        let out = lines(&[b"bad \xff byte\n", b"\xff\n"]);
+        assert_eq!(out[0].bytes, b"bad \xff byte");
+        // The LF after a stray 0xFF still ends the line.
+        assert_eq!(out[1].bytes, b"\xff");
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
