@@ -34,8 +34,14 @@ use crate::spawn::Stop;
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Failed nickname attempts before the child gives up on a client.
 pub const MAX_LOGIN_FAILURES: u32 = 5;
-/// Bytes waiting for a client that does not read, before it is cut off.
+/// Bytes waiting in the child for a client that does not read, before it
+/// is cut off.
 pub const MAX_BACKLOG: usize = 1 << 20;
+/// The client socket's send buffer. Left alone, the kernel grows it to
+/// several MiB for a client that does not read, which would hide that
+/// client from [`MAX_BACKLOG`]; fixed, what can wait for one client is
+/// bounded by about their sum (the kernel doubles this figure).
+const SEND_BUFFER: usize = 64 * 1024;
 /// How long a farewell may take to reach the client. The whole shutdown
 /// must fit in two seconds.
 const FAREWELL_TIME: Duration = Duration::from_millis(1000);
@@ -96,6 +102,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
     client.set_nonblocking(true)?;
     // Lines are small and someone is waiting for each one.
     client.set_nodelay(true)?;
+    nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER)?;
     let hub = match Link::connect(hub_socket) {
         Ok(hub) => hub,
         Err(e) => {
