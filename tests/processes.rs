@@ -1,0 +1,798 @@
+mod common;
+use common::*;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The whole shutdown (signal to last process gone) must fit in this.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
+
+const WELCOME: &str = "Welcome to mpchat! Enter your nickname:";
+const SHUTTING_DOWN: &str = "Server is shutting down.";
+const SERVER_FULL: &str = "Server is full, try again later.";
+
+// ---------------------------------------------------------------------------
+// Helpers local to this file.
+// ---------------------------------------------------------------------------
+
+/// Where the server puts the hub's socket directory: `$XDG_RUNTIME_DIR` if
+/// it is a directory, else the temporary directory (the server inherits our
+/// environment, so it computes the same).
+fn socket_base() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The `mpchat-<pid>-N` directories that exist for the parent `pid`.
+fn socket_dirs(pid: i32) -> Vec<PathBuf> {
+    let prefix = format!("mpchat-{pid}-");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(socket_base())
+        .expect("read the socket base directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The one socket directory of a running server.
+fn the_socket_dir(server: &Server) -> PathBuf {
+    let dirs = socket_dirs(server.pid());
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected exactly one mpchat-{}-N directory under {}, found {dirs:?}",
+        server.pid(),
+        socket_base().display()
+    );
+    dirs.into_iter().next().unwrap()
+}
+
+fn count(procs: &[Proc], comm: &str) -> usize {
+    procs.iter().filter(|p| p.comm == comm).count()
+}
+
+fn zombies(procs: &[Proc]) -> Vec<Proc> {
+    procs.iter().filter(|p| p.state == 'Z').cloned().collect()
+}
+
+/// The state and (for a dead process) the wait status of `pid`, from
+/// `/proc/<pid>/stat` (field 52, exit_code); `None` once it is gone.
+fn proc_state(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let state = rest.first()?.chars().next()?;
+    // rest[0] is field 3; exit_code is field 52.
+    let exit_code = rest.get(49).and_then(|s| s.parse().ok()).unwrap_or(-1);
+    Some((state, exit_code))
+}
+
+/// True while `pid` runs (exists and is not a zombie).
+fn alive(pid: i32) -> bool {
+    matches!(proc_state(pid), Some((state, _)) if state != 'Z')
+}
+
+/// The pid of the child the parent forked for `client`, from the parent's
+/// `<peer> connected (child <pid>)` log line.
+fn child_pid_of(server: &Server, client: &Client) -> i32 {
+    let peer = client.stream().local_addr().expect("local address");
+    let needle = format!("{peer} connected (child ");
+    server.wait_for_log(&needle);
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&needle))
+        .expect("the line just seen");
+    let rest = &line[line.find(&needle).unwrap() + needle.len()..];
+    rest.trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|_| panic!("cannot read a pid from {line:?}"))
+}
+
+/// The pids of the processes of `server` named `comm`.
+fn pids_named(server: &Server, comm: &str) -> Vec<i32> {
+    server
+        .processes()
+        .into_iter()
+        .filter(|p| p.comm == comm)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Asserts the server's tree is exactly the parent, the hub and `clients`
+/// client children, each a child of the parent, and nothing is a zombie.
+fn assert_chat_tree(server: &Server, clients: usize) {
+    let procs = server.processes();
+    let parent = server.pid();
+    assert_eq!(
+        procs.len(),
+        2 + clients,
+        "process group {parent}: {procs:?}"
+    );
+    assert_eq!(procs[0].pid, parent, "{procs:?}");
+    assert_eq!(procs[0].comm, "mpchat", "{procs:?}");
+    assert_eq!(count(&procs, "mpchat"), 1, "{procs:?}");
+    assert_eq!(count(&procs, "mpchat-hub"), 1, "{procs:?}");
+    assert_eq!(count(&procs, "mpchat-client"), clients, "{procs:?}");
+    for p in &procs[1..] {
+        assert_eq!(p.ppid, parent, "not a child of the parent: {p:?}");
+    }
+    assert!(zombies(&procs).is_empty(), "zombies: {procs:?}");
+}
+
+/// Waits until the tree holds exactly `clients` client children, none of
+/// the group is a zombie, and then checks the whole tree.
+fn wait_for_clients(server: &Server, clients: usize) {
+    wait_until(
+        &format!("{clients} mpchat-client processes and no zombie"),
+        || {
+            let procs = server.processes();
+            count(&procs, "mpchat-client") == clients && zombies(&procs).is_empty()
+        },
+    );
+    assert_chat_tree(server, clients);
+}
+
+/// Connects and reads the welcome, so the client's child surely runs.
+fn connect_at_prompt(server: &Server) -> Client {
+    let mut client = server.connect();
+    client.expect(WELCOME);
+    client
+}
+
+fn expect_shutting_down(client: &mut Client, who: &str) {
+    match client.try_read_line() {
+        Some(line) => assert_eq!(line, SHUTTING_DOWN, "{who}"),
+        None => panic!("{who}: connection closed without {SHUTTING_DOWN:?}"),
+    }
+    if let Some(line) = client.try_read_line() {
+        panic!("{who}: expected EOF after the farewell, got {line:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. The `ps` view.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ps_shows_parent_hub_and_one_child_per_client_and_reaps_a_leaver() {
+    let server = Server::start();
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    let mut carol = server.login("carol");
+    alice.expect_stamped("* bob has joined the chat.");
+    alice.expect_stamped("* carol has joined the chat.");
+    bob.expect_stamped("* carol has joined the chat.");
+
+    assert_chat_tree(&server, 3);
+    let carol_pid = child_pid_of(&server, &carol);
+    assert!(
+        pids_named(&server, "mpchat-client").contains(&carol_pid),
+        "carol's child {carol_pid} is not among {:?}",
+        server.processes()
+    );
+
+    carol.send_line("/quit");
+    carol.expect("Bye, carol.");
+    carol.expect_closed();
+    alice.expect_stamped("* carol has left the chat.");
+    bob.expect_stamped("* carol has left the chat.");
+
+    // Reaped: gone from /proc, not left as a zombie.
+    wait_for_clients(&server, 2);
+    assert!(
+        proc_state(carol_pid).is_none(),
+        "carol's child {carol_pid} still exists: {:?}",
+        proc_state(carol_pid)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. kill -9 of one client's child.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn killing_a_client_child_announces_the_leave_and_frees_the_nick() {
+    let server = Server::start();
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    let mut carol = server.login("carol");
+    alice.expect_stamped("* bob has joined the chat.");
+    alice.expect_stamped("* carol has joined the chat.");
+    bob.expect_stamped("* carol has joined the chat.");
+
+    let bob_pid = child_pid_of(&server, &bob);
+    let started = Instant::now();
+    send_signal(bob_pid, libc::SIGKILL);
+
+    alice.expect_stamped("* bob has left the chat.");
+    carol.expect_stamped("* bob has left the chat.");
+    let announced = started.elapsed();
+    assert!(
+        announced < SHUTDOWN_BOUND,
+        "the leave took {announced:?} to be announced"
+    );
+    // bob's connection died with his child.
+    bob.expect_closed();
+
+    // Nobody else was disconnected: the next line each sees is this one.
+    alice.send_line("still here");
+    alice.expect_stamped("alice: still here");
+    carol.expect_stamped("alice: still here");
+    carol.send_line("me too");
+    carol.expect_stamped("carol: me too");
+    alice.expect_stamped("carol: me too");
+
+    // The nickname is free again.
+    let mut bob2 = server.login("bob");
+    alice.expect_stamped("* bob has joined the chat.");
+    carol.expect_stamped("* bob has joined the chat.");
+    bob2.send_line("back");
+    bob2.expect_stamped("bob: back");
+    alice.expect_stamped("bob: back");
+    carol.expect_stamped("bob: back");
+
+    // The killed child was reaped; no zombie anywhere in the tree.
+    wait_for_clients(&server, 3);
+    assert!(
+        proc_state(bob_pid).is_none(),
+        "the killed child {bob_pid} still exists: {:?}",
+        proc_state(bob_pid)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. SIGTERM / SIGINT to the parent.
+// ---------------------------------------------------------------------------
+
+fn orderly_shutdown_on(signal: i32) {
+    let mut server = Server::start();
+    let pid = server.pid();
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    alice.expect_stamped("* bob has joined the chat.");
+    let mut at_prompt = connect_at_prompt(&server);
+    wait_for_clients(&server, 3);
+    let dir = the_socket_dir(&server);
+    assert!(dir.join("hub.sock").exists(), "no hub.sock in {dir:?}");
+
+    let started = Instant::now();
+    server.signal(signal);
+
+    expect_shutting_down(&mut alice, "alice");
+    expect_shutting_down(&mut bob, "bob");
+    expect_shutting_down(&mut at_prompt, "the client at the nickname prompt");
+    drop((alice, bob, at_prompt));
+
+    let status = server.wait_exit();
+    let took = started.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status:?}; log:\n{}",
+        server.log_text()
+    );
+    let left = processes_in_group(pid);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        took < SHUTDOWN_BOUND,
+        "the tree took {took:?} to go after the signal; log:\n{}",
+        server.log_text()
+    );
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    assert_eq!(socket_dirs(pid), Vec::<PathBuf>::new());
+    eprintln!("signal {signal}: the tree was gone after {took:?}");
+}
+
+#[test]
+fn sigterm_says_goodbye_to_everyone_and_cleans_up() {
+    orderly_shutdown_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_says_goodbye_to_everyone_and_cleans_up() {
+    orderly_shutdown_on(libc::SIGINT);
+}
+
+// ---------------------------------------------------------------------------
+// 4. kill -9 of the parent.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
+    let mut server = Server::start();
+    let pid = server.pid();
+    let port = server.port();
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    alice.expect_stamped("* bob has joined the chat.");
+    let mut at_prompt = connect_at_prompt(&server);
+    wait_for_clients(&server, 3);
+    let dir = the_socket_dir(&server);
+    let others: Vec<Proc> = server.processes().into_iter().skip(1).collect();
+
+    let started = Instant::now();
+    send_signal(pid, libc::SIGKILL);
+
+    // The orphans are re-parented; whoever adopts them may never reap them
+    // (this machine's init does not), so "exited" means dead: gone or a
+    // zombie.
+    wait_until("the hub and every child to exit", || {
+        others.iter().all(|p| !alive(p.pid))
+    });
+    let took = started.elapsed();
+    assert!(
+        took < SHUTDOWN_BOUND,
+        "the hub and children took {took:?} to exit after the parent died"
+    );
+    let status = server.wait_exit();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    eprintln!("parent killed: the hub and children exited after {took:?}");
+    // Each exited by itself, cleanly, not by a signal.
+    for p in &others {
+        if let Some((_, exit_code)) = proc_state(p.pid) {
+            assert_eq!(
+                exit_code, 0,
+                "{} {} ended with wait status {exit_code:#x}",
+                p.comm, p.pid
+            );
+        }
+    }
+    let running: Vec<Proc> = processes_in_group(pid)
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .collect();
+    assert!(running.is_empty(), "still running: {running:?}");
+
+    expect_shutting_down(&mut alice, "alice");
+    expect_shutting_down(&mut bob, "bob");
+    expect_shutting_down(&mut at_prompt, "the client at the nickname prompt");
+    // With the parent gone, the hub cleans up its own directory.
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+
+    // A new server takes the same port at once and works.
+    let port_arg = port.to_string();
+    let again = Server::spawn(&["--bind", "127.0.0.1", &port_arg]);
+    assert_eq!(again.port(), port);
+    let mut carol = again.login("carol");
+    carol.send_line("hello again");
+    carol.expect_stamped("carol: hello again");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Restart on the same port after a clean SIGTERM.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn restart_on_the_same_port_after_sigterm_works_at_once() {
+    let mut server = Server::start();
+    let port = server.port();
+    let mut alice = server.login("alice");
+    alice.send_line("before");
+    alice.expect_stamped("alice: before");
+
+    server.signal(libc::SIGTERM);
+    expect_shutting_down(&mut alice, "alice");
+    drop(alice);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}");
+    drop(server);
+
+    let port_arg = port.to_string();
+    let again = Server::spawn(&["--bind", "127.0.0.1", &port_arg]);
+    assert_eq!(again.port(), port);
+    let mut alice = again.login("alice");
+    let mut bob = again.login("bob");
+    alice.expect_stamped("* bob has joined the chat.");
+    bob.send_line("after");
+    bob.expect_stamped("bob: after");
+    alice.expect_stamped("bob: after");
+}
+
+// ---------------------------------------------------------------------------
+// 6. --max-clients.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn max_clients_refuses_without_forking_and_frees_a_slot_on_leave() {
+    let server = Server::start_with(&["--max-clients", "2"]);
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    alice.expect_stamped("* bob has joined the chat.");
+    wait_for_clients(&server, 2);
+
+    let mut third = server.connect();
+    third.expect(SERVER_FULL);
+    third.expect_closed();
+    server.wait_for_log("server is full");
+    // No process was forked for it.
+    assert_chat_tree(&server, 2);
+
+    // The room is untouched.
+    alice.send_line("still two");
+    alice.expect_stamped("alice: still two");
+    bob.expect_stamped("alice: still two");
+
+    bob.send_line("/quit");
+    bob.expect("Bye, bob.");
+    bob.expect_closed();
+    alice.expect_stamped("* bob has left the chat.");
+    // The slot is free once the parent has reaped bob's child.
+    wait_for_clients(&server, 1);
+
+    let mut carol = server.login("carol");
+    alice.expect_stamped("* carol has joined the chat.");
+    carol.send_line("got in");
+    carol.expect_stamped("carol: got in");
+    alice.expect_stamped("carol: got in");
+    assert_chat_tree(&server, 2);
+
+    // Exactly three forks for clients: alice, bob, carol; none for the
+    // refused one.
+    let log = server.log_text();
+    let forks = log
+        .lines()
+        .filter(|l| l.contains(" connected (child "))
+        .count();
+    assert_eq!(forks, 3, "log:\n{log}");
+}
+
+// ---------------------------------------------------------------------------
+// 7. A 100-client broadcast.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hundred_clients_all_see_every_message_in_one_order() {
+    const CLIENTS: usize = 100;
+    const SENDERS: [usize; 5] = [0, 19, 42, 73, 99];
+    const PER_SENDER: usize = 20;
+    let started = Instant::now();
+    let server = Server::start();
+
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.connect()).collect();
+    for c in &mut clients {
+        c.expect(WELCOME);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_line(&format!("u{i}"));
+        c.expect(&format!("Hello, u{i}! Type /help for commands."));
+        c.expect_stamped(&format!("* u{i} has joined the chat."));
+    }
+    for (j, c) in clients.iter_mut().enumerate() {
+        for i in j + 1..CLIENTS {
+            c.expect_stamped(&format!("* u{i} has joined the chat."));
+        }
+    }
+    wait_for_clients(&server, CLIENTS);
+    let logged_in = started.elapsed();
+
+    // Five senders at once, each line in its own write.
+    let writers: Vec<_> = SENDERS
+        .iter()
+        .map(|&s| {
+            let mut stream: TcpStream = clients[s].stream().try_clone().expect("clone");
+            thread::spawn(move || {
+                for k in 0..PER_SENDER {
+                    stream
+                        .write_all(format!("msg {s} {k}\n").as_bytes())
+                        .expect("send");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer thread");
+    }
+
+    let mut reference: Option<Vec<String>> = None;
+    for (j, c) in clients.iter_mut().enumerate() {
+        let lines: Vec<String> = (0..SENDERS.len() * PER_SENDER)
+            .map(|_| c.read_line())
+            .collect();
+        let mut next = [0usize; CLIENTS];
+        for line in &lines {
+            let text = unstamp(line).unwrap_or_else(|| panic!("u{j}: unstamped {line:?}"));
+            let (nick, msg) = text
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("u{j}: not a chat line {line:?}"));
+            let s: usize = nick[1..].parse().expect("sender index");
+            assert!(SENDERS.contains(&s), "u{j}: from a non-sender {line:?}");
+            assert_eq!(
+                msg,
+                format!("msg {s} {}", next[s]),
+                "u{j}: u{s}'s messages out of order"
+            );
+            next[s] += 1;
+        }
+        for &s in &SENDERS {
+            assert_eq!(next[s], PER_SENDER, "u{j}: messages of u{s}");
+        }
+        match &reference {
+            None => reference = Some(lines),
+            Some(first) => assert_eq!(&lines, first, "u{j} saw another order than u0"),
+        }
+    }
+    // Nothing more for anyone: a last line is the very next one for all.
+    clients[50].send_line("the end");
+    for c in &mut clients {
+        c.expect_stamped("u50: the end");
+    }
+    eprintln!(
+        "100 clients: logged in after {logged_in:?}, done after {:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 8. The hub socket's permissions.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hub_socket_directory_is_private() {
+    let server = Server::start();
+    let mut alice = server.login("alice");
+    alice.send_line("hi");
+    alice.expect_stamped("alice: hi");
+
+    let dir = the_socket_dir(&server);
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let suffix = &name[format!("mpchat-{}-", server.pid()).len()..];
+    assert!(
+        suffix.parse::<u32>().is_ok(),
+        "directory name {name:?} is not mpchat-<pid>-N"
+    );
+    let meta = std::fs::symlink_metadata(&dir).expect("stat the directory");
+    assert!(meta.is_dir(), "{dir:?} is not a directory");
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o700,
+        "mode of {}",
+        dir.display()
+    );
+    let socket = dir.join("hub.sock");
+    let meta = std::fs::symlink_metadata(&socket).expect("stat the socket");
+    assert!(meta.file_type().is_socket(), "{socket:?} is not a socket");
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o600,
+        "mode of {}",
+        socket.display()
+    );
+    // Nothing else lives in the directory.
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("hub.sock")]);
+}
+
+// ---------------------------------------------------------------------------
+// 9. kill -9 of the hub.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn killing_the_hub_shuts_the_server_down_with_an_error() {
+    let mut server = Server::start();
+    let pid = server.pid();
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    alice.expect_stamped("* bob has joined the chat.");
+    let mut at_prompt = connect_at_prompt(&server);
+    wait_for_clients(&server, 3);
+    let dir = the_socket_dir(&server);
+    let hub = pids_named(&server, "mpchat-hub");
+    assert_eq!(hub.len(), 1, "{:?}", server.processes());
+
+    let started = Instant::now();
+    send_signal(hub[0], libc::SIGKILL);
+
+    expect_shutting_down(&mut alice, "alice");
+    expect_shutting_down(&mut bob, "bob");
+    expect_shutting_down(&mut at_prompt, "the client at the nickname prompt");
+    drop((alice, bob, at_prompt));
+
+    let status = server.wait_exit();
+    let took = started.elapsed();
+    assert!(
+        !status.success(),
+        "the parent exited successfully after losing its hub; log:\n{}",
+        server.log_text()
+    );
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    server.wait_for_log("the hub exited unexpectedly");
+    let left = processes_in_group(pid);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    assert_eq!(socket_dirs(pid), Vec::<PathBuf>::new());
+    eprintln!("hub killed: the tree was gone after {took:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 10. --echo mode.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn echo_mode_forks_one_echo_child_per_client_and_no_hub() {
+    let server = Server::start_with(&["--echo"]);
+    let mut clients: Vec<Client> = (0..3).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = format!("echo {i}");
+        c.send_bytes(format!("{line}\r\n").as_bytes());
+        c.expect(&line);
+    }
+    let parent = server.pid();
+    let procs = server.processes();
+    assert_eq!(procs.len(), 4, "{procs:?}");
+    assert_eq!(procs[0].pid, parent, "{procs:?}");
+    assert_eq!(procs[0].comm, "mpchat", "{procs:?}");
+    assert_eq!(count(&procs, "mpchat-echo"), 3, "{procs:?}");
+    assert_eq!(count(&procs, "mpchat-hub"), 0, "{procs:?}");
+    assert_eq!(count(&procs, "mpchat-client"), 0, "{procs:?}");
+    for p in &procs[1..] {
+        assert_eq!(p.ppid, parent, "not a child of the parent: {p:?}");
+    }
+    assert!(zombies(&procs).is_empty(), "{procs:?}");
+    assert_eq!(
+        socket_dirs(parent),
+        Vec::<PathBuf>::new(),
+        "echo mode made a hub socket directory"
+    );
+
+    // One leaves; its echo child is reaped.
+    let gone = clients.pop().unwrap();
+    gone.shutdown_write();
+    drop(gone);
+    wait_until("two echo children and no zombie", || {
+        let procs = server.processes();
+        count(&procs, "mpchat-echo") == 2 && zombies(&procs).is_empty()
+    });
+    let mut first = clients.remove(0);
+    first.send_bytes(b"still echoing\r\n");
+    first.expect("still echoing");
+}
+
+// ---------------------------------------------------------------------------
+// 11. A client that stops reading.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_slows_nobody() {
+    // At least this many 400-byte lines, and on until the non-reader is
+    // cut off: the kernel buffers part of what it does not read (on Linux
+    // the send buffer grows up to tcp_wmem's maximum, 4 MiB by default)
+    // before its child's own backlog starts to grow.
+    const MIN_LINES: usize = 3000;
+    const MAX_LINES: usize = 40_000;
+    const MARKER: &str = "flood over";
+    // The sender stays at most this many lines ahead of the slower reader,
+    // so the readers' own backlogs stay far below the limit however busy
+    // the machine is.
+    const WINDOW: usize = 1000;
+    let server = Server::start();
+    let mut talker = server.login("talker");
+    let mut watcher = server.login("watcher");
+    talker.expect_stamped("* watcher has joined the chat.");
+    let slow = server.login("slow");
+    talker.expect_stamped("* slow has joined the chat.");
+    watcher.expect_stamped("* slow has joined the chat.");
+    let slow_peer = slow.stream().local_addr().unwrap();
+    let slow_pid = child_pid_of(&server, &slow);
+    // `slow` is never read from again.
+
+    let payload = "x".repeat(394);
+    let line_of = |k: usize| format!("{k:05} {payload}");
+    assert_eq!(line_of(0).len(), 400);
+    let left_line = "* slow has left the chat.";
+    let slow_gone = AtomicBool::new(false);
+    let progress = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    let started = Instant::now();
+
+    // Each reader takes the talker's lines in order, each within the
+    // deadline, up to the marker; it notes the other lines (the leave)
+    // and the longest wait for a line.
+    let read = |client: &mut Client, who: &'static str, progress: &AtomicUsize| {
+        let mut others = Vec::new();
+        let mut worst = Duration::ZERO;
+        let mut k = 0;
+        loop {
+            let t = Instant::now();
+            let line = client.read_line();
+            worst = worst.max(t.elapsed());
+            match unstamp(&line).and_then(|t| t.strip_prefix("talker: ")) {
+                Some(MARKER) => return (k, others, worst),
+                Some(text) => {
+                    assert_eq!(text, line_of(k), "{who}: line {k}");
+                    k += 1;
+                    progress.store(k, Ordering::SeqCst);
+                }
+                None => {
+                    if unstamp(&line) == Some(left_line) {
+                        slow_gone.store(true, Ordering::SeqCst);
+                    }
+                    others.push(line);
+                }
+            }
+        }
+    };
+    let mut out = talker.stream().try_clone().expect("clone");
+    let (sent, talker_seen, watcher_seen) = thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut k = 0;
+            while k < MIN_LINES || (k < MAX_LINES && !slow_gone.load(Ordering::SeqCst)) {
+                let waiting = Instant::now();
+                while k
+                    >= WINDOW
+                        + progress
+                            .iter()
+                            .map(|p| p.load(Ordering::SeqCst))
+                            .min()
+                            .unwrap()
+                {
+                    assert!(
+                        waiting.elapsed() < DEADLINE,
+                        "the readers took no line for {DEADLINE:?}"
+                    );
+                    thread::sleep(Duration::from_millis(1));
+                }
+                out.write_all(format!("{}\n", line_of(k)).as_bytes())
+                    .expect("send");
+                k += 1;
+            }
+            out.write_all(format!("{MARKER}\n").as_bytes())
+                .expect("send");
+            k
+        });
+        let t = s.spawn(|| read(&mut talker, "talker", &progress[0]));
+        let w = s.spawn(|| read(&mut watcher, "watcher", &progress[1]));
+        (
+            sender.join().expect("sender thread"),
+            t.join().expect("talker's reader"),
+            w.join().expect("watcher's reader"),
+        )
+    });
+    let flood_time = started.elapsed();
+
+    server.wait_for_log(&format!("{slow_peer} is not reading"));
+    for (client, (k, others, worst), who) in [
+        (&mut talker, &talker_seen, "talker"),
+        (&mut watcher, &watcher_seen, "watcher"),
+    ] {
+        assert_eq!(*k, sent, "{who} got {k} of {sent} lines");
+        let left = others
+            .iter()
+            .filter(|l| unstamp(l) == Some(left_line))
+            .count();
+        assert!(
+            others.len() == left && left <= 1,
+            "{who}: unexpected lines {others:?}"
+        );
+        if left == 0 {
+            client.expect_stamped(left_line);
+        }
+        eprintln!("{who}: longest wait for a line {worst:?}");
+    }
+    eprintln!("non-reader cut off after {sent} lines sent, in {flood_time:?}");
+
+    // The rest chat on.
+    watcher.send_line("still here");
+    watcher.expect_stamped("watcher: still here");
+    talker.expect_stamped("watcher: still here");
+    talker.send_line("me too");
+    talker.expect_stamped("talker: me too");
+    watcher.expect_stamped("talker: me too");
+
+    wait_for_clients(&server, 2);
+    assert!(proc_state(slow_pid).is_none(), "slow's child still exists");
+    drop(slow);
+}
