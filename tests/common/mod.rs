@@ -155,7 +155,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The whole group: the parent, the hub and every child.
+        // An orderly stop first, so the parent reaps its own children;
+        // then, whatever happened, the whole group: parent, hub, children.
+        if let Ok(None) = self.child.try_wait() {
+            send_signal(self.pid(), libc::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3)
+                && matches!(self.child.try_wait(), Ok(None))
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
         send_signal(-self.pid(), libc::SIGKILL);
         let _ = self.child.wait();
     }
