@@ -282,7 +282,10 @@ impl Session {
     /// in what arrived.
     fn wait_and_handle(&mut self) -> io::Result<Option<Farewell>> {
         let mut client_events = PollFlags::empty();
-        if !self.client_eof {
+        // Read more only once the lines already read are carried out, so a
+        // client that sends faster than the room takes it is held back by
+        // TCP instead of filling this process's memory.
+        if !self.client_eof && self.inbox.is_empty() {
             client_events |= PollFlags::POLLIN;
         }
         if self.sent < self.backlog.len() {
@@ -317,10 +320,17 @@ impl Session {
         self.check_timers()
     }
 
+    /// An unfinished line is waiting for its end. While lines are queued the
+    /// client is not being read, so the rest of it may be unread; the
+    /// fragment clock only runs while the child is reading.
+    fn fragment_pending(&self) -> bool {
+        self.inbox.is_empty() && self.reader.has_partial()
+    }
+
     /// The nearest deadline: the fragment rule or the login timeout.
     fn timeout(&self) -> PollTimeout {
         let mut deadline = None::<Instant>;
-        if self.reader.has_partial() {
+        if self.fragment_pending() {
             deadline = Some(self.last_input + FRAGMENT_TIMEOUT);
         }
         if matches!(self.phase, Phase::Login { .. }) {
@@ -339,40 +349,38 @@ impl Session {
             log::info!("{}: login timed out", self.peer);
             return Ok(Some(Some(render::LOGIN_TIMED_OUT.to_string())));
         }
-        if self.reader.has_partial() && now >= self.last_input + FRAGMENT_TIMEOUT {
+        if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
         }
         Ok(None)
     }
 
+    /// Reads one chunk from the client.
     fn read_client(&mut self) -> io::Result<()> {
         let mut chunk = [0u8; 4096];
-        loop {
-            match (&self.client).read(&mut chunk) {
-                Ok(0) => {
-                    self.client_eof = true;
-                    // A fragment pending at EOF is still a line.
-                    self.inbox.extend(self.reader.take_partial());
-                    return Ok(());
-                }
-                Ok(n) => {
-                    self.last_input = Instant::now();
-                    let mut lines = Vec::new();
-                    self.reader.push(&chunk[..n], &mut lines);
-                    self.inbox.extend(lines);
-                    if n < chunk.len() {
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::info!("{}: {e}", self.peer);
-                    self.client_eof = true;
-                    return Ok(());
-                }
+        match (&self.client).read(&mut chunk) {
+            Ok(0) => {
+                self.client_eof = true;
+                // A fragment pending at EOF is still a line.
+                self.inbox.extend(self.reader.take_partial());
+            }
+            Ok(n) => {
+                self.last_input = Instant::now();
+                let mut lines = Vec::new();
+                self.reader.push(&chunk[..n], &mut lines);
+                self.inbox.extend(lines);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                log::info!("{}: {e}", self.peer);
+                self.client_eof = true;
             }
         }
+        Ok(())
     }
 
     /// Takes everything the hub has sent.

@@ -195,6 +195,7 @@ impl Server {
             return Ok(None);
         };
         let listener = ipc::Listener::bind(&dir.socket_path())?;
+        log::info!("hub socket at {}", dir.socket_path().display());
         match spawn::fork()? {
             Forked::Child => Ok(Some(Job::Hub(listener))),
             Forked::Parent(pid) => {

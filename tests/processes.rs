@@ -21,40 +21,16 @@ const SERVER_FULL: &str = "Server is full, try again later.";
 // Helpers local to this file.
 // ---------------------------------------------------------------------------
 
-/// Where the server puts the hub's socket directory: `$XDG_RUNTIME_DIR` if
-/// it is a directory, else the temporary directory (the server inherits our
-/// environment, so it computes the same).
-fn socket_base() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
-}
-
-/// The `mpchat-<pid>-N` directories that exist for the parent `pid`.
-fn socket_dirs(pid: i32) -> Vec<PathBuf> {
-    let prefix = format!("mpchat-{pid}-");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(socket_base())
-        .expect("read the socket base directory")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// The one socket directory of a running server.
+/// The one socket directory of a running server, from its log line
+/// `hub socket at <dir>/hub.sock`.
 fn the_socket_dir(server: &Server) -> PathBuf {
-    let dirs = socket_dirs(server.pid());
-    assert_eq!(
-        dirs.len(),
-        1,
-        "expected exactly one mpchat-{}-N directory under {}, found {dirs:?}",
-        server.pid(),
-        socket_base().display()
-    );
-    dirs.into_iter().next().unwrap()
+    const PREFIX: &str = "hub socket at ";
+    server.wait_for_log(PREFIX);
+    let log = server.log_text();
+    let line = log.lines().find(|l| l.contains(PREFIX)).unwrap();
+    let socket = PathBuf::from(&line[line.find(PREFIX).unwrap() + PREFIX.len()..]);
+    assert_eq!(socket.file_name().unwrap(), "hub.sock", "{line}");
+    socket.parent().unwrap().to_path_buf()
 }
 
 fn count(procs: &[Proc], comm: &str) -> usize {
@@ -290,7 +266,6 @@ fn orderly_shutdown_on(signal: i32) {
         server.log_text()
     );
     assert!(!dir.exists(), "{} was not removed", dir.display());
-    assert_eq!(socket_dirs(pid), Vec::<PathBuf>::new());
     eprintln!("signal {signal}: the tree was gone after {took:?}");
 }
 
@@ -614,7 +589,6 @@ fn killing_the_hub_shuts_the_server_down_with_an_error() {
     let left = processes_in_group(pid);
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(!dir.exists(), "{} was not removed", dir.display());
-    assert_eq!(socket_dirs(pid), Vec::<PathBuf>::new());
     eprintln!("hub killed: the tree was gone after {took:?}");
 }
 
@@ -643,10 +617,10 @@ fn echo_mode_forks_one_echo_child_per_client_and_no_hub() {
         assert_eq!(p.ppid, parent, "not a child of the parent: {p:?}");
     }
     assert!(zombies(&procs).is_empty(), "{procs:?}");
-    assert_eq!(
-        socket_dirs(parent),
-        Vec::<PathBuf>::new(),
-        "echo mode made a hub socket directory"
+    assert!(
+        !server.log_text().contains("hub socket at"),
+        "echo mode made a hub socket; log:\n{}",
+        server.log_text()
     );
 
     // One leaves; its echo child is reaped.
