@@ -128,7 +128,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         login_deadline: now + login_timeout,
         last_input: now,
         client_eof: false,
-        buf: vec![0; ipc::MAX_MESSAGE],
+        buf: vec![0; ipc::MAX_DATAGRAM],
     };
     session.say(render::WELCOME);
     let farewell = match session.converse() {
@@ -281,6 +281,10 @@ impl Session {
     /// Waits for the client, the hub, a stop or a deadline, and takes
     /// in what arrived.
     fn wait_and_handle(&mut self) -> io::Result<Option<Farewell>> {
+        // One write for everything queued since the last wait.
+        if let Err(e) = self.flush() {
+            log::debug!("{}: {e}", self.peer);
+        }
         let mut client_events = PollFlags::empty();
         // Read more only once the lines already read are carried out, so a
         // client that sends faster than the room takes it is held back by
@@ -311,8 +315,10 @@ impl Session {
         {
             return Ok(Some(end));
         }
-        if client.contains(PollFlags::POLLOUT) {
-            self.flush()?;
+        if client.contains(PollFlags::POLLOUT)
+            && let Err(e) = self.flush()
+        {
+            log::debug!("{}: {e}", self.peer);
         }
         if client.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             self.read_client()?;
@@ -383,56 +389,60 @@ impl Session {
         Ok(())
     }
 
-    /// Takes everything the hub has sent.
+    /// Takes what the hub has sent, until its socket is empty or the
+    /// backlog towards the client is full.
     fn take_from_hub(&mut self) -> io::Result<Option<Farewell>> {
-        loop {
-            let event = match self.hub.try_recv::<ToChild>(&mut self.buf)? {
-                Received::Message(event) => event,
-                Received::Empty => return Ok(None),
+        while self.backlog.len() - self.sent <= MAX_BACKLOG {
+            let events = match self.hub.try_recv::<ToChild>(&mut self.buf)? {
+                Received::Messages(events) => events,
+                Received::Empty => break,
                 Received::Closed => {
                     log::warn!("{}: the hub is gone", self.peer);
                     return Ok(Some(Some(render::SHUTTING_DOWN.to_string())));
                 }
             };
-            match event {
-                ToChild::Line(line) => self.say(&line),
-                ToChild::Registered { nick } => {
-                    self.say(&render::hello(&nick));
-                    self.phase = Phase::Chat { nick };
+            for event in events {
+                if let Some(end) = self.hub_event(event) {
+                    return Ok(Some(end));
                 }
-                ToChild::NickRefused { reason } => {
-                    if let Some(end) = self.login_failed(reason) {
-                        return Ok(Some(end));
-                    }
-                }
-                ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },
-                ToChild::Kicked => {
-                    log::info!("{} was kicked", self.peer);
-                    return Ok(Some(Some(render::KICKED.to_string())));
-                }
-                ToChild::Done => {
-                    self.answered += 1;
-                    while self
-                        .held
-                        .front()
-                        .is_some_and(|(after, _)| *after <= self.answered)
-                    {
-                        if let Some((_, line)) = self.held.pop_front() {
-                            self.say(&line);
-                        }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Carries out one event from the hub; `Some` ends the session.
+    fn hub_event(&mut self, event: ToChild) -> Option<Farewell> {
+        match event {
+            ToChild::Line(line) => self.say(&line),
+            ToChild::Registered { nick } => {
+                self.say(&render::hello(&nick));
+                self.phase = Phase::Chat { nick };
+            }
+            ToChild::NickRefused { reason } => return self.login_failed(reason),
+            ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },
+            ToChild::Kicked => {
+                log::info!("{} was kicked", self.peer);
+                return Some(Some(render::KICKED.to_string()));
+            }
+            ToChild::Done => {
+                self.answered += 1;
+                while let Some((after, _)) = self.held.front()
+                    && *after <= self.answered
+                {
+                    if let Some((_, line)) = self.held.pop_front() {
+                        self.say(&line);
                     }
                 }
             }
         }
+        None
     }
 
-    /// Queues one line for the client and writes what the socket takes now.
+    /// Queues one line for the client; it is written before the child next
+    /// waits, together with whatever else is queued by then.
     fn say(&mut self, line: &str) {
         self.backlog.extend_from_slice(line.as_bytes());
         self.backlog.extend_from_slice(CRLF.as_bytes());
-        if let Err(e) = self.flush() {
-            log::debug!("{}: {e}", self.peer);
-        }
     }
 
     /// Writes as much of the backlog as the socket takes without waiting.

@@ -11,7 +11,7 @@
 //! end of the connection and removes the user at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -111,7 +111,7 @@ pub fn run(listener: Listener, stop: Stop, socket_dir: SocketDir) -> io::Result<
         conns: HashMap::new(),
         next_id: 1,
         room: Room::new(),
-        buf: vec![0; ipc::MAX_MESSAGE],
+        buf: vec![0; ipc::MAX_DATAGRAM],
     };
     let result = hub.serve();
     // The parent normally cleans up; if it died, nobody else will.
@@ -218,13 +218,15 @@ impl Hub {
                 return;
             };
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
-                Ok(Received::Message(req)) => {
-                    let mut out = self.room.handle(id, req, SystemTime::now());
-                    out.push(Delivery {
-                        to: Target::One(id),
-                        msg: ToChild::Done,
-                    });
-                    self.deliver(out);
+                Ok(Received::Messages(requests)) => {
+                    for req in requests {
+                        let mut out = self.room.handle(id, req, SystemTime::now());
+                        out.push(Delivery {
+                            to: Target::One(id),
+                            msg: ToChild::Done,
+                        });
+                        self.deliver(out);
+                    }
                 }
                 Ok(Received::Empty) => return,
                 Ok(Received::Closed) => return self.close(id),
@@ -269,10 +271,12 @@ impl Hub {
                 dead.push(id);
                 continue;
             }
-            while let Some(frame) = conn.queue.front() {
-                match conn.link.try_send_bytes(frame) {
+            while !conn.queue.is_empty() {
+                let batch = next_batch(&conn.queue);
+                match conn.link.try_send_batch(&batch) {
                     Ok(true) => {
-                        conn.queue.pop_front();
+                        let sent = batch.len();
+                        conn.queue.drain(..sent);
                     }
                     Ok(false) => break,
                     Err(e) => {
@@ -287,6 +291,21 @@ impl Hub {
             self.close(id);
         }
     }
+}
+
+/// The messages at the front of a queue that fit in one datagram.
+fn next_batch(queue: &VecDeque<Rc<[u8]>>) -> Vec<IoSlice<'_>> {
+    let mut bytes = 0;
+    queue
+        .iter()
+        .take(ipc::MAX_BATCH)
+        .take_while(|frame| {
+            bytes += frame.len();
+            // Always at least one, however long.
+            bytes == frame.len() || bytes <= ipc::MAX_DATAGRAM
+        })
+        .map(|frame| IoSlice::new(frame))
+        .collect()
 }
 
 fn enqueue(conns: &mut HashMap<ConnId, Conn>, id: ConnId, frame: &Rc<[u8]>) {

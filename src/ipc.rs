@@ -2,15 +2,17 @@
 //! carries them.
 //!
 //! The socket is a Unix-domain `SOCK_SEQPACKET` socket: the kernel keeps
-//! message boundaries, so one `send` is one message and no client text can
-//! run into the next message. Each message is one serde value as JSON,
-//! which escapes every byte a client could use to forge another message.
+//! datagram boundaries. A datagram carries one or more messages, each one
+//! serde value as JSON on a line of its own; JSON escapes every newline and
+//! every other byte a client could use to forge another message. The hub
+//! sends many messages to a child in one datagram (see [`Link::try_send_batch`]),
+//! so a busy room costs one system call per child per batch, not per line.
 //!
 //! A child sends [`ToHub`] requests (blocking: if the hub is busy, only that
 //! child waits) and receives [`ToChild`] events. The hub sends without ever
 //! blocking and queues what a child has not taken yet (see [`crate::hub`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -23,8 +25,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::command::Request;
 
-/// Largest message either side sends; client lines are at most 512 bytes.
-pub const MAX_MESSAGE: usize = 16 * 1024;
+/// Largest datagram either side sends. It must fit in a socket buffer
+/// (about 200 KiB by default); one message is a few hundred bytes.
+pub const MAX_DATAGRAM: usize = 64 * 1024;
+/// Most messages the hub puts in one datagram (a system limit on the
+/// number of pieces one `sendmsg` takes is 1024).
+pub const MAX_BATCH: usize = 512;
 
 /// A message from a client's child to the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,10 +59,13 @@ pub enum ToChild {
     Done,
 }
 
-/// Encodes a message once, so the same bytes can go to many receivers.
+/// Encodes a message once, with its line end, so the same bytes can go to
+/// many receivers.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     // Serializing these plain enums of strings and numbers cannot fail.
-    serde_json::to_vec(msg).unwrap_or_default()
+    let mut bytes = serde_json::to_vec(msg).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
 }
 
 /// Decodes one message; a malformed one is an `InvalidData` error.
@@ -67,7 +76,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 /// What a non-blocking receive found.
 #[derive(Debug)]
 pub enum Received<T> {
-    Message(T),
+    /// The messages of one datagram, in order.
+    Messages(Vec<T>),
     /// Nothing waiting right now.
     Empty,
     /// The other side closed the socket (or died).
@@ -106,12 +116,13 @@ impl Link {
         }
     }
 
-    /// Sends already encoded bytes without waiting: `Ok(false)` means the
-    /// socket is full and the caller should try again when it is writable.
-    pub fn try_send_bytes(&self, bytes: &[u8]) -> io::Result<bool> {
+    /// Sends encoded messages as one datagram without waiting: `Ok(false)`
+    /// means the socket is full and the caller should try again when it is
+    /// writable. The pieces are gathered by the kernel, not copied here.
+    pub fn try_send_batch(&self, messages: &[IoSlice]) -> io::Result<bool> {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         loop {
-            match socket::send(self.fd.as_raw_fd(), bytes, flags) {
+            match socket::sendmsg::<UnixAddr>(self.fd.as_raw_fd(), messages, &[], flags, None) {
                 Ok(_) => return Ok(true),
                 Err(Errno::EAGAIN) => return Ok(false),
                 Err(Errno::EINTR) => continue,
@@ -120,19 +131,26 @@ impl Link {
         }
     }
 
-    /// Receives one message without waiting. `buf` must hold
-    /// [`MAX_MESSAGE`] bytes.
+    /// Receives one datagram without waiting. `buf` must hold
+    /// [`MAX_DATAGRAM`] bytes. A message that does not decode is an
+    /// `InvalidData` error; the datagram's other messages are lost with it.
     pub fn try_recv<T: DeserializeOwned>(&self, buf: &mut [u8]) -> io::Result<Received<T>> {
-        loop {
+        let n = loop {
             match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Ok(Received::Closed),
-                Ok(n) => return decode(&buf[..n]).map(Received::Message),
+                Ok(n) => break n,
                 Err(Errno::EAGAIN) => return Ok(Received::Empty),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECONNRESET) => return Ok(Received::Closed),
                 Err(e) => return Err(e.into()),
             }
-        }
+        };
+        buf[..n]
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(decode)
+            .collect::<io::Result<Vec<T>>>()
+            .map(Received::Messages)
     }
 
     /// Ends the connection now, though the fd stays open until dropped.
@@ -206,7 +224,8 @@ mod tests {
     fn client_text_cannot_forge_a_second_message() {
         let text = "\"\n{\"Kick\":\"bob\"}\r\0".to_string();
         let bytes = encode(&ToHub::Request(Request::Say(text.clone())));
-        assert!(!bytes.contains(&b'\n'));
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(bytes.last(), Some(&b'\n'));
         assert_eq!(
             decode::<ToHub>(&bytes).unwrap(),
             ToHub::Request(Request::Say(text))
@@ -224,15 +243,17 @@ mod tests {
         child
             .send(&ToHub::Request(Request::Say("hi".into())))
             .unwrap();
-        let mut buf = vec![0; MAX_MESSAGE];
+        let mut buf = vec![0; MAX_DATAGRAM];
         match hub.try_recv::<ToHub>(&mut buf).unwrap() {
-            Received::Message(m) => assert_eq!(m, ToHub::Request(Request::Say("hi".into()))),
+            Received::Messages(m) => assert_eq!(m, [ToHub::Request(Request::Say("hi".into()))]),
             other => panic!("expected a message, got {other:?}"),
         }
-        assert!(hub.try_send_bytes(&encode(&ToChild::Kicked)).unwrap());
+        let batch = [encode(&ToChild::Line("a".into())), encode(&ToChild::Kicked)];
+        let slices: Vec<IoSlice> = batch.iter().map(|b| IoSlice::new(b)).collect();
+        assert!(hub.try_send_batch(&slices).unwrap());
         match child.try_recv::<ToChild>(&mut buf).unwrap() {
-            Received::Message(m) => assert_eq!(m, ToChild::Kicked),
-            other => panic!("expected a message, got {other:?}"),
+            Received::Messages(m) => assert_eq!(m, [ToChild::Line("a".into()), ToChild::Kicked]),
+            other => panic!("expected messages, got {other:?}"),
         }
         assert_eq!(hub.peer_uid().unwrap(), nix::unistd::getuid().as_raw());
         drop(child);
