@@ -12,12 +12,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
@@ -90,26 +90,50 @@ struct Conn {
     link: Link,
     /// Encoded messages not yet taken by the child, oldest first.
     queue: VecDeque<Rc<[u8]>>,
+    /// The socket was full; epoll also reports when it is writable again.
+    waiting_to_write: bool,
 }
 
+/// epoll tokens for the hub's own fds; connection ids start above them.
+const LIFELINE: u64 = 0;
+const TERMINATE: u64 = 1;
+const LISTENER: u64 = 2;
+const FIRST_CONN: ConnId = 16;
+
 struct Hub {
+    epoll: Epoll,
     listener: Listener,
-    stop: Stop,
+    /// Held open for the epoll set, which watches both of its fds.
+    _stop: Stop,
     uid: u32,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
+    /// Connections given new messages since the last flush.
+    dirty: Vec<ConnId>,
     room: Room,
     buf: Vec<u8>,
 }
 
 /// Runs the hub until the parent is gone or it is told to stop.
 pub fn run(listener: Listener, stop: Stop, socket_dir: SocketDir) -> io::Result<()> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(
+        &stop.lifeline,
+        EpollEvent::new(EpollFlags::EPOLLIN, LIFELINE),
+    )?;
+    epoll.add(
+        &stop.terminate,
+        EpollEvent::new(EpollFlags::EPOLLIN, TERMINATE),
+    )?;
+    epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
     let mut hub = Hub {
+        epoll,
         listener,
-        stop,
+        _stop: stop,
         uid: nix::unistd::getuid().as_raw(),
         conns: HashMap::new(),
-        next_id: 1,
+        next_id: FIRST_CONN,
+        dirty: Vec::new(),
         room: Room::new(),
         buf: vec![0; ipc::MAX_DATAGRAM],
     };
@@ -122,43 +146,36 @@ pub fn run(listener: Listener, stop: Stop, socket_dir: SocketDir) -> io::Result<
 impl Hub {
     fn serve(&mut self) -> io::Result<()> {
         log::info!("hub started");
+        let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-            let mut fds = Vec::with_capacity(ids.len() + 3);
-            fds.extend(self.stop.poll_fds());
-            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-            for id in &ids {
-                let conn = &self.conns[id];
-                let mut events = PollFlags::POLLIN;
-                if !conn.queue.is_empty() {
-                    events |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(conn.link.as_fd(), events));
-            }
-            match poll(&mut fds, self.timeout()) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            let ready = match self.epoll.wait(&mut events, self.timeout()) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => return Err(e.into()),
-            }
-            if Stop::requested(&fds[..2]) {
-                log::info!("hub exiting");
-                return Ok(());
-            }
-            let ready: Vec<PollFlags> = fds
-                .iter()
-                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                .collect();
-            drop(fds);
-            if !ready[2].is_empty() {
-                self.accept_all();
-            }
-            for (id, events) in ids.into_iter().zip(&ready[3..]) {
-                if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                    self.read_from(id);
+            };
+            for event in &events[..ready] {
+                match event.data() {
+                    LIFELINE | TERMINATE => {
+                        log::info!("hub exiting");
+                        return Ok(());
+                    }
+                    LISTENER => self.accept_all(),
+                    id => {
+                        let flags = event.events();
+                        if flags.intersects(
+                            EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                        ) {
+                            self.read_from(id);
+                        }
+                        if flags.contains(EpollFlags::EPOLLOUT) {
+                            self.dirty.push(id);
+                        }
+                    }
                 }
             }
             let due = self.room.due(SystemTime::now());
             self.deliver(due);
-            self.flush_all();
+            self.flush_dirty();
         }
     }
 
@@ -202,11 +219,19 @@ impl Hub {
         }
         let id = self.next_id;
         self.next_id += 1;
+        if let Err(e) = self
+            .epoll
+            .add(&link, EpollEvent::new(EpollFlags::EPOLLIN, id))
+        {
+            log::error!("cannot watch a hub connection: {e}");
+            return;
+        }
         self.conns.insert(
             id,
             Conn {
                 link,
                 queue: VecDeque::new(),
+                waiting_to_write: false,
             },
         );
     }
@@ -251,39 +276,53 @@ impl Hub {
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             let frame: Rc<[u8]> = ipc::encode(&delivery.msg).into();
+            let (conns, dirty) = (&mut self.conns, &mut self.dirty);
             match delivery.to {
-                Target::One(id) => enqueue(&mut self.conns, id, &frame),
+                Target::One(id) => enqueue(conns, dirty, id, &frame),
                 Target::All => {
                     for &id in self.room.members() {
-                        enqueue(&mut self.conns, id, &frame);
+                        enqueue(conns, dirty, id, &frame);
                     }
                 }
             }
         }
     }
 
-    /// Sends what each connection has queued, as far as its socket takes it.
-    fn flush_all(&mut self) {
+    /// Sends what the connections given new messages have queued, as far
+    /// as each socket takes it; a full socket is watched until writable.
+    fn flush_dirty(&mut self) {
         let mut dead = Vec::new();
-        for (&id, conn) in &mut self.conns {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
             if conn.queue.len() > MAX_QUEUED {
                 log::warn!("connection {id} stopped reading; dropping it");
                 dead.push(id);
                 continue;
             }
-            while !conn.queue.is_empty() {
-                let batch = next_batch(&conn.queue);
-                match conn.link.try_send_batch(&batch) {
-                    Ok(true) => {
-                        let sent = batch.len();
-                        conn.queue.drain(..sent);
-                    }
-                    Ok(false) => break,
-                    Err(e) => {
-                        log::debug!("connection {id}: {e}");
-                        dead.push(id);
-                        break;
-                    }
+            match flush(conn) {
+                Ok(()) => {}
+                Err(e) => {
+                    log::debug!("connection {id}: {e}");
+                    dead.push(id);
+                    continue;
+                }
+            }
+            let want = !conn.queue.is_empty();
+            if want != conn.waiting_to_write {
+                conn.waiting_to_write = want;
+                let flags = if want {
+                    EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+                } else {
+                    EpollFlags::EPOLLIN
+                };
+                if let Err(e) = self
+                    .epoll
+                    .modify(&conn.link, &mut EpollEvent::new(flags, id))
+                {
+                    log::error!("cannot watch connection {id}: {e}");
+                    dead.push(id);
                 }
             }
         }
@@ -291,6 +330,34 @@ impl Hub {
             self.close(id);
         }
     }
+}
+
+/// Queues one message for a connection, noting that it has news.
+fn enqueue(
+    conns: &mut HashMap<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    id: ConnId,
+    frame: &Rc<[u8]>,
+) {
+    if let Some(conn) = conns.get_mut(&id) {
+        if conn.queue.is_empty() {
+            dirty.push(id);
+        }
+        conn.queue.push_back(Rc::clone(frame));
+    }
+}
+
+/// Sends a connection's queue until it is empty or the socket is full.
+fn flush(conn: &mut Conn) -> io::Result<()> {
+    while !conn.queue.is_empty() {
+        let batch = next_batch(&conn.queue);
+        if !conn.link.try_send_batch(&batch)? {
+            break;
+        }
+        let sent = batch.len();
+        conn.queue.drain(..sent);
+    }
+    Ok(())
 }
 
 /// The messages at the front of a queue that fit in one datagram.
@@ -306,10 +373,4 @@ fn next_batch(queue: &VecDeque<Rc<[u8]>>) -> Vec<IoSlice<'_>> {
         })
         .map(|frame| IoSlice::new(frame))
         .collect()
-}
-
-fn enqueue(conns: &mut HashMap<ConnId, Conn>, id: ConnId, frame: &Rc<[u8]>) {
-    if let Some(conn) = conns.get_mut(&id) {
-        conn.queue.push_back(Rc::clone(frame));
-    }
 }
