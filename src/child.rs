@@ -37,6 +37,8 @@ pub const MAX_LOGIN_FAILURES: u32 = 5;
 /// Bytes waiting in the child for a client that does not read, before it
 /// is cut off.
 pub const MAX_BACKLOG: usize = 1 << 20;
+/// Backlog capacity a child keeps between bursts.
+const BACKLOG_KEPT: usize = 4 * 1024;
 /// The client socket's send buffer. Left alone, the kernel grows it to
 /// several MiB for a client that does not read, which would hide that
 /// client from [`MAX_BACKLOG`]; fixed, what can wait for one client is
@@ -461,8 +463,18 @@ impl Session {
             }
         }
         if self.sent == self.backlog.len() {
-            self.backlog.clear();
             self.sent = 0;
+            if self.backlog.capacity() > BACKLOG_KEPT {
+                // A burst is over: give its memory back rather than keep
+                // it dirty in every child for the rest of the session.
+                self.backlog = Vec::new();
+                // SAFETY: malloc_trim only returns free heap pages to the
+                // kernel; it has no preconditions and this process is
+                // single-threaded.
+                unsafe { libc::malloc_trim(0) };
+            } else {
+                self.backlog.clear();
+            }
         }
         Ok(())
     }

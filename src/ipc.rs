@@ -25,9 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::command::Request;
 
-/// Largest datagram either side sends. It must fit in a socket buffer
-/// (about 200 KiB by default); one message is a few hundred bytes.
-pub const MAX_DATAGRAM: usize = 64 * 1024;
+/// Largest datagram either side sends. One message is at most about 1 KiB
+/// (a 512-byte line, JSON-escaped), so a batch holds dozens of chat lines; the
+/// bound stays small because every child keeps a receive buffer this big,
+/// and its pages count in the child's memory.
+pub const MAX_DATAGRAM: usize = 4 * 1024;
 /// Most messages the hub puts in one datagram (a system limit on the
 /// number of pieces one `sendmsg` takes is 1024).
 pub const MAX_BATCH: usize = 512;
