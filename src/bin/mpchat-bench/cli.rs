@@ -1,0 +1,408 @@
+//! The command line: flags, presets, and the checks that turn them into one
+//! validated [`Plan`] the rest of the program can trust.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Largest number of expected deliveries one run may track. Every delivery
+/// has one bit (to tell duplicates from reordering), so this caps that
+/// bookkeeping at 128 MiB.
+const MAX_DELIVERIES: u64 = 1 << 30;
+/// Longest nickname the line protocol allows (mpchat: 1 to 16 characters).
+const LINE_NICK_MAX: usize = 16;
+/// mpchat cuts lines at 512 bytes; IRC allows 512 bytes per line including
+/// the command, the channel and the sender prefix the server adds.
+const LINE_SIZE_MAX: usize = 500;
+const IRC_SIZE_MAX: usize = 400;
+/// Source addresses run from 127.0.1.1 through 127.255.255.254 at most.
+const MAX_SOURCES: u32 = 254 * 65_000;
+
+/// Drives many clients against a chat server (mpchat's line protocol or
+/// IRC) or an echo server, counts every delivery, and reports throughput,
+/// latency, loss, ordering, CPU and memory.
+///
+/// Only loopback targets are allowed unless --allow-remote is given. Exit
+/// status is 0 when everything expected arrived, 1 on loss, failure or
+/// timeout, 2 on a usage error.
+#[derive(Debug, Parser)]
+#[command(name = "mpchat-bench", version, about)]
+pub struct Cli {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = TestKind::Fanout)]
+    pub test: TestKind,
+    /// Protocol the clients speak.
+    #[arg(long, value_enum, default_value_t = ProtoKind::Line)]
+    pub proto: ProtoKind,
+    /// Client count, senders, messages and timeout in one word (quick 30,
+    /// medium 100, strong 500, extreme 1000, mega 5000, ultra 10000 clients;
+    /// default quick). Explicit flags override it.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+
+    /// Start the server with this command (split on whitespace) in its own
+    /// process group, read "listening on HOST:PORT" from its stderr (or
+    /// stdout), and kill the group at exit. It inherits the raised
+    /// RLIMIT_NOFILE.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["addr", "server_pid"])]
+    pub spawn: Option<String>,
+    /// Address of a running server.
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "spawn")]
+    pub addr: Option<String>,
+    /// Pid of the running server, for its CPU and memory (needed by
+    /// --test memory).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<i32>,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Clients to connect and register.
+    #[arg(long, value_name = "N")]
+    pub clients: Option<usize>,
+    /// Clients among them that send (fanout, memory --burst).
+    #[arg(long, value_name = "S")]
+    pub senders: Option<usize>,
+    /// Messages each sender sends.
+    #[arg(long, value_name = "M", conflicts_with = "duration")]
+    pub messages: Option<u32>,
+    /// Total messages per second over all senders; 0 is full speed.
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub rate: u64,
+    /// With --rate, send for this long instead of a message count.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Give up after this long (whole run, from the first connect); what
+    /// arrived by then is reported and the exit status is 1.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Bytes of message text (at least the "B sender seq time" header).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub size: usize,
+    /// A sender sends message k only once message k-W has come back (to
+    /// itself, or for IRC to the next client).
+    #[arg(long, value_name = "W", default_value_t = 64)]
+    pub window: u32,
+
+    /// Only connect and register the clients, hold them, report connect time.
+    #[arg(long)]
+    pub connect_only: bool,
+    /// Seconds to hold the clients with --connect-only.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub hold: f64,
+    /// Connect test: connect/register/reply/close cycles.
+    #[arg(long, value_name = "C", default_value_t = 1000)]
+    pub cycles: u64,
+    /// Connections being set up at once (connect test: cycles in flight).
+    /// Keep it under the server's listen backlog (ngircd: 10): beyond it
+    /// the kernel drops SYNs, which are retried only after a second.
+    #[arg(long, value_name = "P", default_value_t = 32)]
+    pub in_flight: usize,
+    /// Memory test: also measure after a burst of fanout traffic.
+    #[arg(long)]
+    pub burst: bool,
+    /// Longest wait, after registration, for the join announcements to die
+    /// down before traffic or a measurement starts.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub settle: f64,
+
+    /// Line protocol: prompt lines to read before sending the nickname.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub nick_prompt_lines: u32,
+    /// Nicknames are this prefix followed by the client number.
+    #[arg(long, value_name = "PREFIX", default_value = "b")]
+    pub nick_prefix: String,
+    /// IRC channel to join.
+    #[arg(long, value_name = "NAME", default_value = "#bench")]
+    pub channel: String,
+    /// Source addresses to spread the clients over (127.0.1.1 onwards);
+    /// 0 lets the kernel choose.
+    #[arg(long, value_name = "K", default_value_t = 200)]
+    pub sources: u32,
+
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Copy the spawned server's stderr and stdout to our stderr (prefixed
+    /// "server: ").
+    #[arg(long)]
+    pub server_log: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestKind {
+    /// N clients, S senders, M messages each; count every delivery.
+    Fanout,
+    /// Cycles of connect, register, first reply, close.
+    Connect,
+    /// The server tree's USS and PSS idle and with N clients.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtoKind {
+    /// mpchat: prompt line(s), nickname line, then chat lines.
+    Line,
+    /// IRC: NICK/USER, 001, JOIN, PRIVMSG to a channel.
+    Irc,
+    /// Echo server: one line out, the same bytes back.
+    Echo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Quick,
+    Medium,
+    Strong,
+    Extreme,
+    Mega,
+    Ultra,
+}
+
+impl Preset {
+    /// (clients, senders, messages per sender, timeout in seconds). Bigger
+    /// rooms get fewer messages per sender so a run stays at two million
+    /// deliveries at most, and more time because registering N clients
+    /// makes the server announce N²/2 joins.
+    fn values(self) -> (usize, usize, u32, f64) {
+        match self {
+            Preset::Quick => (30, 5, 1000, 30.0),
+            Preset::Medium => (100, 10, 500, 60.0),
+            Preset::Strong => (500, 20, 200, 120.0),
+            Preset::Extreme => (1000, 20, 100, 180.0),
+            Preset::Mega => (5000, 10, 40, 300.0),
+            Preset::Ultra => (10000, 10, 20, 600.0),
+        }
+    }
+}
+
+/// Where the server comes from.
+#[derive(Debug, Clone)]
+pub enum ServerSource {
+    Spawn(String),
+    Attach { addr: String, pid: Option<i32> },
+}
+
+/// Everything one run needs, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub test: TestKind,
+    pub proto: ProtoKind,
+    pub preset: Option<Preset>,
+    pub server: ServerSource,
+    pub allow_remote: bool,
+    pub clients: usize,
+    pub senders: usize,
+    pub messages: u32,
+    pub rate: u64,
+    pub timeout: Duration,
+    pub size: usize,
+    pub window: u32,
+    pub connect_only: bool,
+    pub hold: Duration,
+    pub cycles: u64,
+    pub in_flight: usize,
+    pub burst: bool,
+    pub settle: Duration,
+    pub nick_prompt_lines: u32,
+    pub nick_prefix: String,
+    pub channel: String,
+    pub sources: u32,
+    pub json: bool,
+    pub quiet: bool,
+    pub server_log: bool,
+}
+
+fn seconds(what: &str, secs: f64) -> Result<Duration, String> {
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{what} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Plan {
+    pub fn from_cli(cli: Cli) -> Result<Plan, String> {
+        let (p_clients, p_senders, p_messages, p_timeout) =
+            cli.preset.unwrap_or(Preset::Quick).values();
+        let clients = cli.clients.unwrap_or(p_clients);
+        let senders = cli.senders.unwrap_or(p_senders.min(clients));
+        let timeout = seconds("--timeout", cli.timeout.unwrap_or(p_timeout))?;
+        if timeout.is_zero() {
+            return Err("--timeout must be more than 0 seconds".into());
+        }
+        let messages = match cli.duration {
+            Some(secs) => {
+                if cli.rate == 0 {
+                    return Err("--duration needs a --rate above 0".into());
+                }
+                let total = (cli.rate as f64 * seconds("--duration", secs)?.as_secs_f64()).ceil();
+                (total / senders.max(1) as f64).ceil().min(u32::MAX as f64) as u32
+            }
+            None => cli.messages.unwrap_or(p_messages),
+        };
+        let server = match (cli.spawn, cli.addr) {
+            (Some(cmd), _) => {
+                if cmd.split_whitespace().next().is_none() {
+                    return Err("--spawn needs a command".into());
+                }
+                ServerSource::Spawn(cmd)
+            }
+            (None, Some(addr)) => ServerSource::Attach {
+                addr,
+                pid: cli.server_pid,
+            },
+            (None, None) => return Err("give --spawn CMD or --addr HOST:PORT".into()),
+        };
+        let plan = Plan {
+            test: cli.test,
+            proto: cli.proto,
+            preset: cli.preset,
+            server,
+            allow_remote: cli.allow_remote,
+            clients,
+            senders,
+            messages,
+            rate: cli.rate,
+            timeout,
+            size: cli.size,
+            window: cli.window,
+            connect_only: cli.connect_only,
+            hold: seconds("--hold", cli.hold)?,
+            cycles: cli.cycles,
+            in_flight: cli.in_flight,
+            burst: cli.burst,
+            settle: seconds("--settle", cli.settle)?,
+            nick_prompt_lines: cli.nick_prompt_lines,
+            nick_prefix: cli.nick_prefix,
+            channel: cli.channel,
+            sources: cli.sources,
+            json: cli.json,
+            quiet: cli.quiet,
+            server_log: cli.server_log,
+        };
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// True when this run sends chat traffic (and so needs senders).
+    pub fn sends_traffic(&self) -> bool {
+        match self.test {
+            TestKind::Fanout => !self.connect_only,
+            TestKind::Memory => self.burst,
+            TestKind::Connect => false,
+        }
+    }
+
+    /// Receivers of each message: IRC does not echo a channel message to
+    /// its sender; mpchat does.
+    pub fn receivers_per_message(&self) -> usize {
+        match self.proto {
+            ProtoKind::Irc => self.clients.saturating_sub(1),
+            _ => self.clients,
+        }
+    }
+
+    pub fn expected_deliveries(&self) -> u64 {
+        self.senders as u64 * u64::from(self.messages) * self.receivers_per_message() as u64
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        if self.in_flight == 0 {
+            return Err("--in-flight must be at least 1".into());
+        }
+        if self.cycles == 0 || self.cycles > u64::from(u32::MAX) {
+            return Err(format!("--cycles must be between 1 and {}", u32::MAX));
+        }
+        if self.clients > u32::MAX as usize {
+            return Err(format!("--clients must be at most {}", u32::MAX));
+        }
+        if self.sources > MAX_SOURCES {
+            return Err(format!("--sources must be at most {MAX_SOURCES}"));
+        }
+        if self.nick_prefix.is_empty()
+            || !self
+                .nick_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err("--nick-prefix must be letters, digits, _ or -".into());
+        }
+        let biggest_id = match self.test {
+            TestKind::Connect => self.cycles.saturating_sub(1),
+            _ => self.clients as u64 - 1,
+        };
+        let nick_len = self.nick_prefix.len() + biggest_id.to_string().len();
+        if self.proto == ProtoKind::Line && nick_len > LINE_NICK_MAX {
+            return Err(format!(
+                "nicknames would be {nick_len} characters; the line protocol allows {LINE_NICK_MAX} (shorten --nick-prefix)"
+            ));
+        }
+        if self.proto == ProtoKind::Irc
+            && (!self.channel.starts_with(['#', '&'])
+                || self.channel.contains([' ', ',', '\r', '\n']))
+        {
+            return Err("--channel must start with # or & and hold no space or comma".into());
+        }
+        let size_max = if self.proto == ProtoKind::Irc {
+            IRC_SIZE_MAX
+        } else {
+            LINE_SIZE_MAX
+        };
+        if self.size > size_max {
+            return Err(format!(
+                "--size {} is over {size_max} bytes, the most this protocol carries in one line",
+                self.size
+            ));
+        }
+        if self.proto == ProtoKind::Echo && self.sends_traffic() {
+            return Err(
+                "--proto echo has no chat traffic: use --test connect, --test memory (without --burst) or --connect-only"
+                    .into(),
+            );
+        }
+        if self.test == TestKind::Memory {
+            let has_pid = match &self.server {
+                ServerSource::Spawn(_) => true,
+                ServerSource::Attach { pid, .. } => pid.is_some(),
+            };
+            if !has_pid {
+                return Err(
+                    "--test memory needs the server's pid: use --spawn or --server-pid".into(),
+                );
+            }
+        }
+        if self.sends_traffic() {
+            if self.senders == 0 || self.senders > self.clients {
+                return Err(format!(
+                    "--senders must be between 1 and the client count ({})",
+                    self.clients
+                ));
+            }
+            if self.proto == ProtoKind::Irc && self.clients < 2 {
+                return Err("--proto irc needs at least 2 clients: a channel message does not come back to its sender".into());
+            }
+            if self.messages == 0 {
+                return Err("--messages must be at least 1".into());
+            }
+            if self.window == 0 {
+                return Err("--window must be at least 1".into());
+            }
+            if self.expected_deliveries() > MAX_DELIVERIES {
+                return Err(format!(
+                    "{} expected deliveries is over the {MAX_DELIVERIES} one run can track; lower --messages or --senders",
+                    self.expected_deliveries()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

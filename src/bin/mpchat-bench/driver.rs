@@ -1,0 +1,729 @@
+//! The event loop: one thread, one epoll set, every client socket
+//! non-blocking and edge-triggered. It owns the connections and runs the
+//! phases of a test on them: connecting and registering N clients, waiting
+//! for the room to go quiet, the fan-out traffic, and connect cycles.
+//!
+//! Every loop here ends by count or by time: each phase takes a deadline,
+//! and the stop flag (SIGINT/SIGTERM) is checked on every turn.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::socket::{getsockopt, sockopt};
+
+use crate::clock::Clock;
+use crate::net::{self, Sources};
+use crate::progress::{Progress, View};
+use crate::proto::{self, Proto, Reg, Seen};
+use crate::tally::{Histogram, Tally};
+
+/// Reads of 64 KiB one readiness event may do before the socket goes to
+/// the back of the line, so one busy socket cannot starve the others.
+const MAX_READS: usize = 16;
+const READ_SIZE: usize = 64 * 1024;
+/// A line this long without a line end is not the protocol we speak.
+const MAX_LINE: usize = 64 * 1024;
+/// A sender stops queueing while this much of its output is unwritten.
+const OUT_HIGH: usize = 64 * 1024;
+/// Most messages a sender queues for one write.
+const BATCH: u32 = 256;
+/// Longest kept "last line" of a connection, to explain why it ended.
+const INFO_MAX: usize = 160;
+/// With messages outstanding and nothing sent or delivered for this long
+/// (or three send intervals at a slow --rate), the run is stuck: report
+/// rather than wait for the timeout.
+const STALL_NS: u64 = 10_000_000_000;
+
+/// Why a phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    Done,
+    TimedOut,
+    Interrupted,
+    Stalled,
+}
+
+impl Ended {
+    pub fn word(self) -> &'static str {
+        match self {
+            Ended::Done => "done",
+            Ended::TimedOut => "timed out",
+            Ended::Interrupted => "interrupted",
+            Ended::Stalled => "stalled",
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum CloseWhy {
+    /// Connect cycle finished (first reply seen).
+    Done,
+    Eof,
+    Io(&'static str, io::Error),
+    Connect(String),
+    Refused(String),
+    Protocol(String),
+}
+
+/// One kind of failure, how often, and a line the server sent near it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub reason: String,
+    pub count: u64,
+    pub last_line: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub opened: u64,
+    pub connected: u64,
+    pub registered: u64,
+    /// Failed before registering.
+    pub failed: u64,
+    /// Closed after registering (not counting finished connect cycles).
+    pub dropped: u64,
+    /// Connect cycles finished.
+    pub completed: u64,
+}
+
+struct Conn {
+    sock: TcpStream,
+    id: u32,
+    reg: Reg,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    started_ns: u64,
+    /// The last line that was not a benchmark message.
+    info: Vec<u8>,
+}
+
+/// Results of a fan-out run beyond what the tally holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Traffic {
+    pub ended: Ended,
+    pub sent: u64,
+    pub first_send_ns: Option<u64>,
+    pub last_send_ns: Option<u64>,
+}
+
+pub struct Driver {
+    clock: Clock,
+    proto: Proto,
+    target: SocketAddr,
+    sources: Sources,
+    epoll: Epoll,
+    events: Vec<EpollEvent>,
+    scratch: Vec<u8>,
+    conns: Vec<Option<Conn>>,
+    gens: Vec<u32>,
+    free: Vec<usize>,
+    again: Vec<u64>,
+    close_on_register: bool,
+    pub counts: Counts,
+    failures: BTreeMap<String, Failure>,
+    pub connect_lat: Histogram,
+    pub register_lat: Histogram,
+    pub tally: Option<Tally>,
+    /// Benchmark messages seen when no tally was running.
+    pub stray: u64,
+    last_rx_ns: u64,
+    progress: Progress,
+    stop: &'static AtomicBool,
+}
+
+impl Driver {
+    pub fn new(
+        clock: Clock,
+        proto: Proto,
+        target: SocketAddr,
+        sources: Sources,
+        progress: Progress,
+        stop: &'static AtomicBool,
+    ) -> Result<Driver, String> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| format!("epoll_create1: {e}"))?;
+        Ok(Driver {
+            clock,
+            proto,
+            target,
+            sources,
+            epoll,
+            events: vec![EpollEvent::empty(); 1024],
+            scratch: vec![0; READ_SIZE],
+            conns: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            again: Vec::new(),
+            close_on_register: false,
+            counts: Counts::default(),
+            failures: BTreeMap::new(),
+            connect_lat: Histogram::new(),
+            register_lat: Histogram::new(),
+            tally: None,
+            stray: 0,
+            last_rx_ns: 0,
+            progress,
+            stop,
+        })
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    pub fn failures(&self) -> Vec<Failure> {
+        self.failures.values().cloned().collect()
+    }
+
+    pub fn finish_progress(&mut self) {
+        self.progress.finish();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn fail(&mut self, reason: String, line: Option<String>) {
+        let entry = self.failures.entry(reason.clone()).or_insert(Failure {
+            reason,
+            count: 0,
+            last_line: None,
+        });
+        entry.count += 1;
+        if line.is_some() {
+            entry.last_line = line;
+        }
+    }
+
+    /// Starts one connection for client `id`.
+    fn open(&mut self, id: u32) {
+        self.counts.opened += 1;
+        let now = self.now_ns();
+        let sock = match net::start_connect(self.target, &mut self.sources) {
+            Ok(s) => s,
+            Err(e) => {
+                self.counts.failed += 1;
+                self.fail(e, None);
+                return;
+            }
+        };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.gens.push(0);
+                self.conns.len() - 1
+            }
+        };
+        let token = (u64::from(self.gens[slot]) << 32) | slot as u64;
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        if let Err(e) = self.epoll.add(&sock, EpollEvent::new(flags, token)) {
+            self.free.push(slot);
+            self.counts.failed += 1;
+            self.fail(format!("epoll_ctl: {}", e.desc()), None);
+            return;
+        }
+        self.conns[slot] = Some(Conn {
+            sock,
+            id,
+            reg: Reg::Connecting,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            started_ns: now,
+            info: Vec::new(),
+        });
+    }
+
+    fn close(&mut self, slot: usize, why: CloseWhy) {
+        let Some(conn) = self.conns[slot].take() else {
+            return;
+        };
+        self.gens[slot] = self.gens[slot].wrapping_add(1);
+        self.free.push(slot);
+        let registered = conn.reg == Reg::Registered;
+        let line = (!conn.info.is_empty()).then(|| proto::text(&conn.info));
+        // Dropping the socket closes it, which also takes it out of the
+        // epoll set.
+        drop(conn.sock);
+        let (reason, sample) = match why {
+            CloseWhy::Done => {
+                self.counts.completed += 1;
+                return;
+            }
+            CloseWhy::Eof if conn.reg == Reg::Connecting => {
+                ("connection closed during connect".to_string(), line)
+            }
+            CloseWhy::Eof if registered => {
+                ("server closed a registered connection".to_string(), line)
+            }
+            CloseWhy::Eof => (
+                "server closed the connection before registration".to_string(),
+                line,
+            ),
+            CloseWhy::Io(op, e) => (format!("{op}: {e}"), line),
+            CloseWhy::Connect(e) => (format!("connect: {e}"), None),
+            CloseWhy::Refused(text) => ("server refused".to_string(), Some(text)),
+            CloseWhy::Protocol(e) => (e, line),
+        };
+        if registered {
+            self.counts.dropped += 1;
+        } else {
+            self.counts.failed += 1;
+        }
+        self.fail(reason, sample);
+    }
+
+    /// Waits up to `timeout_ms` for events and handles them.
+    fn turn(&mut self, timeout_ms: u16) -> Result<(), String> {
+        let timeout = if self.again.is_empty() { timeout_ms } else { 0 };
+        let n = match self.epoll.wait(&mut self.events, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(format!("epoll_wait: {e}")),
+        };
+        for i in 0..n {
+            let ev = self.events[i];
+            self.dispatch(ev.data(), ev.events());
+        }
+        for token in std::mem::take(&mut self.again) {
+            self.dispatch(token, EpollFlags::EPOLLIN);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, token: u64, flags: EpollFlags) {
+        let slot = (token & 0xffff_ffff) as usize;
+        if self.gens.get(slot) != Some(&((token >> 32) as u32)) {
+            return;
+        }
+        let now = self.now_ns();
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if conn.reg == Reg::Connecting {
+            if !flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+            {
+                return;
+            }
+            match getsockopt(&conn.sock, sockopt::SocketError) {
+                Ok(0) => {}
+                Ok(err) => {
+                    let e = Errno::from_raw(err);
+                    return self.close(slot, CloseWhy::Connect(e.desc().to_string()));
+                }
+                Err(e) => return self.close(slot, CloseWhy::Connect(e.desc().to_string())),
+            }
+            self.counts.connected += 1;
+            self.connect_lat.record(now.saturating_sub(conn.started_ns));
+            conn.reg = self.proto.on_connect(conn.id, &mut conn.out);
+        }
+        if flags.intersects(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLHUP
+                | EpollFlags::EPOLLERR,
+        ) && let Some(why) = self.read_ready(slot, token)
+        {
+            return self.close(slot, why);
+        }
+        if let Some(conn) = self.conns[slot].as_mut()
+            && let Err(why) = flush(conn)
+        {
+            self.close(slot, why);
+        }
+    }
+
+    /// Reads what the socket holds and handles every complete line.
+    fn read_ready(&mut self, slot: usize, token: u64) -> Option<CloseWhy> {
+        let conn = self.conns[slot].as_mut()?;
+        let mut ctx = LineCtx {
+            proto: &self.proto,
+            tally: &mut self.tally,
+            counts: &mut self.counts,
+            register_lat: &mut self.register_lat,
+            stray: &mut self.stray,
+            close_on_register: self.close_on_register,
+            now: 0,
+        };
+        for _ in 0..MAX_READS {
+            match (&conn.sock).read(&mut self.scratch) {
+                Ok(0) => return Some(CloseWhy::Eof),
+                Ok(n) => {
+                    ctx.now = self.clock.now_ns();
+                    self.last_rx_ns = ctx.now;
+                    if let Err(why) = feed(conn, &self.scratch[..n], &mut ctx) {
+                        return Some(why);
+                    }
+                    // A short read emptied the socket; new data brings a
+                    // new edge.
+                    if n < self.scratch.len() {
+                        return None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(CloseWhy::Io("read", e)),
+            }
+        }
+        self.again.push(token);
+        None
+    }
+
+    fn view(&self, phase: &'static str) -> View {
+        View {
+            phase,
+            connected: self.counts.connected,
+            registered: self.counts.registered,
+            ..View::default()
+        }
+    }
+
+    /// Connects and registers clients 0..n, at most `in_flight` of them
+    /// between connect and registration at once.
+    pub fn connect_clients(
+        &mut self,
+        n: usize,
+        in_flight: usize,
+        deadline_ns: u64,
+    ) -> Result<Ended, String> {
+        self.close_on_register = false;
+        let n = n as u64;
+        let base = self.counts;
+        loop {
+            let now = self.now_ns();
+            let registered = self.counts.registered - base.registered;
+            let failed = self.counts.failed - base.failed;
+            if registered + failed >= n {
+                return Ok(Ended::Done);
+            }
+            if self.stopped() {
+                return Ok(Ended::Interrupted);
+            }
+            if now >= deadline_ns {
+                return Ok(Ended::TimedOut);
+            }
+            let mut opened = self.counts.opened - base.opened;
+            while opened < n && opened.saturating_sub(registered + failed) < in_flight as u64 {
+                self.open(opened as u32);
+                opened += 1;
+            }
+            self.turn(50)?;
+            let view = View {
+                clients: n,
+                rate_of: self.counts.registered,
+                ..self.view("connect")
+            };
+            self.progress.tick(self.now_ns(), &view);
+        }
+    }
+
+    /// Keeps reading until nothing has arrived for `quiet_ns`, at most
+    /// `max_ns`. Returns how long it took and whether it went quiet.
+    pub fn settle(
+        &mut self,
+        quiet_ns: u64,
+        max_ns: u64,
+        deadline_ns: u64,
+    ) -> Result<(u64, bool), String> {
+        let start = self.now_ns();
+        self.last_rx_ns = self.last_rx_ns.max(start);
+        loop {
+            let now = self.now_ns();
+            if now.saturating_sub(self.last_rx_ns) >= quiet_ns {
+                return Ok((now - start, true));
+            }
+            if now - start >= max_ns || now >= deadline_ns || self.stopped() {
+                return Ok((now - start, false));
+            }
+            self.turn(20)?;
+            let view = self.view("settle");
+            self.progress.tick(self.now_ns(), &view);
+        }
+    }
+
+    /// Keeps the clients connected (answering pings, counting late
+    /// deliveries) for `dur_ns`.
+    pub fn hold(&mut self, phase: &'static str, dur_ns: u64) -> Result<(), String> {
+        let end = self.now_ns() + dur_ns;
+        while self.now_ns() < end && !self.stopped() {
+            self.turn(20)?;
+            let view = View {
+                clients: self.counts.opened,
+                ..self.view(phase)
+            };
+            self.progress.tick(self.now_ns(), &view);
+        }
+        Ok(())
+    }
+
+    /// The fan-out: clients 0..senders each send `messages` messages, all
+    /// at once or at `rate` messages per second in total, never more than
+    /// `window` ahead of what has come back. Deliveries go to `tally`.
+    pub fn fanout(
+        &mut self,
+        tally: Tally,
+        senders: usize,
+        messages: u32,
+        rate: u64,
+        window: u32,
+        deadline_ns: u64,
+    ) -> Result<Traffic, String> {
+        self.close_on_register = false;
+        let expected = tally.expected();
+        self.tally = Some(tally);
+        let mut slots = vec![None; senders];
+        for (slot, conn) in self.conns.iter().enumerate() {
+            if let Some(c) = conn
+                && (c.id as usize) < senders
+            {
+                slots[c.id as usize] = Some(slot);
+            }
+        }
+        let mut next = vec![0u32; senders];
+        let start = self.now_ns();
+        let interval_ns = if rate > 0 {
+            senders as f64 * 1e9 / rate as f64
+        } else {
+            0.0
+        };
+        let mut traffic = Traffic {
+            ended: Ended::Done,
+            sent: 0,
+            first_send_ns: None,
+            last_send_ns: None,
+        };
+        let to_send = senders as u64 * u64::from(messages);
+        // A slow --rate leaves long gaps between sends that are no stall.
+        let stall_ns = STALL_NS.max((3.0 * interval_ns) as u64);
+        let mut last_progress = start;
+        let mut last_count = (0u64, 0u64);
+        loop {
+            let now = self.now_ns();
+            if self.stopped() {
+                traffic.ended = Ended::Interrupted;
+                break;
+            }
+            if now >= deadline_ns {
+                traffic.ended = Ended::TimedOut;
+                break;
+            }
+            let received = self.tally.as_ref().map_or(0, |t| t.received);
+            if (traffic.sent, received) != last_count {
+                last_count = (traffic.sent, received);
+                last_progress = now;
+            } else if now - last_progress >= stall_ns {
+                traffic.ended = Ended::Stalled;
+                break;
+            }
+            if traffic.sent == to_send && received >= expected {
+                break;
+            }
+            for s in 0..senders {
+                let due = if rate == 0 {
+                    messages
+                } else {
+                    let offset = interval_ns * s as f64 / senders as f64;
+                    let elapsed = now.saturating_sub(start) as f64 - offset;
+                    if elapsed < 0.0 {
+                        0
+                    } else {
+                        ((elapsed / interval_ns) as u64 + 1).min(u64::from(messages)) as u32
+                    }
+                };
+                let acked = self.tally.as_ref().map_or(0, |t| t.acked[s]);
+                let limit = messages.min(acked.saturating_add(window)).min(due);
+                let Some(slot) = slots[s] else { continue };
+                let Some(conn) = self.conns[slot].as_mut() else {
+                    continue;
+                };
+                if next[s] >= limit || conn.out.len() - conn.out_pos > OUT_HIGH {
+                    continue;
+                }
+                let end = limit.min(next[s].saturating_add(BATCH));
+                let send_ns = self.clock.now_ns();
+                for q in next[s]..end {
+                    self.proto
+                        .write_message(&mut conn.out, s as u32, q, send_ns);
+                }
+                traffic.sent += u64::from(end - next[s]);
+                traffic.first_send_ns.get_or_insert(send_ns);
+                traffic.last_send_ns = Some(send_ns);
+                next[s] = end;
+                if let Err(why) = flush(conn) {
+                    self.close(slot, why);
+                }
+            }
+            self.turn(if rate > 0 { 1 } else { 20 })?;
+            let view = View {
+                to_send,
+                sent: traffic.sent,
+                expected,
+                delivered: self.tally.as_ref().map_or(0, |t| t.received),
+                rate_of: self.tally.as_ref().map_or(0, |t| t.received),
+                ..self.view("fanout")
+            };
+            self.progress.tick(self.now_ns(), &view);
+        }
+        Ok(traffic)
+    }
+
+    /// Connect cycles: `cycles` times connect, register, wait for the first
+    /// reply, close; `in_flight` at once. Each cycle's time goes to
+    /// `register_lat`.
+    pub fn cycles(
+        &mut self,
+        cycles: u64,
+        in_flight: usize,
+        deadline_ns: u64,
+    ) -> Result<Ended, String> {
+        self.close_on_register = true;
+        let base = self.counts;
+        loop {
+            let done = self.counts.completed - base.completed;
+            let failed = self.counts.failed + self.counts.dropped - base.failed - base.dropped;
+            if done + failed >= cycles {
+                return Ok(Ended::Done);
+            }
+            if self.stopped() {
+                return Ok(Ended::Interrupted);
+            }
+            if self.now_ns() >= deadline_ns {
+                return Ok(Ended::TimedOut);
+            }
+            let mut started = self.counts.opened - base.opened;
+            while started < cycles && started.saturating_sub(done + failed) < in_flight as u64 {
+                self.open(started as u32);
+                started += 1;
+            }
+            self.turn(50)?;
+            let view = View {
+                phase: "connect",
+                cycles,
+                cycles_done: self.counts.completed - base.completed,
+                rate_of: self.counts.completed,
+                ..View::default()
+            };
+            self.progress.tick(self.now_ns(), &view);
+        }
+    }
+
+    /// Closes every connection.
+    pub fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            if let Some(conn) = self.conns[slot].take() {
+                self.gens[slot] = self.gens[slot].wrapping_add(1);
+                self.free.push(slot);
+                drop(conn);
+            }
+        }
+    }
+}
+
+/// Writes what is queued until done or the socket is full.
+fn flush(conn: &mut Conn) -> Result<(), CloseWhy> {
+    while conn.out_pos < conn.out.len() {
+        match (&conn.sock).write(&conn.out[conn.out_pos..]) {
+            Ok(0) => {
+                return Err(CloseWhy::Protocol(
+                    "write: connection accepts no more data".into(),
+                ));
+            }
+            Ok(n) => conn.out_pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CloseWhy::Io("write", e)),
+        }
+    }
+    conn.out.clear();
+    conn.out_pos = 0;
+    Ok(())
+}
+
+/// The parts of the driver a line can change, borrowed apart from the
+/// connection being read.
+struct LineCtx<'a> {
+    proto: &'a Proto,
+    tally: &'a mut Option<Tally>,
+    counts: &'a mut Counts,
+    register_lat: &'a mut Histogram,
+    stray: &'a mut u64,
+    close_on_register: bool,
+    now: u64,
+}
+
+/// Splits new bytes into lines (keeping a partial line for next time) and
+/// handles each.
+fn feed(conn: &mut Conn, data: &[u8], ctx: &mut LineCtx) -> Result<(), CloseWhy> {
+    let mut buf = std::mem::take(&mut conn.inbuf);
+    let joined = !buf.is_empty();
+    if joined {
+        buf.extend_from_slice(data);
+    }
+    let src: &[u8] = if joined { &buf } else { data };
+    let mut start = 0;
+    let mut result = Ok(());
+    while let Some(off) = src[start..].iter().position(|&b| b == b'\n') {
+        let mut line = &src[start..start + off];
+        start += off + 1;
+        if let Some(l) = line.strip_suffix(b"\r") {
+            line = l;
+        }
+        if let Err(why) = handle_line(conn, line, ctx) {
+            result = Err(why);
+            break;
+        }
+    }
+    let rest_len = src.len() - start;
+    if result.is_ok() && rest_len > MAX_LINE {
+        result = Err(CloseWhy::Protocol(format!(
+            "server sent over {MAX_LINE} bytes without a line end"
+        )));
+    }
+    if joined {
+        buf.drain(..start);
+    } else {
+        buf.extend_from_slice(&data[start..]);
+    }
+    conn.inbuf = buf;
+    result
+}
+
+fn handle_line(conn: &mut Conn, line: &[u8], ctx: &mut LineCtx) -> Result<(), CloseWhy> {
+    match ctx
+        .proto
+        .on_line(&mut conn.reg, conn.id, line, &mut conn.out)
+    {
+        Seen::Message(s, q, t) => match ctx.tally.as_mut() {
+            Some(tally) => {
+                tally.record(conn.id as usize, s, q, t, ctx.now);
+            }
+            None => *ctx.stray += 1,
+        },
+        Seen::Nothing => {
+            conn.info.clear();
+            conn.info
+                .extend_from_slice(&line[..line.len().min(INFO_MAX)]);
+        }
+        Seen::Registered => {
+            ctx.counts.registered += 1;
+            ctx.register_lat
+                .record(ctx.now.saturating_sub(conn.started_ns));
+            if ctx.close_on_register {
+                return Err(CloseWhy::Done);
+            }
+        }
+        Seen::Failed(text) => return Err(CloseWhy::Refused(text)),
+    }
+    Ok(())
+}

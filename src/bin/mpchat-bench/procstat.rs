@@ -1,0 +1,330 @@
+//! Reading /proc: the server's process tree (its pid and every descendant,
+//! found through each process's ppid), that tree's CPU time and memory
+//! (USS and PSS from smaps_rollup), the whole machine's busy time, and the
+//! generator's own CPU through getrusage.
+//!
+//! Processes come and go while the tree is read (a fork-per-connection
+//! server forks and reaps all the time), so one that vanishes between the
+//! listing and the read is skipped, not an error.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::unistd::{SysconfVar, sysconf};
+
+/// The fields of /proc/PID/stat this program uses, in clock ticks.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    ppid: i32,
+    /// utime + stime.
+    own: u64,
+    /// cutime + cstime: what reaped descendants used, which would
+    /// otherwise vanish with them.
+    children: u64,
+}
+
+fn read_stat(pid: i32) -> io::Result<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text)
+        .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: unexpected format")))
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name is in parentheses and may itself hold spaces and
+    // parentheses, so the fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state) of proc(5).
+    let field = |n: usize| -> Option<&str> { fields.get(n - 3).copied() };
+    let num = |n: usize| -> Option<u64> { field(n)?.parse::<i64>().ok().map(|v| v.max(0) as u64) };
+    Some(Stat {
+        ppid: field(4)?.parse().ok()?,
+        own: num(14)? + num(15)?,
+        children: num(16)? + num(17)?,
+    })
+}
+
+/// The server pid and every live descendant.
+fn tree(root: i32) -> Result<Vec<(i32, Stat)>, String> {
+    let mut all: HashMap<i32, Stat> = HashMap::new();
+    let dir = fs::read_dir("/proc").map_err(|e| format!("cannot list /proc: {e}"))?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = read_stat(pid) {
+            all.insert(pid, stat);
+        }
+    }
+    if !all.contains_key(&root) {
+        return Err(format!("server process {root} is gone"));
+    }
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (&pid, stat) in &all {
+        children.entry(stat.ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    // A pid can only be reached once (each has one parent), and the walk
+    // stops after every process was visited, so it is bounded.
+    while let Some(pid) = todo.pop() {
+        if out.len() > all.len() {
+            break;
+        }
+        if let Some(stat) = all.get(&pid) {
+            out.push((pid, *stat));
+        }
+        if let Some(kids) = children.get(&pid) {
+            todo.extend(kids.iter().copied().filter(|&k| k != pid));
+        }
+    }
+    Ok(out)
+}
+
+/// CPU time of every thread of `pid` in nanoseconds, from
+/// /proc/PID/task/*/schedstat. The utime and stime of /proc/PID/stat are
+/// whole clock ticks per process, and a fork-per-connection server's many
+/// lightly used processes each round down: summed over the tree they
+/// undercount badly. None when schedstat is not available.
+fn sched_ns(pid: i32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += ns;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// CPU of the tree: (precise ns, the same from stat ticks only, processes).
+fn tree_cpu(root: i32, ticks_per_sec: u64) -> Option<(u64, u64, usize)> {
+    let t = tree(root).ok()?;
+    let tick_ns = 1_000_000_000 / ticks_per_sec.max(1);
+    let mut precise = 0;
+    let mut ticks = 0;
+    for (pid, stat) in &t {
+        let own = sched_ns(*pid).unwrap_or(stat.own * tick_ns);
+        precise += own + stat.children * tick_ns;
+        ticks += stat.own + stat.children;
+    }
+    Some((precise, ticks * tick_ns, t.len()))
+}
+
+pub fn clock_ticks_per_sec() -> Result<u64, String> {
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => Ok(t as u64),
+        Ok(_) => Err("sysconf(_SC_CLK_TCK) gave no value".into()),
+        Err(e) => Err(format!("sysconf(_SC_CLK_TCK): {e}")),
+    }
+}
+
+/// Busy clock ticks of the whole machine since boot (all CPUs): everything
+/// in the `cpu` line of /proc/stat except idle and iowait.
+fn machine_busy_ticks() -> Result<u64, String> {
+    let text =
+        fs::read_to_string("/proc/stat").map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("/proc/stat has no cpu line")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user and nice).
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    Ok(get(0) + get(1) + get(2) + get(5) + get(6) + get(7))
+}
+
+/// The generator's own user + system CPU, in nanoseconds, all threads.
+fn self_cpu_ns() -> Result<u64, String> {
+    let u = getrusage(UsageWho::RUSAGE_SELF).map_err(|e| format!("getrusage: {e}"))?;
+    let tv_ns = |t: nix::sys::time::TimeVal| {
+        t.tv_sec().max(0) as u64 * 1_000_000_000 + t.tv_usec().max(0) as u64 * 1000
+    };
+    Ok(tv_ns(u.user_time()) + tv_ns(u.system_time()))
+}
+
+/// CPU counters at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnap {
+    wall_ns: u64,
+    generator_ns: u64,
+    machine_ticks: u64,
+    /// (precise ns, stat-ticks-only ns, processes) of the server tree.
+    tree: Option<(u64, u64, usize)>,
+}
+
+/// CPU used between two snapshots.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuReport {
+    pub wall_s: f64,
+    /// getrusage(RUSAGE_SELF) user + sys.
+    pub generator_s: f64,
+    /// The server tree: each live thread's schedstat run time, plus the
+    /// cutime + cstime that reaped descendants left in /proc/PID/stat.
+    pub server_tree_s: Option<f64>,
+    /// The same from /proc/PID/stat utime + stime + cutime + cstime alone
+    /// (whole ticks per process, so it undercounts many small processes).
+    pub server_tree_stat_s: Option<f64>,
+    /// Processes in the tree at the end.
+    pub server_tree_procs: usize,
+    /// The whole machine's busy time.
+    pub machine_s: f64,
+    /// machine − generator: what the server (and anything else) used,
+    /// including processes too short-lived to be seen in the tree.
+    pub server_machine_s: f64,
+}
+
+impl CpuSnap {
+    /// Takes a snapshot. `start` orders the reads so the expensive tree
+    /// walk falls outside the measured window on both ends. A server that
+    /// is gone has no tree; the report then shows no tree CPU rather than
+    /// failing the run.
+    pub fn take(
+        root: Option<i32>,
+        wall_ns: u64,
+        ticks_per_sec: u64,
+        start: bool,
+    ) -> Result<CpuSnap, String> {
+        let tree_read = || root.and_then(|pid| tree_cpu(pid, ticks_per_sec));
+        if start {
+            let tree = tree_read();
+            let generator_ns = self_cpu_ns()?;
+            let machine_ticks = machine_busy_ticks()?;
+            Ok(CpuSnap {
+                wall_ns,
+                generator_ns,
+                machine_ticks,
+                tree,
+            })
+        } else {
+            let machine_ticks = machine_busy_ticks()?;
+            let generator_ns = self_cpu_ns()?;
+            let tree = tree_read();
+            Ok(CpuSnap {
+                wall_ns,
+                generator_ns,
+                machine_ticks,
+                tree,
+            })
+        }
+    }
+
+    pub fn report(&self, end: &CpuSnap, ticks_per_sec: u64) -> CpuReport {
+        let tps = ticks_per_sec.max(1) as f64;
+        let generator_s = end.generator_ns.saturating_sub(self.generator_ns) as f64 / 1e9;
+        let machine_s = end.machine_ticks.saturating_sub(self.machine_ticks) as f64 / tps;
+        let (server_tree_s, server_tree_stat_s) = match (self.tree, end.tree) {
+            (Some((a, sa, _)), Some((b, sb, _))) => (
+                Some(b.saturating_sub(a) as f64 / 1e9),
+                Some(sb.saturating_sub(sa) as f64 / 1e9),
+            ),
+            _ => (None, None),
+        };
+        CpuReport {
+            wall_s: end.wall_ns.saturating_sub(self.wall_ns) as f64 / 1e9,
+            generator_s,
+            server_tree_s,
+            server_tree_stat_s,
+            server_tree_procs: end.tree.map_or(0, |t| t.2),
+            machine_s,
+            server_machine_s: (machine_s - generator_s).max(0.0),
+        }
+    }
+}
+
+/// Memory of the server tree at one moment, in KiB.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MemSnap {
+    pub processes: usize,
+    /// Private_Clean + Private_Dirty, summed.
+    pub uss_kib: u64,
+    pub pss_kib: u64,
+    pub rss_kib: u64,
+}
+
+pub fn tree_memory(root: i32) -> Result<MemSnap, String> {
+    let mut snap = MemSnap::default();
+    for (pid, _) in tree(root)? {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        let m = parse_rollup(&text);
+        snap.processes += 1;
+        snap.uss_kib += m.uss_kib;
+        snap.pss_kib += m.pss_kib;
+        snap.rss_kib += m.rss_kib;
+    }
+    if snap.processes == 0 {
+        return Err(format!(
+            "cannot read /proc/{root}/smaps_rollup (permission?)"
+        ));
+    }
+    Ok(snap)
+}
+
+fn parse_rollup(text: &str) -> MemSnap {
+    let mut m = MemSnap::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(val)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(kib) = val.parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "Rss:" => m.rss_kib += kib,
+            "Pss:" => m.pss_kib += kib,
+            "Private_Clean:" | "Private_Dirty:" => m.uss_kib += kib,
+            _ => {}
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_command_name() {
+        let line = "42 (a) b (c)) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0 5 0 0";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!(s.ppid, 7);
+        assert_eq!((s.own, s.children), (11 + 22, 33 + 44));
+    }
+
+    #[test]
+    fn rollup_sums_private() {
+        let text = "00400000-7fff [rollup]\nRss: 100 kB\nPss: 60 kB\nPss_Anon: 10 kB\nPrivate_Clean: 5 kB\nPrivate_Dirty: 20 kB\n";
+        let m = parse_rollup(text);
+        assert_eq!((m.rss_kib, m.pss_kib, m.uss_kib), (100, 60, 25));
+    }
+
+    #[test]
+    fn own_tree_is_found() {
+        let me = std::process::id() as i32;
+        let t = tree(me).expect("own tree");
+        assert_eq!(t[0].0, me);
+    }
+}

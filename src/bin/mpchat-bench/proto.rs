@@ -1,0 +1,352 @@
+//! What the clients say and how they read what comes back, for each
+//! protocol: the steps from connect to "registered", the chat line a sender
+//! writes, and finding a message's (sender, seq, send time) in any line.
+//!
+//! Every message carries `B <sender> <seq> <send_ns>` followed by padding,
+//! and a receiver looks for that header wherever it appears in a line, so
+//! the count does not depend on how the server decorates the line.
+
+use std::io::Write;
+
+use crate::cli::{Plan, ProtoKind};
+
+/// Where one client is on its way to being registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reg {
+    /// TCP connect not finished yet.
+    Connecting,
+    /// Line protocol: this many prompt lines still to read before the nick.
+    Prompt(u32),
+    /// Line protocol: nick sent, the next line means registered.
+    AwaitReply,
+    /// IRC: NICK/USER sent, waiting for 001.
+    AwaitWelcome,
+    /// IRC: JOIN sent, waiting for the server to echo it.
+    AwaitJoin,
+    /// Echo: the line went out, waiting for it to come back.
+    AwaitEcho,
+    Registered,
+}
+
+/// What a received line meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Nothing,
+    Registered,
+    /// The server refused or broke the protocol; the text says how.
+    Failed(String),
+    /// A benchmark message: sender, seq, send time.
+    Message(u32, u32, u64),
+}
+
+/// The per-run protocol settings.
+#[derive(Debug, Clone)]
+pub struct Proto {
+    pub kind: ProtoKind,
+    prompt_lines: u32,
+    nick_prefix: String,
+    channel: String,
+    size: usize,
+}
+
+impl Proto {
+    pub fn new(plan: &Plan) -> Proto {
+        Proto {
+            kind: plan.proto,
+            prompt_lines: plan.nick_prompt_lines,
+            nick_prefix: plan.nick_prefix.clone(),
+            channel: plan.channel.clone(),
+            size: plan.size,
+        }
+    }
+
+    fn nick(&self, id: u32) -> String {
+        format!("{}{id}", self.nick_prefix)
+    }
+
+    /// The TCP connection is up: queue the first bytes, say what comes next.
+    pub fn on_connect(&self, id: u32, out: &mut Vec<u8>) -> Reg {
+        match self.kind {
+            ProtoKind::Line if self.prompt_lines == 0 => {
+                self.send_nick(id, out);
+                Reg::AwaitReply
+            }
+            ProtoKind::Line => Reg::Prompt(self.prompt_lines),
+            ProtoKind::Irc => {
+                let nick = self.nick(id);
+                let _ = write!(out, "NICK {nick}\r\nUSER {nick} 0 * :mpchat-bench\r\n");
+                Reg::AwaitWelcome
+            }
+            ProtoKind::Echo => {
+                self.echo_line(id, out);
+                out.push(b'\n');
+                Reg::AwaitEcho
+            }
+        }
+    }
+
+    fn send_nick(&self, id: u32, out: &mut Vec<u8>) {
+        let _ = writeln!(out, "{}", self.nick(id));
+    }
+
+    /// The echo client's line, without its line end.
+    fn echo_line(&self, id: u32, out: &mut Vec<u8>) {
+        let start = out.len();
+        let _ = write!(out, "E {id}");
+        pad(out, start, self.size);
+    }
+
+    /// Handles one line (without its line end). `out` collects any reply.
+    pub fn on_line(&self, reg: &mut Reg, id: u32, line: &[u8], out: &mut Vec<u8>) -> Seen {
+        if self.kind == ProtoKind::Irc {
+            if let Some(token) = line.strip_prefix(b"PING ") {
+                out.extend_from_slice(b"PONG ");
+                out.extend_from_slice(token);
+                out.extend_from_slice(b"\r\n");
+                return Seen::Nothing;
+            }
+            if line.starts_with(b"ERROR") {
+                return Seen::Failed(text(line));
+            }
+        }
+        match *reg {
+            Reg::Registered => match find_message(line) {
+                Some((s, q, t)) => Seen::Message(s, q, t),
+                None => Seen::Nothing,
+            },
+            Reg::Connecting => Seen::Failed("data before the connect finished".into()),
+            Reg::Prompt(left) => {
+                if left <= 1 {
+                    self.send_nick(id, out);
+                    *reg = Reg::AwaitReply;
+                } else {
+                    *reg = Reg::Prompt(left - 1);
+                }
+                Seen::Nothing
+            }
+            // The first line after the nick means registered, unless it
+            // asks again (ends like a prompt, with ':'): mpchat answers a
+            // taken or invalid nick with the reason and a new prompt.
+            Reg::AwaitReply if line.trim_ascii_end().ends_with(b":") => Seen::Failed(text(line)),
+            Reg::AwaitReply => {
+                *reg = Reg::Registered;
+                Seen::Registered
+            }
+            Reg::AwaitWelcome => match irc_numeric(line) {
+                Some(1) => {
+                    let _ = write!(out, "JOIN {}\r\n", self.channel);
+                    *reg = Reg::AwaitJoin;
+                    Seen::Nothing
+                }
+                Some(n) if n >= 400 => Seen::Failed(text(line)),
+                _ => Seen::Nothing,
+            },
+            Reg::AwaitJoin => {
+                if self.is_own_join(id, line) {
+                    *reg = Reg::Registered;
+                    Seen::Registered
+                } else if irc_numeric(line).is_some_and(|n| n >= 400) {
+                    Seen::Failed(text(line))
+                } else {
+                    Seen::Nothing
+                }
+            }
+            Reg::AwaitEcho => {
+                let mut want = Vec::with_capacity(self.size + 16);
+                self.echo_line(id, &mut want);
+                if line == want.as_slice() {
+                    *reg = Reg::Registered;
+                    Seen::Registered
+                } else {
+                    Seen::Failed(format!("echo came back different: {}", text(line)))
+                }
+            }
+        }
+    }
+
+    /// `:nick!user@host JOIN #chan` (or `JOIN :#chan`) for this client.
+    fn is_own_join(&self, id: u32, line: &[u8]) -> bool {
+        let Some(rest) = line.strip_prefix(b":") else {
+            return false;
+        };
+        let nick = self.nick(id);
+        let Some(rest) = rest.strip_prefix(nick.as_bytes()) else {
+            return false;
+        };
+        if !rest.starts_with(b"!") && !rest.starts_with(b" ") {
+            return false;
+        }
+        let mut words = rest.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        words.next();
+        words.next() == Some(b"JOIN")
+            && words
+                .next()
+                .is_some_and(|c| c.strip_prefix(b":").unwrap_or(c) == self.channel.as_bytes())
+    }
+
+    /// Appends one benchmark message, with its line end, to `out`.
+    pub fn write_message(&self, out: &mut Vec<u8>, sender: u32, seq: u32, send_ns: u64) {
+        if self.kind == ProtoKind::Irc {
+            let _ = write!(out, "PRIVMSG {} :", self.channel);
+        }
+        let start = out.len();
+        let _ = write!(out, "B {sender} {seq} {send_ns}");
+        pad(out, start, self.size);
+        out.extend_from_slice(if self.kind == ProtoKind::Irc {
+            b"\r\n"
+        } else {
+            b"\n"
+        });
+    }
+}
+
+/// Pads the text that starts at `start` to `size` bytes: a space, then
+/// letters, so the server sees one ordinary word.
+fn pad(out: &mut Vec<u8>, start: usize, size: usize) {
+    let have = out.len() - start;
+    if have + 1 < size {
+        out.push(b' ');
+        out.resize(start + size, b'x');
+    }
+}
+
+/// Lossy text of a line for a report, cut to a readable length.
+pub fn text(line: &[u8]) -> String {
+    let cut = &line[..line.len().min(160)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+/// The three-digit numeric of an IRC reply `:server NNN ...`.
+fn irc_numeric(line: &[u8]) -> Option<u16> {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let first = words.next()?;
+    let word = if first.starts_with(b":") {
+        words.next()?
+    } else {
+        first
+    };
+    if word.len() != 3 || !word.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(word).ok()?.parse().ok()
+}
+
+/// Finds `B <sender> <seq> <send_ns>` anywhere in the line: a `B` that
+/// starts a word (line start, or after a non-alphanumeric byte such as the
+/// space after `nick:` or IRC's `:`), then three decimal numbers.
+pub fn find_message(line: &[u8]) -> Option<(u32, u32, u64)> {
+    let mut from = 0;
+    while let Some(off) = line[from..].iter().position(|&b| b == b'B') {
+        let at = from + off;
+        from = at + 1;
+        if at > 0 && line[at - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        if line.get(at + 1) != Some(&b' ') {
+            continue;
+        }
+        if let Some(found) = parse_header(&line[at + 2..]) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+fn parse_header(rest: &[u8]) -> Option<(u32, u32, u64)> {
+    let (sender, rest) = number(rest)?;
+    let rest = rest.strip_prefix(b" ")?;
+    let (seq, rest) = number(rest)?;
+    let rest = rest.strip_prefix(b" ")?;
+    let (sent, rest) = number(rest)?;
+    if !(rest.is_empty() || rest.starts_with(b" ")) {
+        return None;
+    }
+    Some((u32::try_from(sender).ok()?, u32::try_from(seq).ok()?, sent))
+}
+
+fn number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in &s[..digits] {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((v, &s[digits..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_header_in_decorated_lines() {
+        assert_eq!(
+            find_message(b"[12:00] b3: B 3 17 123456789 xxxx"),
+            Some((3, 17, 123456789))
+        );
+        assert_eq!(
+            find_message(b":b1!~b1@localhost PRIVMSG #bench :B 1 2 3"),
+            Some((1, 2, 3))
+        );
+        assert_eq!(find_message(b"[12:00] BOB: B 1 2"), None);
+        assert_eq!(find_message(b"[12:00] B: hello B 4 5 6 x"), Some((4, 5, 6)));
+        assert_eq!(find_message(b"xB 1 2 3"), None);
+    }
+
+    #[test]
+    fn pads_to_size() {
+        let mut out = Vec::new();
+        pad_test(&mut out);
+        assert_eq!(out.len(), 64 + 1);
+    }
+
+    fn pad_test(out: &mut Vec<u8>) {
+        let plan_size = 64;
+        let start = out.len();
+        out.extend_from_slice(b"B 1 2 3");
+        pad(out, start, plan_size);
+        out.push(b'\n');
+    }
+
+    #[test]
+    fn line_registration_and_refusal() {
+        let plan_proto = Proto {
+            kind: ProtoKind::Line,
+            prompt_lines: 1,
+            nick_prefix: "b".into(),
+            channel: String::new(),
+            size: 64,
+        };
+        let mut out = Vec::new();
+        let mut reg = plan_proto.on_connect(7, &mut out);
+        assert_eq!(reg, Reg::Prompt(1));
+        let seen = plan_proto.on_line(
+            &mut reg,
+            7,
+            b"Welcome to mpchat! Enter your nickname:",
+            &mut out,
+        );
+        assert_eq!((seen, out.as_slice()), (Seen::Nothing, &b"b7\n"[..]));
+        let mut refused = reg;
+        let taken = b"Nickname \"b7\" is already in use. Enter your nickname:";
+        assert!(matches!(
+            plan_proto.on_line(&mut refused, 7, taken, &mut out),
+            Seen::Failed(_)
+        ));
+        let hello = b"Hello, b7! Type /help for commands.";
+        assert_eq!(
+            plan_proto.on_line(&mut reg, 7, hello, &mut out),
+            Seen::Registered
+        );
+        assert_eq!(reg, Reg::Registered);
+    }
+
+    #[test]
+    fn irc_numerics() {
+        assert_eq!(irc_numeric(b":irc.example 001 b1 :Welcome"), Some(1));
+        assert_eq!(irc_numeric(b":irc.example 433 * b1 :in use"), Some(433));
+        assert_eq!(irc_numeric(b":b1!u@h JOIN #x"), None);
+    }
+}

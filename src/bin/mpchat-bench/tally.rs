@@ -1,0 +1,293 @@
+//! The delivery ledger: which receiver saw which (sender, seq), and what
+//! follows from it: loss, duplicates, per-sender reordering, whether all
+//! receivers saw one global order, and the latency distribution.
+
+/// Log-linear latency histogram: exact below 128 ns, then 128 buckets per
+/// power of two (under 1% error), in a few thousand counters whatever the
+/// number of samples.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+const SUB: u64 = 128;
+
+impl Histogram {
+    pub fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; (64 * SUB) as usize],
+            total: 0,
+            max: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < SUB {
+            return v as usize;
+        }
+        let e = 63 - u64::from(v.leading_zeros());
+        let mantissa = v >> (e - 7);
+        ((e - 6) * SUB + (mantissa - SUB)) as usize
+    }
+
+    /// The middle of bucket `i`.
+    fn value(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB {
+            return i;
+        }
+        let e = i / SUB + 6;
+        let mantissa = i % SUB + SUB;
+        let low = mantissa << (e - 7);
+        low + ((1u64 << (e - 7)) >> 1)
+    }
+
+    pub fn record(&mut self, v: u64) {
+        self.counts[Self::index(v)] += 1;
+        self.total += 1;
+        self.max = self.max.max(v);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at quantile `q` (0..=1); 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        if rank == self.total {
+            return self.max;
+        }
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::value(i).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    New,
+    Duplicate,
+    /// Not a message of this run (sender or seq out of range, or an IRC
+    /// sender hearing itself).
+    Foreign,
+}
+
+#[derive(Debug)]
+pub struct Tally {
+    receivers: usize,
+    senders: usize,
+    messages: u32,
+    /// Whether a sender receives its own messages (mpchat yes, IRC no).
+    self_delivery: bool,
+    /// One bit per (receiver, sender, seq).
+    seen: Vec<u64>,
+    /// Last seq each receiver saw from each sender (u32::MAX: none yet).
+    last: Vec<u32>,
+    /// Per receiver: a hash of the order it saw messages in.
+    order: Vec<u64>,
+    per_receiver: Vec<u64>,
+    /// Per sender: which receiver's arrivals open its window.
+    watcher: Vec<usize>,
+    /// Per sender: one past the highest seq its watcher has seen.
+    pub acked: Vec<u32>,
+    pub received: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub foreign: u64,
+    pub latency: Histogram,
+    pub first_ns: Option<u64>,
+    pub last_ns: Option<u64>,
+}
+
+/// How far the receivers agree on one order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrderSummary {
+    /// Receivers that are expected to see every message and were compared.
+    pub compared: usize,
+    /// Of those, how many saw exactly the reference receiver's order.
+    pub agreeing: usize,
+    /// All compared receivers saw every message, in one order.
+    pub one_global_order: bool,
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+impl Tally {
+    pub fn new(receivers: usize, senders: usize, messages: u32, self_delivery: bool) -> Tally {
+        let bits = receivers as u64 * senders as u64 * u64::from(messages);
+        let watcher = (0..senders)
+            .map(|s| {
+                if self_delivery {
+                    s
+                } else {
+                    (s + 1) % receivers
+                }
+            })
+            .collect();
+        Tally {
+            receivers,
+            senders,
+            messages,
+            self_delivery,
+            seen: vec![0; bits.div_ceil(64) as usize],
+            last: vec![u32::MAX; receivers * senders],
+            order: vec![FNV_OFFSET; receivers],
+            per_receiver: vec![0; receivers],
+            watcher,
+            acked: vec![0; senders],
+            received: 0,
+            duplicates: 0,
+            reordered: 0,
+            foreign: 0,
+            latency: Histogram::new(),
+            first_ns: None,
+            last_ns: None,
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        let per_message = if self.self_delivery {
+            self.receivers
+        } else {
+            self.receivers.saturating_sub(1)
+        };
+        self.senders as u64 * u64::from(self.messages) * per_message as u64
+    }
+
+    /// Records that `receiver` got (`sender`, `seq`) sent at `sent_ns`.
+    pub fn record(
+        &mut self,
+        receiver: usize,
+        sender: u32,
+        seq: u32,
+        sent_ns: u64,
+        now_ns: u64,
+    ) -> Outcome {
+        let s = sender as usize;
+        if receiver >= self.receivers
+            || s >= self.senders
+            || seq >= self.messages
+            || (!self.self_delivery && receiver == s)
+        {
+            self.foreign += 1;
+            return Outcome::Foreign;
+        }
+        let pair = receiver * self.senders + s;
+        let bit = pair as u64 * u64::from(self.messages) + u64::from(seq);
+        let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+        if self.seen[word] & mask != 0 {
+            self.duplicates += 1;
+            return Outcome::Duplicate;
+        }
+        self.seen[word] |= mask;
+        self.received += 1;
+        let last = self.last[pair];
+        if last != u32::MAX && seq < last {
+            self.reordered += 1;
+        }
+        self.last[pair] = if last == u32::MAX { seq } else { last.max(seq) };
+        let key = (u64::from(sender) << 32) | u64::from(seq);
+        self.order[receiver] = (self.order[receiver] ^ key).wrapping_mul(FNV_PRIME);
+        self.per_receiver[receiver] += 1;
+        if self.watcher[s] == receiver {
+            self.acked[s] = self.acked[s].max(seq + 1);
+        }
+        self.latency.record(now_ns.saturating_sub(sent_ns));
+        self.first_ns.get_or_insert(now_ns);
+        self.last_ns = Some(now_ns);
+        Outcome::New
+    }
+
+    /// Compares each receiver that should see every message (with IRC,
+    /// those that do not send) against the first such receiver.
+    pub fn order_summary(&self) -> OrderSummary {
+        let full: Vec<usize> = (0..self.receivers)
+            .filter(|&r| self.self_delivery || r >= self.senders)
+            .collect();
+        let per_full = self.senders as u64 * u64::from(self.messages);
+        let Some(&reference) = full.first() else {
+            return OrderSummary {
+                compared: 0,
+                agreeing: 0,
+                one_global_order: false,
+            };
+        };
+        let agreeing = full
+            .iter()
+            .filter(|&&r| {
+                self.order[r] == self.order[reference]
+                    && self.per_receiver[r] == self.per_receiver[reference]
+            })
+            .count();
+        let complete = full.iter().all(|&r| self.per_receiver[r] == per_full);
+        OrderSummary {
+            compared: full.len(),
+            agreeing,
+            one_global_order: complete && agreeing == full.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_close() {
+        let mut h = Histogram::new();
+        for v in 1..=100_000u64 {
+            h.record(v * 1000);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        assert!((p50 / 50_000_000.0 - 1.0).abs() < 0.01, "{p50}");
+        assert_eq!(h.max(), 100_000_000);
+        assert_eq!(h.quantile(1.0), 100_000_000);
+    }
+
+    #[test]
+    fn counts_duplicates_reordering_and_order() {
+        let mut t = Tally::new(2, 1, 3, true);
+        assert_eq!(t.record(0, 0, 0, 0, 10), Outcome::New);
+        assert_eq!(t.record(0, 0, 0, 0, 10), Outcome::Duplicate);
+        t.record(0, 0, 2, 0, 10);
+        t.record(0, 0, 1, 0, 10);
+        assert_eq!(t.reordered, 1);
+        for q in 0..3 {
+            t.record(1, 0, q, 0, 10);
+        }
+        assert_eq!(t.received, 6);
+        assert_eq!(t.expected(), 6);
+        let order = t.order_summary();
+        assert_eq!((order.compared, order.agreeing), (2, 1));
+        assert!(!order.one_global_order);
+        assert_eq!(t.record(0, 5, 0, 0, 10), Outcome::Foreign);
+    }
+
+    #[test]
+    fn irc_senders_do_not_hear_themselves() {
+        let mut t = Tally::new(3, 1, 1, false);
+        assert_eq!(t.record(0, 0, 0, 0, 1), Outcome::Foreign);
+        t.record(1, 0, 0, 0, 1);
+        assert_eq!(t.acked[0], 1);
+        t.record(2, 0, 0, 0, 1);
+        assert_eq!(t.expected(), 2);
+        assert!(t.order_summary().one_global_order);
+    }
+}
