@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::ipc::{self, Link, Received, ToChild, ToHub};
+use crate::ipc::{self, Event, Link, Received, ToChild, ToHub};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
@@ -394,18 +394,31 @@ impl Session {
     /// Takes what the hub has sent, until its socket is empty or the
     /// backlog towards the client is full.
     fn take_from_hub(&mut self) -> io::Result<Option<Farewell>> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let end = self.take_datagrams(&mut buf);
+        self.buf = buf;
+        end
+    }
+
+    fn take_datagrams(&mut self, buf: &mut [u8]) -> io::Result<Option<Farewell>> {
         while self.backlog.len() - self.sent <= MAX_BACKLOG {
-            let events = match self.hub.try_recv::<ToChild>(&mut self.buf)? {
-                Received::Messages(events) => events,
+            let n = match self.hub.try_recv_raw(buf)? {
+                Received::Data(n) => n,
                 Received::Empty => break,
                 Received::Closed => {
                     log::warn!("{}: the hub is gone", self.peer);
                     return Ok(Some(Some(render::SHUTTING_DOWN.to_string())));
                 }
             };
-            for event in events {
-                if let Some(end) = self.hub_event(event) {
-                    return Ok(Some(end));
+            for event in ipc::events(&buf[..n]) {
+                match event? {
+                    // Nearly all the traffic: bytes ready for the client.
+                    Event::ClientLine(bytes) => self.backlog.extend_from_slice(bytes),
+                    Event::Other(event) => {
+                        if let Some(end) = self.hub_event(event) {
+                            return Ok(Some(end));
+                        }
+                    }
                 }
             }
         }

@@ -243,7 +243,7 @@ impl Hub {
                 return;
             };
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
-                Ok(Received::Messages(requests)) => {
+                Ok(Received::Data(requests)) => {
                     for req in requests {
                         let mut out = self.room.handle(id, req, SystemTime::now());
                         out.push(Delivery {
@@ -275,7 +275,7 @@ impl Hub {
     /// Queues each delivery for its receivers, encoding it once.
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
-            let frame: Rc<[u8]> = ipc::encode(&delivery.msg).into();
+            let frame: Rc<[u8]> = delivery.msg.encode().into();
             let (conns, dirty) = (&mut self.conns, &mut self.dirty);
             match delivery.to {
                 Target::One(id) => enqueue(conns, dirty, id, &frame),

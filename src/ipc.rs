@@ -2,11 +2,16 @@
 //! carries them.
 //!
 //! The socket is a Unix-domain `SOCK_SEQPACKET` socket: the kernel keeps
-//! datagram boundaries. A datagram carries one or more messages, each one
-//! serde value as JSON on a line of its own; JSON escapes every newline and
-//! every other byte a client could use to forge another message. The hub
-//! sends many messages to a child in one datagram (see [`Link::try_send_batch`]),
-//! so a busy room costs one system call per child per batch, not per line.
+//! datagram boundaries. A datagram carries one or more messages, each on a
+//! line of its own: a serde value as JSON ended by LF. JSON escapes every
+//! newline and every other byte a client could use to forge another
+//! message. One message travels differently, because it is nearly all the
+//! traffic: a line for the client ([`ToChild::Line`]) is sent as the exact
+//! bytes the client will receive, ended by CR LF, so a child passes it on
+//! without decoding it. The two cannot be confused, since JSON never holds
+//! a raw CR. The hub sends many messages to a child in one datagram (see
+//! [`Link::try_send_batch`]), so a busy room costs one system call per
+//! child per batch, not per line.
 //!
 //! A child sends [`ToHub`] requests (blocking: if the hub is busy, only that
 //! child waits) and receives [`ToChild`] events. The hub sends without ever
@@ -61,8 +66,46 @@ pub enum ToChild {
     Done,
 }
 
-/// Encodes a message once, with its line end, so the same bytes can go to
-/// many receivers.
+impl ToChild {
+    /// The wire form of this event, made once so the same bytes can go to
+    /// many receivers.
+    pub fn encode(&self) -> Vec<u8> {
+        let ToChild::Line(text) = self else {
+            return encode(self);
+        };
+        let mut bytes = Vec::with_capacity(text.len() + 2);
+        // Rendered lines never hold a line end; if one ever did, it must
+        // not split the message.
+        if text.contains(['\r', '\n']) {
+            bytes.extend_from_slice(text.replace(['\r', '\n'], " ").as_bytes());
+        } else {
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        bytes
+    }
+}
+
+/// One message of a datagram from the hub, as a child reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A line for the client, with its `\r\n`, ready to be written.
+    ClientLine(&'a [u8]),
+    Other(ToChild),
+}
+
+/// Splits a datagram from the hub into its messages.
+pub fn events(datagram: &[u8]) -> impl Iterator<Item = io::Result<Event<'_>>> {
+    datagram.split_inclusive(|&b| b == b'\n').map(|piece| {
+        if piece.ends_with(b"\r\n") {
+            Ok(Event::ClientLine(piece))
+        } else {
+            decode(piece.strip_suffix(b"\n").unwrap_or(piece)).map(Event::Other)
+        }
+    })
+}
+
+/// Encodes a message as JSON with its line end.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     // Serializing these plain enums of strings and numbers cannot fail.
     let mut bytes = serde_json::to_vec(msg).unwrap_or_default();
@@ -78,8 +121,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 /// What a non-blocking receive found.
 #[derive(Debug)]
 pub enum Received<T> {
-    /// The messages of one datagram, in order.
-    Messages(Vec<T>),
+    /// One datagram (its messages, or its length).
+    Data(T),
     /// Nothing waiting right now.
     Empty,
     /// The other side closed the socket (or died).
@@ -133,26 +176,36 @@ impl Link {
         }
     }
 
-    /// Receives one datagram without waiting. `buf` must hold
-    /// [`MAX_DATAGRAM`] bytes. A message that does not decode is an
+    /// Receives one datagram of JSON messages without waiting. `buf` must
+    /// hold [`MAX_DATAGRAM`] bytes. A message that does not decode is an
     /// `InvalidData` error; the datagram's other messages are lost with it.
-    pub fn try_recv<T: DeserializeOwned>(&self, buf: &mut [u8]) -> io::Result<Received<T>> {
-        let n = loop {
-            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return Ok(Received::Closed),
-                Ok(n) => break n,
-                Err(Errno::EAGAIN) => return Ok(Received::Empty),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECONNRESET) => return Ok(Received::Closed),
-                Err(e) => return Err(e.into()),
-            }
+    pub fn try_recv<T: DeserializeOwned>(&self, buf: &mut [u8]) -> io::Result<Received<Vec<T>>> {
+        let n = match self.try_recv_raw(buf)? {
+            Received::Data(n) => n,
+            Received::Empty => return Ok(Received::Empty),
+            Received::Closed => return Ok(Received::Closed),
         };
         buf[..n]
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())
             .map(decode)
             .collect::<io::Result<Vec<T>>>()
-            .map(Received::Messages)
+            .map(Received::Data)
+    }
+
+    /// Receives one datagram without waiting, into `buf` (which must hold
+    /// [`MAX_DATAGRAM`] bytes); gives its length.
+    pub fn try_recv_raw(&self, buf: &mut [u8]) -> io::Result<Received<usize>> {
+        loop {
+            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Ok(Received::Closed),
+                Ok(n) => return Ok(Received::Data(n)),
+                Err(Errno::EAGAIN) => return Ok(Received::Empty),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Ok(Received::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Ends the connection now, though the fd stays open until dropped.
@@ -247,16 +300,29 @@ mod tests {
             .unwrap();
         let mut buf = vec![0; MAX_DATAGRAM];
         match hub.try_recv::<ToHub>(&mut buf).unwrap() {
-            Received::Messages(m) => assert_eq!(m, [ToHub::Request(Request::Say("hi".into()))]),
+            Received::Data(m) => assert_eq!(m, [ToHub::Request(Request::Say("hi".into()))]),
             other => panic!("expected a message, got {other:?}"),
         }
-        let batch = [encode(&ToChild::Line("a".into())), encode(&ToChild::Kicked)];
+        let batch = [
+            ToChild::Line("a {\"Kicked\"}".into()).encode(),
+            ToChild::Kicked.encode(),
+            ToChild::Line("b\nc".into()).encode(),
+        ];
         let slices: Vec<IoSlice> = batch.iter().map(|b| IoSlice::new(b)).collect();
         assert!(hub.try_send_batch(&slices).unwrap());
-        match child.try_recv::<ToChild>(&mut buf).unwrap() {
-            Received::Messages(m) => assert_eq!(m, [ToChild::Line("a".into()), ToChild::Kicked]),
-            other => panic!("expected messages, got {other:?}"),
-        }
+        let n = match child.try_recv_raw(&mut buf).unwrap() {
+            Received::Data(n) => n,
+            other => panic!("expected a datagram, got {other:?}"),
+        };
+        let got: Vec<Event> = events(&buf[..n]).map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            [
+                Event::ClientLine(b"a {\"Kicked\"}\r\n"),
+                Event::Other(ToChild::Kicked),
+                Event::ClientLine(b"b c\r\n"),
+            ]
+        );
         assert_eq!(hub.peer_uid().unwrap(), nix::unistd::getuid().as_raw());
         drop(child);
         assert!(matches!(
