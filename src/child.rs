@@ -39,6 +39,9 @@ pub const MAX_LOGIN_FAILURES: u32 = 5;
 pub const MAX_BACKLOG: usize = 1 << 20;
 /// Backlog capacity a child keeps between bursts.
 const BACKLOG_KEPT: usize = 4 * 1024;
+/// How long the backlog must have been empty before a larger one is given
+/// back: freeing it after every batch would cost more than it saves.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// The client socket's send buffer. Left alone, the kernel grows it to
 /// several MiB for a client that does not read, which would hide that
 /// client from [`MAX_BACKLOG`]; fixed, what can wait for one client is
@@ -89,6 +92,8 @@ struct Session {
     phase: Phase,
     login_deadline: Instant,
     last_input: Instant,
+    /// When the child last wrote to the client.
+    last_output: Instant,
     client_eof: bool,
     buf: Vec<u8>,
 }
@@ -129,6 +134,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         phase: Phase::Login { failures: 0 },
         login_deadline: now + login_timeout,
         last_input: now,
+        last_output: now,
         client_eof: false,
         buf: vec![0; ipc::MAX_DATAGRAM],
     };
@@ -337,14 +343,14 @@ impl Session {
 
     /// The nearest deadline: the fragment rule or the login timeout.
     fn timeout(&self) -> PollTimeout {
-        let mut deadline = None::<Instant>;
-        if self.fragment_pending() {
-            deadline = Some(self.last_input + FRAGMENT_TIMEOUT);
-        }
-        if matches!(self.phase, Phase::Login { .. }) {
-            deadline = Some(deadline.map_or(self.login_deadline, |d| d.min(self.login_deadline)));
-        }
-        let Some(deadline) = deadline else {
+        let deadlines = [
+            self.fragment_pending()
+                .then(|| self.last_input + FRAGMENT_TIMEOUT),
+            matches!(self.phase, Phase::Login { .. }).then_some(self.login_deadline),
+            self.backlog_to_release()
+                .then(|| self.last_output + RELEASE_AFTER),
+        ];
+        let Some(deadline) = deadlines.into_iter().flatten().min() else {
             return PollTimeout::NONE;
         };
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -360,7 +366,24 @@ impl Session {
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
         }
+        if self.backlog_to_release() && now >= self.last_output + RELEASE_AFTER {
+            self.release_backlog();
+        }
         Ok(None)
+    }
+
+    /// The backlog is empty but still holds memory from a burst.
+    fn backlog_to_release(&self) -> bool {
+        self.backlog.is_empty() && self.backlog.capacity() > BACKLOG_KEPT
+    }
+
+    /// Gives a burst's memory back rather than keep it dirty in every child
+    /// for the rest of the session.
+    fn release_backlog(&mut self) {
+        self.backlog = Vec::new();
+        // SAFETY: malloc_trim only returns free heap pages to the kernel;
+        // it has no preconditions and this process is single-threaded.
+        unsafe { libc::malloc_trim(0) };
     }
 
     /// Reads one chunk from the client.
@@ -464,7 +487,10 @@ impl Session {
     fn flush(&mut self) -> io::Result<()> {
         while self.sent < self.backlog.len() {
             match (&self.client).write(&self.backlog[self.sent..]) {
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.last_output = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -477,17 +503,12 @@ impl Session {
         }
         if self.sent == self.backlog.len() {
             self.sent = 0;
-            if self.backlog.capacity() > BACKLOG_KEPT {
-                // A burst is over: give its memory back rather than keep
-                // it dirty in every child for the rest of the session.
-                self.backlog = Vec::new();
-                // SAFETY: malloc_trim only returns free heap pages to the
-                // kernel; it has no preconditions and this process is
-                // single-threaded.
-                unsafe { libc::malloc_trim(0) };
-            } else {
-                self.backlog.clear();
-            }
+            self.backlog.clear();
+        } else if self.sent >= MAX_BACKLOG / 2 {
+            // A client that reads slowly but never catches up: drop what it
+            // has taken, or the buffer would grow without end.
+            self.backlog.drain(..self.sent);
+            self.sent = 0;
         }
         Ok(())
     }
