@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# Benchmarks mpchat next to its peers on this machine, in one go, and writes
+# BENCHMARKS.md at the repo root: the table, the machine, and the exact
+# mpchat-bench command behind every figure.
+#
+#   fan-out  N=100 (10 senders x 1000 messages) and N=1000 (10 x 100) at
+#            full speed, N=100 paced at 1000 msg/s; mpchat and ngircd
+#   connect  connect/register/first reply/close cycles, 1 and 16 in flight;
+#            mpchat, mpchat --echo, the C echo server, ngircd (8 at most)
+#   memory   USS/PSS per idle client at N=1000; same four servers
+#   scale    the largest N mpchat holds (--connect-only), 1000 to 10000
+#
+# Every figure is run 3 times (median, min-max); the runs are interleaved
+# (mpchat, peer, mpchat, peer, ...) so a drift of the machine hits both.
+# Each run's JSON goes to target/bench/ (target/bench-quick/ with --quick),
+# so scripts/bench_table.py can rebuild the table without rerunning.
+#
+# Usage: scripts/bench.sh [--quick] [--only fanout|connect|memory|scale]
+#   --quick   each figure once, much smaller counts, scale up to 1000 only;
+#             writes BENCHMARKS.quick.md (never BENCHMARKS.md)
+#   --only P  rerun one part; the other parts' last results are kept
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+quick=0
+only=all
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) quick=1 ;;
+        --only) [[ $# -ge 2 ]] || { echo "bench.sh: --only needs a part" >&2; exit 2; }
+                only=$2; shift ;;
+        --only=*) only=${1#--only=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+case $only in
+    all|fanout|connect|memory|scale) ;;
+    *) echo "bench.sh: --only takes fanout, connect, memory or scale, not '$only'" >&2; exit 2 ;;
+esac
+want() { [[ $only == all || $only == "$1" ]]; }
+
+# --- sizes ------------------------------------------------------------------
+if [[ $quick == 1 ]]; then
+    runs=1
+    results=target/bench-quick
+    out=BENCHMARKS.quick.md
+    fan_small=30;  fan_small_msgs=200      # 10 senders each
+    fan_large=100; fan_large_msgs=50
+    paced_n=30;    paced_msgs=200          # 10 x 200 at 1000/s: 2 s
+    cycles=200
+    mem_n=100
+    scale_steps=(200 1000)
+else
+    runs=3
+    results=target/bench
+    out=BENCHMARKS.md
+    fan_small=100;  fan_small_msgs=1000
+    fan_large=1000; fan_large_msgs=100
+    paced_n=100;    paced_msgs=1000        # 10 x 1000 at 1000/s: 10 s
+    cycles=2000
+    mem_n=1000
+    scale_steps=(1000 2000 5000 10000)
+fi
+senders=10
+paced_rate=1000
+ngircd_in_flight=8     # ngircd listens with a backlog of 10
+echo_in_flight=8       # the C echo server listens with a backlog of 16
+max_clients=11000      # for every spawned mpchat; above the largest scale step
+
+bench=target/release/mpchat-bench
+mpchat="target/release/mpchat --bind 127.0.0.1 --max-clients $max_clients"
+c_echo="c-reference/echo-server 0"
+
+# Servers log at their default level: a caller's RUST_LOG must not change
+# the figures.
+unset RUST_LOG
+
+# --- cleanup: everything this script starts is stopped on exit -------------
+current=""          # pid of the mpchat-bench run in progress (under timeout)
+tmp=""
+policy_rc=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $current ]]; then
+        # timeout passes the TERM on to mpchat-bench, which stops and kills
+        # the server group it spawned.
+        kill -TERM "$current" 2>/dev/null || true
+        wait "$current" 2>/dev/null || true
+    fi
+    if [[ -n $policy_rc ]]; then rm -f "$policy_rc"; fi
+    if [[ -n $tmp ]]; then rm -rf "$tmp"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf 'bench.sh: %s\n' "$*" >&2; }
+
+# --- build --------------------------------------------------------------------
+log "building (cargo build --release, make -C c-reference)"
+cargo build --release --quiet
+make -C c-reference --quiet >/dev/null
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpchat-bench.XXXXXX")
+mkdir -p "$results"
+
+# As many fds as the hard limit allows (mpchat-bench raises its own, and the
+# servers it spawns inherit that; this makes the figure visible here too).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+
+# --- ngircd -----------------------------------------------------------------
+ngircd_note=""
+ngircd=""
+if want fanout || want connect || want memory; then
+    if ! command -v ngircd >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "ngircd missing: apt-get install -y ngircd"
+        # Keep the package from starting a system ngircd of its own.
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            policy_rc=/usr/sbin/policy-rc.d
+            printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+            chmod +x "$policy_rc"
+        fi
+        apt-get install -y ngircd >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 && apt-get install -y ngircd >/dev/null 2>&1; } \
+            || true
+        if [[ -n $policy_rc ]]; then rm -f "$policy_rc"; policy_rc=""; fi
+    fi
+    if command -v ngircd >/dev/null; then
+        ngircd_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        cat >"$tmp/ngircd.conf" <<EOF
+[Global]
+Name = bench.localhost
+Info = mpchat-bench target
+Listen = 127.0.0.1
+Ports = $ngircd_port
+MotdPhrase = bench
+PidFile = $tmp/ngircd.pid
+ServerUID = $(id -un)
+ServerGID = $(id -gn)
+
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxNickLength = 16
+MaxPenaltyTime = 0
+PingTimeout = 600
+PongTimeout = 600
+
+[Options]
+PAM = no
+Ident = no
+DNS = no
+EOF
+        # A copy for the record (BENCHMARKS.md shows it), the temp dir's
+        # name replaced by <tmp>.
+        sed "s|$tmp|<tmp>|g" "$tmp/ngircd.conf" >"$results/ngircd.conf"
+        ngircd="ngircd -n -f $tmp/ngircd.conf"
+    else
+        ngircd_note="ngircd is not installed (and could not be installed): its rows are skipped."
+        log "$ngircd_note"
+    fi
+fi
+
+# --- machine ------------------------------------------------------------------
+ngircd_version=$( (ngircd --version 2>/dev/null || true) | head -n1)
+NPROC=$(nproc) \
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1) \
+MEM_TOTAL=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) \
+KERNEL=$(uname -srm) \
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC') \
+RUSTC=$(rustc --version) \
+COMMIT=$( (git rev-parse --short HEAD 2>/dev/null || echo unknown) | tr -d '\n')$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)') \
+NGIRCD=${ngircd_version:-not installed} \
+NGIRCD_NOTE=$ngircd_note \
+NOFILE=$nofile \
+NOFILE_HARD=$(ulimit -Hn) \
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg) \
+QUICK=$quick RUNS=$runs ONLY=$only \
+python3 - "$results/machine.json" <<'EOF'
+import json, os, sys
+keys = ["NPROC", "CPU_MODEL", "MEM_TOTAL", "KERNEL", "DATE", "RUSTC", "COMMIT", "NGIRCD",
+        "NGIRCD_NOTE", "NOFILE", "NOFILE_HARD", "LOADAVG", "QUICK", "RUNS", "ONLY"]
+with open(sys.argv[1], "w") as f:
+    json.dump({k.lower(): os.environ.get(k, "") for k in keys}, f, indent=1)
+EOF
+
+# --- running one measurement --------------------------------------------------
+# A shell-quoted command line, quoting only the words that need it.
+quote() {
+    local w s=""
+    for w in "$@"; do
+        if [[ $w =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then
+            s+="$w "
+        else
+            s+="'${w//\'/\'\\\'\'}' "
+        fi
+    done
+    printf '%s' "${s% }"
+}
+
+# run PART FIGURE SERVER RUN LIMIT ARGS...: one mpchat-bench run, bounded by
+# --timeout LIMIT (and by timeout(1) a little later, in case the bench itself
+# hangs). Its JSON goes to $results/PART--FIGURE--SERVER--rRUN.json and how
+# it ended to the matching .meta.json. A failed run is recorded, never fatal.
+# Sets last_ok to 1 or 0.
+run() {
+    local part=$1 figure=$2 server=$3 k=$4 limit=$5
+    shift 5
+    local base="$results/$part--$figure--$server--r$k"
+    local cmd=("$bench" --json --quiet --timeout "$limit" "$@")
+    if [[ $k == 1 ]]; then
+        printf '%s\t%s\t%s\n' "$figure" "$server" "$(quote "${cmd[@]}" | sed "s|$tmp|<tmp>|g")" >>"$results/commands-$part.tsv"
+    fi
+    local rc=0 t0 t1
+    t0=$(date +%s.%N)
+    timeout --kill-after=10 "$((limit + 60))" "${cmd[@]}" >"$base.json" 2>"$base.stderr" &
+    current=$!
+    wait "$current" || rc=$?
+    current=""
+    t1=$(date +%s.%N)
+    # One python call: write the .meta.json, print the server pid and the
+    # first problem the run reported.
+    local spid why
+    IFS='|' read -r spid why < <(python3 - "$base" "$rc" "$t0" "$t1" <<'EOF'
+import json, sys
+base, rc, t0, t1 = sys.argv[1:]
+try:
+    tail = open(base + ".stderr", errors="replace").read().strip().splitlines()[-5:]
+except OSError:
+    tail = []
+with open(base + ".meta.json", "w") as f:
+    json.dump({"rc": int(rc), "wall_s": float(t1) - float(t0), "stderr_tail": tail}, f)
+try:
+    r = json.load(open(base + ".json"))
+except (OSError, ValueError):
+    r = {}
+why = (r.get("problems") or tail[-1:] or [""])[0]
+print(f"{r.get('server_pid') or ''}|{why}".replace("\n", " "))
+EOF
+    ) || true
+    # mpchat-bench kills the server group it spawned; make sure of it, by
+    # the pid it reported (the group leader), in case it was killed itself.
+    if [[ -n $spid ]] && kill -0 "$spid" 2>/dev/null; then
+        kill -TERM -- "-$spid" 2>/dev/null || true
+        sleep 2
+        kill -KILL -- "-$spid" 2>/dev/null || true
+    fi
+    local verdict=ok
+    last_ok=1
+    if [[ $rc != 0 ]]; then
+        verdict="FAILED (exit $rc${why:+: $why})"
+        last_ok=0
+    fi
+    log "$part $figure $server run $k: $verdict in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
+}
+
+# Start a part afresh: drop its previous results.
+begin() {
+    rm -f "$results/$1"--*.json "$results/$1"--*.stderr "$results/commands-$1.tsv" "$results/notes-$1.txt"
+    : >"$results/commands-$1.tsv"
+}
+note() { printf '%s\n' "$2" >>"$results/notes-$1.txt"; }
+
+last_ok=0
+
+# --- fan-out --------------------------------------------------------------------
+if want fanout; then
+    begin fanout
+    log "fan-out"
+    fan_limit=$([[ $quick == 1 ]] && echo 60 || echo 300)
+    if [[ -n $ngircd_note ]]; then note fanout "$ngircd_note"; fi
+    for k in $(seq "$runs"); do
+        for server in mpchat ngircd; do
+            if [[ $server == mpchat ]]; then
+                spawn=("--spawn" "$mpchat 0" --proto line)
+            else
+                [[ -n $ngircd ]] || continue
+                spawn=("--spawn" "$ngircd" --proto irc --in-flight "$ngircd_in_flight")
+            fi
+            run fanout "n$fan_small-full" "$server" "$k" "$fan_limit" "${spawn[@]}" \
+                --clients "$fan_small" --senders "$senders" --messages "$fan_small_msgs"
+            run fanout "n$fan_large-full" "$server" "$k" "$fan_limit" "${spawn[@]}" \
+                --clients "$fan_large" --senders "$senders" --messages "$fan_large_msgs"
+            run fanout "n$paced_n-paced" "$server" "$k" "$fan_limit" "${spawn[@]}" \
+                --clients "$paced_n" --senders "$senders" --messages "$paced_msgs" --rate "$paced_rate"
+        done
+    done
+fi
+
+# --- connect rate ---------------------------------------------------------------
+if want connect; then
+    begin connect
+    log "connect rate"
+    con_limit=$([[ $quick == 1 ]] && echo 60 || echo 180)
+    if [[ -n $ngircd_note ]]; then note connect "$ngircd_note"; fi
+    if [[ -n $ngircd ]]; then note connect "ngircd listens with a backlog of 10 (more connects in flight lose SYNs, retried after a second), so its \"16 in flight\" row runs $ngircd_in_flight in flight."; fi
+    for k in $(seq "$runs"); do
+        for p in 1 16; do
+            for server in mpchat mpchat-echo c-echo ngircd; do
+                inflight=$p
+                case $server in
+                    mpchat) spawn=(--spawn "$mpchat 0" --proto line) ;;
+                    mpchat-echo) spawn=(--spawn "$mpchat --echo 0" --proto echo) ;;
+                    c-echo) spawn=(--spawn "$c_echo" --proto echo) ;;
+                    ngircd)
+                        [[ -n $ngircd ]] || continue
+                        spawn=(--spawn "$ngircd" --proto irc)
+                        if (( inflight > ngircd_in_flight )); then inflight=$ngircd_in_flight; fi
+                        ;;
+                esac
+                run connect "in-flight-$p" "$server" "$k" "$con_limit" "${spawn[@]}" \
+                    --test connect --cycles "$cycles" --in-flight "$inflight"
+            done
+        done
+    done
+fi
+
+# --- memory -------------------------------------------------------------------
+if want memory; then
+    begin memory
+    log "memory"
+    mem_limit=$([[ $quick == 1 ]] && echo 60 || echo 300)
+    if [[ -n $ngircd_note ]]; then note memory "$ngircd_note"; fi
+    note memory "The C echo server (backlog 16) and ngircd (backlog 10) are filled $echo_in_flight connects at a time, mpchat 32 (the default); it changes how fast they fill, not what they hold."
+    for k in $(seq "$runs"); do
+        for server in mpchat mpchat-echo c-echo ngircd; do
+            case $server in
+                mpchat) spawn=(--spawn "$mpchat 0" --proto line) ;;
+                mpchat-echo) spawn=(--spawn "$mpchat --echo 0" --proto echo) ;;
+                c-echo) spawn=(--spawn "$c_echo" --proto echo --in-flight "$echo_in_flight") ;;
+                ngircd)
+                    [[ -n $ngircd ]] || continue
+                    spawn=(--spawn "$ngircd" --proto irc --in-flight "$ngircd_in_flight") ;;
+            esac
+            run memory "n$mem_n" "$server" "$k" "$mem_limit" "${spawn[@]}" \
+                --test memory --clients "$mem_n"
+        done
+    done
+fi
+
+# --- scale ----------------------------------------------------------------------
+if want scale; then
+    begin scale
+    log "scale (RLIMIT_NOFILE $nofile)"
+    note scale "RLIMIT_NOFILE: soft raised to the hard limit, $nofile (mpchat-bench and the mpchat it spawns both run with it). mpchat runs with --max-clients $max_clients."
+    if [[ $quick == 1 ]]; then note scale "--quick: steps above 1000 skipped."; fi
+    for n in "${scale_steps[@]}"; do
+        # Registering N clients makes mpchat announce N^2/2 joins: the time
+        # grows with N^2 (1000 take a few seconds, 10000 a few minutes).
+        limit=$(( 120 + n * n / 100000 ))
+        if (( n + 64 > nofile )); then
+            note scale "N=$n not tried: it needs about $((n + 64)) fds and RLIMIT_NOFILE is $nofile."
+            break
+        fi
+        run scale "n$n" mpchat 1 "$limit" --spawn "$mpchat 0" --proto line \
+            --connect-only --clients "$n" --hold 1
+        if [[ $last_ok != 1 ]]; then
+            note scale "Stopped at the first failure (N=$n)."
+            break
+        fi
+    done
+fi
+
+# --- the table ----------------------------------------------------------------
+python3 scripts/bench_table.py "$results" "$out"
+log "wrote $out (results in $results/)"

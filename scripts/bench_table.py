@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Builds BENCHMARKS.md from the mpchat-bench JSON that scripts/bench.sh
+leaves in its results dir: PART--FIGURE--SERVER--rK.json (+ .meta.json).
+
+Usage: scripts/bench_table.py RESULTS_DIR OUT.md
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+res_dir, out_path = sys.argv[1], sys.argv[2]
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+# runs[part][(figure, server)] = [run, ...]; run = {"r": json or None, "m": meta}
+runs = defaultdict(lambda: defaultdict(list))
+mtimes = defaultdict(list)
+for path in sorted(glob.glob(os.path.join(res_dir, "*--*--*--r*.json"))):
+    if path.endswith(".meta.json"):
+        continue
+    part, figure, server, _ = os.path.basename(path)[: -len(".json")].split("--")
+    meta = load(path[: -len(".json")] + ".meta.json", {})
+    runs[part][(figure, server)].append({"r": load(path), "m": meta, "name": os.path.basename(path)})
+    mtimes[part].append(os.path.getmtime(path))
+machine = load(os.path.join(res_dir, "machine.json"), {})
+quick = machine.get("quick") == "1"
+
+
+def ok(run):
+    return run["r"] is not None and run["r"].get("ok") and run["m"].get("rc", 1) == 0
+
+
+def safe(get, j):
+    try:
+        return get(j)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def pick(rs, get):
+    """Values from the ok runs, or (marked) from the failed runs that have one."""
+    good = [v for v in (safe(get, r["r"]) for r in rs if ok(r)) if v is not None]
+    if good:
+        return good, ""
+    return [v for v in (safe(get, r["r"]) for r in rs) if v is not None], "*"
+
+
+def fmt(v, digits):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}".replace(",", " ")
+    return f"{v:.{digits}f}"
+
+
+def cell(rs, get, digits):
+    vals, mark = pick(rs, get)
+    if not vals:
+        return "failed"
+    med = statistics.median(vals)
+    s = fmt(med, digits)
+    if len(vals) > 1:
+        s += f" ({fmt(min(vals), digits)}–{fmt(max(vals), digits)})"
+    return s + mark
+
+
+def median(rs, get):
+    vals, mark = pick(rs, get)
+    return (statistics.median(vals) if vals and not mark else None)
+
+
+def okcount(rs):
+    return f"{sum(ok(r) for r in rs)}/{len(rs)}"
+
+
+SERVER = {"mpchat": "mpchat", "mpchat-echo": "mpchat --echo", "c-echo": "C echo-server",
+          "ngircd": "ngircd"}
+ORDER = ["mpchat", "mpchat-echo", "c-echo", "ngircd"]
+
+
+def by_figure(part):
+    figs = defaultdict(dict)
+    for (fig, server), rs in runs[part].items():
+        figs[fig][server] = rs
+    return figs
+
+
+def order_word(orders):
+    if not orders:
+        return "–"
+    if False in orders:
+        return "NO"
+    return "yes" if all(o is True for o in orders) else "same, incomplete"
+
+
+def fig_key(fig):
+    n = int(fig.split("-")[0][1:]) if fig.startswith("n") else 0
+    return ("paced" in fig, n)
+
+
+out = []
+w = out.append
+title = "Benchmarks" + (" (quick run: tiny counts, only to check the script)" if quick else "")
+w(f"# {title}\n")
+w(f"Written by `scripts/bench.sh{' --quick' if quick else ''}` from the JSON in `{res_dir}/`. "
+  f"Each figure was run {machine.get('runs', '?')} time(s): the median, with min–max in "
+  "brackets when there are several runs. A value marked * comes from runs that failed "
+  "(no run of that figure succeeded). Rerun one part with `scripts/bench.sh --only PART`; "
+  "rebuild this file from the results with "
+  f"`python3 scripts/bench_table.py {res_dir} {os.path.basename(out_path)}`.\n")
+
+w("## Machine\n")
+w("| | |\n|---|---|")
+for key, label in [("cpu_model", "CPU"), ("nproc", "nproc"), ("mem_total", "memory"),
+                   ("kernel", "kernel"), ("date", "date (last run)"), ("rustc", "rustc"),
+                   ("commit", "mpchat commit"),
+                   ("ngircd", "ngircd"), ("nofile", "RLIMIT_NOFILE (soft, raised to hard)"),
+                   ("loadavg", "load average at start")]:
+    w(f"| {label} | {machine.get(key, '?')} |")
+for part in ["fanout", "connect", "memory", "scale"]:
+    if mtimes[part]:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(mtimes[part])))
+        w(f"| {part} measured | {when} |")
+w("")
+
+# ---- targets ----
+targets = []
+
+
+def target(what, ours, theirs, ratio, goal, passed, digits=2):
+    mark = "–" if passed is None else ("✓" if passed else "✗")
+    targets.append(f"| {what} | {fmt(ours, digits)} | {fmt(theirs, digits)} | "
+                   f"{'–' if ratio is None else f'{ratio:.2f}×'} | {goal} | {mark} |")
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+fan = by_figure("fanout")
+undercount = []
+for fig in sorted(fan, key=fig_key):
+    m, n = fan[fig].get("mpchat", []), fan[fig].get("ngircd", [])
+    paced = "paced" in fig
+    if not paced:
+        a = median(m, lambda r: r["fanout"]["deliveries_per_s"])
+        b = median(n, lambda r: r["fanout"]["deliveries_per_s"])
+        q = ratio(a, b)
+        target(f"fan-out {fig}: delivered/s, mpchat vs ngircd", a, b, q, "≥ 1.5×",
+               None if q is None else q >= 1.5, 0)
+    else:
+        a = median(m, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
+        b = median(n, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
+        q = ratio(a, b)
+        target(f"fan-out {fig}: p99 latency (ms), mpchat vs ngircd", a, b, q, "≤ 0.5× and < 5 ms",
+               None if q is None else (q <= 0.5 and a < 5.0))
+    lim = 1.5 if paced else 1.0
+    for key, label in [("machine_us", "machine − generator"), ("tree_us", "server tree")]:
+        cpu = lambda r: r["fanout"]["server_cpu_per_delivery"][key]  # noqa: E731
+        a, b = median(m, cpu), median(n, cpu)
+        q = ratio(a, b)
+        target(f"fan-out {fig}: server CPU per delivery (µs, {label}), mpchat vs ngircd",
+               a, b, q, f"≤ {lim}×", None if q is None else q <= lim)
+        if key == "machine_us":
+            mach_ab = (a, b)
+        else:
+            for who, mach, tree in [("mpchat", mach_ab[0], a), ("ngircd", mach_ab[1], b)]:
+                if mach is not None and tree and mach < 0.9 * tree:
+                    undercount.append(f"{fig} {who}: machine − generator {mach:.2f} µs "
+                                      f"< server tree {tree:.2f} µs")
+con = by_figure("connect").get("in-flight-16", {})
+if con:
+    rate = lambda r: r["cycles"]["cycles_per_s"]  # noqa: E731
+    a, b = median(con.get("mpchat", []), rate), median(con.get("c-echo", []), rate)
+    q = ratio(a, b)
+    target("connect rate, 16 in flight (cycles/s), mpchat vs C echo-server", a, b, q, "≥ 0.8×",
+           None if q is None else q >= 0.8, 0)
+for fig, per in by_figure("memory").items():
+    a = median(per.get("mpchat", []), lambda r: r["memory"]["per_client_uss_kib"])
+    target(f"memory per idle client ({fig}), mpchat USS (KiB)", a, None, None, "≤ 64 KiB",
+           None if a is None else a <= 64, 1)
+if targets:
+    w("## Targets\n")
+    w("✓ met, ✗ not met, – not measured (a run failed or the peer is missing). "
+      "Ratios are of the medians." + (" Quick-run counts are far too small to judge "
+                                      "anything by: this only shows the table works." if quick else "") + "\n")
+    w("| target | mpchat | peer | ratio | goal | |\n|---|---|---|---|---|---|")
+    out.extend(targets)
+    w("")
+    if undercount:
+        w("**The machine − generator CPU figure undercounts here**: the machine's busy time "
+          "(/proc/stat, sampled at each clock tick) came out below what the server processes "
+          "alone used (schedstat, exact), which cannot be. Work done in short bursts between "
+          "two ticks (paced traffic, very short runs) is missed by tick sampling. Judge CPU by "
+          "the server-tree rows where they disagree: " + "; ".join(undercount) + ".\n")
+
+# ---- fan-out ----
+if fan:
+    w("## Fan-out\n")
+    w("Every sender's message goes to every client (mpchat also echoes it to its sender; "
+      "IRC does not). Server CPU per delivery is (whole machine's busy time − mpchat-bench's "
+      "own CPU) / deliveries, so it includes anything else running on the machine; \"tree\" is "
+      "the server processes' own CPU (schedstat) / deliveries, which does not. "
+      "\"one order\": every receiver saw the messages in the same order, in every run.\n")
+    w("| figure | server | runs ok | delivered/s | p50 ms | p99 ms | CPU µs/delivery | (tree) | lost | one order |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for fig in sorted(fan, key=fig_key):
+        for server in ORDER:
+            rs = fan[fig].get(server)
+            if not rs:
+                continue
+            f0 = next((r["r"]["fanout"] for r in rs if r["r"] and r["r"].get("fanout")), None)
+            desc = fig
+            if f0:
+                n = (next(r["r"] for r in rs if r["r"] and r["r"].get("fanout"))["connect"]["clients"])
+                speed = "full speed" if f0["rate"] == 0 else f"{f0['rate']} msg/s"
+                desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}, {speed}"
+            lost = [r["r"]["fanout"]["lost"] for r in rs if r["r"] and r["r"].get("fanout")]
+            # yes / NO / "same, incomplete" (every receiver agreed, but not
+            # everything arrived, so one order is not shown).
+            orders = []
+            for r in rs:
+                o = (r["r"] or {}).get("fanout", {}) or {}
+                o = o.get("order")
+                if o:
+                    orders.append(True if o["one_global_order"] else
+                                  ("same, incomplete" if o["agreeing"] == o["compared"] else False))
+            w(f"| {desc} | {SERVER[server]} | {okcount(rs)} "
+              f"| {cell(rs, lambda r: r['fanout']['deliveries_per_s'], 0)} "
+              f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p50_ms'], 2)} "
+              f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p99_ms'], 2)} "
+              f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['machine_us'], 2)} "
+              f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['tree_us'], 2)} "
+              f"| {max(lost) if lost else '–'} "
+              f"| {order_word(orders)} |")
+    w("")
+
+# ---- connect ----
+cons = by_figure("connect")
+if cons:
+    w("## Connect rate\n")
+    w("One cycle: connect, register (mpchat: nickname; IRC: NICK/USER, 001, JOIN), first "
+      "reply, close; echo servers: one line out and back.\n")
+    w("| in flight | server | proto | runs ok | cycles/s | cycle p50 ms | cycle p99 ms | CPU µs/cycle | (tree) |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for fig in sorted(cons, key=lambda f: int(f.rsplit("-", 1)[1])):
+        for server in ORDER:
+            rs = cons[fig].get(server)
+            if not rs:
+                continue
+            r0 = next((r["r"] for r in rs if r["r"]), None)
+            inflight = r0["cycles"]["in_flight"] if r0 and r0.get("cycles") else fig.rsplit("-", 1)[1]
+            asked = fig.rsplit("-", 1)[1]
+            shown = f"{inflight}" + ("†" if str(inflight) != asked else "")
+            w(f"| {shown} | {SERVER[server]} | {r0['proto'] if r0 else '?'} | {okcount(rs)} "
+              f"| {cell(rs, lambda r: r['cycles']['cycles_per_s'], 0)} "
+              f"| {cell(rs, lambda r: r['cycles']['cycle_ms']['p50_ms'], 2)} "
+              f"| {cell(rs, lambda r: r['cycles']['cycle_ms']['p99_ms'], 2)} "
+              f"| {cell(rs, lambda r: r['cycles']['server_cpu_per_cycle']['machine_us'], 0)} "
+              f"| {cell(rs, lambda r: r['cycles']['server_cpu_per_cycle']['tree_us'], 0)} |")
+    w("\n† ngircd: at most 8 in flight (its listen backlog is 10).\n")
+
+# ---- memory ----
+mems = by_figure("memory")
+if mems:
+    w("## Memory per idle client\n")
+    w("(server tree with N registered idle clients − the idle tree) / N, from smaps_rollup. "
+      "USS counts only private pages; PSS also a share of the pages processes share "
+      "(fork-per-connection children share most of their pages).\n")
+    w("| N | server | runs ok | USS KiB/client | PSS KiB/client | tree USS MiB | tree PSS MiB | processes |")
+    w("|---|---|---|---|---|---|---|---|")
+    for fig in sorted(mems, key=fig_key):
+        for server in ORDER:
+            rs = mems[fig].get(server)
+            if not rs:
+                continue
+            w(f"| {fig[1:]} | {SERVER[server]} | {okcount(rs)} "
+              f"| {cell(rs, lambda r: r['memory']['per_client_uss_kib'], 1)} "
+              f"| {cell(rs, lambda r: r['memory']['per_client_pss_kib'], 1)} "
+              f"| {cell(rs, lambda r: r['memory']['with_clients']['uss_kib'] / 1024, 1)} "
+              f"| {cell(rs, lambda r: r['memory']['with_clients']['pss_kib'] / 1024, 1)} "
+              f"| {cell(rs, lambda r: r['memory']['with_clients']['processes'], 0)} |")
+    w("")
+
+# ---- scale ----
+scale = by_figure("scale")
+if scale:
+    w("## Scale\n")
+    w("mpchat alone, `--connect-only`: N clients connect and register, then are held for a "
+      "second. Registering N clients makes the room announce about N²/2 joins, so the time "
+      "grows with N². One run per step; the steps stop at the first failure.\n")
+    w("| N | result | registered | registration s | registered/s | room quiet after s | run wall s |")
+    w("|---|---|---|---|---|---|---|")
+    reached = 0
+    for fig in sorted(scale, key=fig_key):
+        for r in scale[fig].get("mpchat", []):
+            c = (r["r"] or {}).get("connect") or {}
+            good = ok(r)
+            n = int(fig[1:])
+            if good:
+                reached = max(reached, n)
+            settle = f"{c['settle_s']:.1f}" + ("" if c.get("settled") else " (still busy)") if c else "–"
+            w(f"| {n} | {'ok' if good else 'FAILED'} | {c.get('registered', '–')}/{n} "
+              f"| {fmt(c.get('elapsed_s'), 1)} | {fmt(c.get('registered_per_s'), 0)} "
+              f"| {settle} | {fmt(r['m'].get('wall_s'), 1)} |")
+    w(f"\nLargest N reached: **{reached or 'none'}** (tried up to "
+      f"{max(int(f[1:]) for f in scale)}).\n")
+
+# ---- notes, failures, commands ----
+notes = []
+for part in ["fanout", "connect", "memory", "scale"]:
+    try:
+        with open(os.path.join(res_dir, f"notes-{part}.txt")) as f:
+            notes += [f"{part}: {line.strip()}" for line in f if line.strip()]
+    except OSError:
+        pass
+notes.append("The servers log at their default level (mpchat: info; ngircd -n: to stderr); "
+             "mpchat-bench reads that output and drops it.")
+if machine.get("ngircd_note"):
+    notes.append(machine["ngircd_note"])
+w("## Notes\n")
+out.extend(f"- {n}" for n in dict.fromkeys(notes))
+w("")
+
+problems = []
+for part in ["fanout", "connect", "memory", "scale"]:
+    for (fig, server), rs in sorted(runs[part].items()):
+        for r in rs:
+            j = r["r"] or {}
+            if not ok(r):
+                why = "; ".join(j.get("problems") or []) or " / ".join(r["m"].get("stderr_tail") or []) \
+                    or f"exit {r['m'].get('rc')}"
+                problems.append(f"- **failed** {r['name']}: {why}")
+        warns = sorted({wn for r in rs for wn in ((r["r"] or {}).get("warnings") or [])})
+        for wn in warns:
+            problems.append(f"- warning, {part} {fig} {SERVER[server]}: {wn}")
+if problems:
+    w("## Failures and warnings\n")
+    out.extend(problems)
+    w("")
+
+w("## Commands\n")
+w("Run from the repo root after `cargo build --release` and `make -C c-reference`. "
+  "`<tmp>` is the temp dir bench.sh made; the ngircd config it held is below.\n")
+for part in ["fanout", "connect", "memory", "scale"]:
+    try:
+        with open(os.path.join(res_dir, f"commands-{part}.tsv")) as f:
+            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    except OSError:
+        continue
+    if not rows:
+        continue
+    w(f"### {part}\n")
+    for fig, server, cmd in rows:
+        w(f"- {fig}, {SERVER[server]}:\n  `{cmd}`")
+    w("")
+try:
+    with open(os.path.join(res_dir, "ngircd.conf")) as f:
+        w("### ngircd config (`<tmp>/ngircd.conf`)\n")
+        w("```ini\n" + f.read().rstrip() + "\n```\n")
+except OSError:
+    pass
+
+with open(out_path, "w") as f:
+    f.write("\n".join(out).rstrip() + "\n")
