@@ -95,6 +95,7 @@ struct Session {
     /// When the child last wrote to the client.
     last_output: Instant,
     client_eof: bool,
+    buf: Vec<u8>,
 }
 
 /// Runs one client's session to its end.
@@ -135,6 +136,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         last_input: now,
         last_output: now,
         client_eof: false,
+        buf: vec![0; ipc::MAX_DATAGRAM],
     };
     session.say(render::WELCOME);
     let farewell = match session.converse() {
@@ -416,11 +418,14 @@ impl Session {
     /// that saves a receive that would find nothing, and in a busy one the
     /// next poll returns at once anyway.
     fn take_from_hub(&mut self) -> io::Result<Option<Farewell>> {
-        // On the stack, beside `read_client`'s buffer, rather than on the
-        // heap: those stack pages are dirty already, so an idle child keeps
-        // no page of its own for this.
-        let mut buf = [0u8; ipc::MAX_DATAGRAM];
-        let n = match self.hub.try_recv_raw(&mut buf)? {
+        let mut buf = std::mem::take(&mut self.buf);
+        let end = self.take_datagram(&mut buf);
+        self.buf = buf;
+        end
+    }
+
+    fn take_datagram(&mut self, buf: &mut [u8]) -> io::Result<Option<Farewell>> {
+        let n = match self.hub.try_recv_raw(buf)? {
             Received::Data(n) => n,
             Received::Empty => return Ok(None),
             Received::Closed => {
@@ -526,7 +531,7 @@ impl Session {
         let _ = self.client.shutdown(Shutdown::Write);
         let linger = Instant::now() + LINGER_TIME;
         while wait_for(&self.client, PollFlags::POLLIN, linger) {
-            match (&self.client).read(&mut [0u8; 512]) {
+            match (&self.client).read(&mut self.buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
