@@ -179,7 +179,7 @@ MEM_TOTAL=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) 
 KERNEL=$(uname -srm) \
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC') \
 RUSTC=$(rustc --version) \
-COMMIT=$( (git rev-parse --short HEAD 2>/dev/null || echo unknown) | tr -d '\n')$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)') \
+COMMIT=$( (git rev-parse --short HEAD 2>/dev/null || echo unknown) | tr -d '\n')$( [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ] && echo ' (with uncommitted changes)') \
 NGIRCD=${ngircd_version:-not installed} \
 NGIRCD_NOTE=$ngircd_note \
 NOFILE=$nofile \
