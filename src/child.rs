@@ -68,8 +68,16 @@ enum Phase {
     Chat { nick: String },
 }
 
-/// Why a session ends: the line to send before closing, if any.
-type Farewell = Option<String>;
+/// How a session ends: with a last line for the client, or without one.
+enum End {
+    Say(String),
+    Silently,
+}
+
+/// Ends the session with `line` as the client's last line.
+fn say_and_end(line: impl Into<String>) -> Option<End> {
+    Some(End::Say(line.into()))
+}
 
 struct Session {
     client: TcpStream,
@@ -139,31 +147,31 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         buf: vec![0; ipc::MAX_DATAGRAM],
     };
     session.say(render::WELCOME);
-    let farewell = match session.converse() {
-        Ok(farewell) => farewell,
+    let end = match session.converse() {
+        Ok(end) => end,
         Err(e) => {
             log::debug!("{peer}: {e}");
-            None
+            End::Silently
         }
     };
-    session.close(farewell);
+    session.close(end);
     Ok(())
 }
 
 impl Session {
     /// The session's main loop; returns how it ended.
-    fn converse(&mut self) -> io::Result<Farewell> {
+    fn converse(&mut self) -> io::Result<End> {
         loop {
             if let Some(end) = self.work_through_inbox()? {
                 return Ok(end);
             }
             if self.client_eof && self.inbox.is_empty() && !self.hub_busy() {
                 log::info!("{} closed the connection", self.peer);
-                return Ok(None);
+                return Ok(End::Silently);
             }
             if self.backlog.len() - self.sent > MAX_BACKLOG {
                 log::info!("{} is not reading; disconnecting", self.peer);
-                return Ok(Some(render::NOT_READING.to_string()));
+                return Ok(End::Say(render::NOT_READING.to_string()));
             }
             if let Some(end) = self.wait_and_handle()? {
                 return Ok(end);
@@ -179,7 +187,7 @@ impl Session {
     /// Carries out received lines, in order, until none are left or the
     /// next one must wait for the hub: a nickname attempt needs the answer
     /// to the one before, and a quit must come after every earlier reply.
-    fn work_through_inbox(&mut self) -> io::Result<Option<Farewell>> {
+    fn work_through_inbox(&mut self) -> io::Result<Option<End>> {
         while let Some(line) = self.inbox.pop_front() {
             let text = sanitize(&line.bytes);
             let must_wait = match self.phase {
@@ -208,9 +216,9 @@ impl Session {
     }
 
     /// A line typed at the nickname prompt.
-    fn login_line(&mut self, text: String) -> io::Result<Option<Farewell>> {
+    fn login_line(&mut self, text: String) -> io::Result<Option<End>> {
         if command::is_quit(&text) {
-            return Ok(Some(Some("Bye.".to_string())));
+            return Ok(say_and_end("Bye."));
         }
         if let Err(reason) = command::check_nick(&text) {
             return Ok(self.login_failed(reason));
@@ -220,7 +228,7 @@ impl Session {
         Ok(None)
     }
 
-    fn login_failed(&mut self, reason: String) -> Option<Farewell> {
+    fn login_failed(&mut self, reason: String) -> Option<End> {
         let Phase::Login { failures } = &mut self.phase else {
             return None;
         };
@@ -228,14 +236,14 @@ impl Session {
         if *failures >= MAX_LOGIN_FAILURES {
             self.say(&reason);
             log::info!("{}: too many invalid nicknames", self.peer);
-            return Some(Some(render::TOO_MANY_TRIES.to_string()));
+            return say_and_end(render::TOO_MANY_TRIES);
         }
         self.say(&format!("{reason} {}", render::ENTER_NICK));
         None
     }
 
     /// A line from a registered user.
-    fn chat_line(&mut self, text: String) -> io::Result<Option<Farewell>> {
+    fn chat_line(&mut self, text: String) -> io::Result<Option<End>> {
         let request = match command::parse(&text) {
             Command::Request(Request::Rename(nick)) => match command::check_nick(&nick) {
                 Ok(()) => Request::Rename(nick),
@@ -261,10 +269,10 @@ impl Session {
             }
             Command::Quit => {
                 let Phase::Chat { nick } = &self.phase else {
-                    return Ok(Some(None));
+                    return Ok(Some(End::Silently));
                 };
                 log::info!("{} ({nick}) quit", self.peer);
-                return Ok(Some(Some(render::bye(nick))));
+                return Ok(say_and_end(render::bye(nick)));
             }
         };
         self.request(ToHub::Request(request))?;
@@ -288,7 +296,7 @@ impl Session {
 
     /// Waits for the client, the hub, a stop or a deadline, and takes
     /// in what arrived.
-    fn wait_and_handle(&mut self) -> io::Result<Option<Farewell>> {
+    fn wait_and_handle(&mut self) -> io::Result<Option<End>> {
         // One write for everything queued since the last wait.
         if let Err(e) = self.flush() {
             log::debug!("{}: {e}", self.peer);
@@ -315,7 +323,7 @@ impl Session {
             Err(e) => return Err(e.into()),
         }
         if Stop::requested(&fds[2..]) {
-            return Ok(Some(Some(render::SHUTTING_DOWN.to_string())));
+            return Ok(say_and_end(render::SHUTTING_DOWN));
         }
         let [client, hub] = [&fds[0], &fds[1]].map(|f| f.revents().unwrap_or(PollFlags::empty()));
         if !hub.is_empty()
@@ -357,11 +365,11 @@ impl Session {
         PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
     }
 
-    fn check_timers(&mut self) -> io::Result<Option<Farewell>> {
+    fn check_timers(&mut self) -> io::Result<Option<End>> {
         let now = Instant::now();
         if matches!(self.phase, Phase::Login { .. }) && now >= self.login_deadline {
             log::info!("{}: login timed out", self.peer);
-            return Ok(Some(Some(render::LOGIN_TIMED_OUT.to_string())));
+            return Ok(say_and_end(render::LOGIN_TIMED_OUT));
         }
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
@@ -417,20 +425,20 @@ impl Session {
     /// Takes one datagram from the hub. One per wake-up: in a quiet room
     /// that saves a receive that would find nothing, and in a busy one the
     /// next poll returns at once anyway.
-    fn take_from_hub(&mut self) -> io::Result<Option<Farewell>> {
+    fn take_from_hub(&mut self) -> io::Result<Option<End>> {
         let mut buf = std::mem::take(&mut self.buf);
         let end = self.take_datagram(&mut buf);
         self.buf = buf;
         end
     }
 
-    fn take_datagram(&mut self, buf: &mut [u8]) -> io::Result<Option<Farewell>> {
+    fn take_datagram(&mut self, buf: &mut [u8]) -> io::Result<Option<End>> {
         let n = match self.hub.try_recv_raw(buf)? {
             Received::Data(n) => n,
             Received::Empty => return Ok(None),
             Received::Closed => {
                 log::warn!("{}: the hub is gone", self.peer);
-                return Ok(Some(Some(render::SHUTTING_DOWN.to_string())));
+                return Ok(say_and_end(render::SHUTTING_DOWN));
             }
         };
         for event in ipc::events(&buf[..n]) {
@@ -448,7 +456,7 @@ impl Session {
     }
 
     /// Carries out one event from the hub; `Some` ends the session.
-    fn hub_event(&mut self, event: ToChild) -> Option<Farewell> {
+    fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
             ToChild::Line(line) => self.say(&line),
             ToChild::Registered { nick } => {
@@ -459,7 +467,7 @@ impl Session {
             ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },
             ToChild::Kicked => {
                 log::info!("{} was kicked", self.peer);
-                return Some(Some(render::KICKED.to_string()));
+                return say_and_end(render::KICKED);
             }
             ToChild::Done => {
                 self.answered += 1;
@@ -513,10 +521,10 @@ impl Session {
     }
 
     /// Says the farewell, gives the client a moment to take it, and closes.
-    fn close(mut self, farewell: Farewell) {
+    fn close(mut self, end: End) {
         // Let the room know right away, not after the goodbye below.
         self.hub.shutdown();
-        if let Some(line) = farewell {
+        if let End::Say(line) = end {
             self.say(&line);
         }
         let deadline = Instant::now() + FAREWELL_TIME;
