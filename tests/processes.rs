@@ -143,12 +143,7 @@ fn expect_shutting_down(client: &mut Client, who: &str) {
 #[test]
 fn ps_shows_parent_hub_and_one_child_per_client_and_reaps_a_leaver() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    let mut carol = server.login("carol");
-    alice.expect_stamped("* bob has joined the chat.");
-    alice.expect_stamped("* carol has joined the chat.");
-    bob.expect_stamped("* carol has joined the chat.");
+    let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
 
     assert_chat_tree(&server, 3);
     let carol_pid = child_pid_of(&server, &carol);
@@ -180,12 +175,7 @@ fn ps_shows_parent_hub_and_one_child_per_client_and_reaps_a_leaver() {
 #[test]
 fn killing_a_client_child_announces_the_leave_and_frees_the_nick() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    let mut carol = server.login("carol");
-    alice.expect_stamped("* bob has joined the chat.");
-    alice.expect_stamped("* carol has joined the chat.");
-    bob.expect_stamped("* carol has joined the chat.");
+    let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
 
     let bob_pid = child_pid_of(&server, &bob);
     let started = Instant::now();
@@ -234,9 +224,7 @@ fn killing_a_client_child_announces_the_leave_and_frees_the_nick() {
 fn orderly_shutdown_on(signal: i32) {
     let mut server = Server::start();
     let pid = server.pid();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     let mut at_prompt = connect_at_prompt(&server);
     wait_for_clients(&server, 3);
     let dir = the_socket_dir(&server);
@@ -288,9 +276,7 @@ fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
     let mut server = Server::start();
     let pid = server.pid();
     let port = server.port();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     let mut at_prompt = connect_at_prompt(&server);
     wait_for_clients(&server, 3);
     let dir = the_socket_dir(&server);
@@ -366,9 +352,7 @@ fn restart_on_the_same_port_after_sigterm_works_at_once() {
     let port_arg = port.to_string();
     let again = Server::spawn(&["--bind", "127.0.0.1", &port_arg]);
     assert_eq!(again.port(), port);
-    let mut alice = again.login("alice");
-    let mut bob = again.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = again.login_all(["alice", "bob"]);
     bob.send_line("after");
     bob.expect_stamped("bob: after");
     alice.expect_stamped("bob: after");
@@ -381,9 +365,7 @@ fn restart_on_the_same_port_after_sigterm_works_at_once() {
 #[test]
 fn max_clients_refuses_without_forking_and_frees_a_slot_on_leave() {
     let server = Server::start_with(&["--max-clients", "2"]);
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     wait_for_clients(&server, 2);
 
     let mut third = server.connect();
@@ -560,9 +542,7 @@ fn hub_socket_directory_is_private() {
 fn killing_the_hub_shuts_the_server_down_with_an_error() {
     let mut server = Server::start();
     let pid = server.pid();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     let mut at_prompt = connect_at_prompt(&server);
     wait_for_clients(&server, 3);
     let dir = the_socket_dir(&server);
@@ -654,12 +634,7 @@ fn a_client_that_stops_reading_is_cut_off_and_slows_nobody() {
     // the machine is.
     const WINDOW: usize = 1000;
     let server = Server::start();
-    let mut talker = server.login("talker");
-    let mut watcher = server.login("watcher");
-    talker.expect_stamped("* watcher has joined the chat.");
-    let slow = server.login("slow");
-    talker.expect_stamped("* slow has joined the chat.");
-    watcher.expect_stamped("* slow has joined the chat.");
+    let [mut talker, mut watcher, slow] = server.login_all(["talker", "watcher", "slow"]);
     let slow_peer = slow.stream().local_addr().unwrap();
     let slow_pid = child_pid_of(&server, &slow);
     // `slow` is never read from again.

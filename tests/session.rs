@@ -318,9 +318,7 @@ fn login_deadline_counts_from_connect_despite_bad_names() {
 fn chat_reaches_every_registered_user_but_not_unregistered() {
     let server = Server::start();
     let mut lurker = connect_prompted(&server);
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
 
     alice.send_line("hello everyone");
     alice.expect_stamped("alice: hello everyone");
@@ -345,12 +343,7 @@ fn chat_reaches_every_registered_user_but_not_unregistered() {
 #[test]
 fn whisper_reaches_only_the_target() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    let mut carol = server.login("carol");
-    alice.expect_stamped("* bob has joined the chat.");
-    alice.expect_stamped("* carol has joined the chat.");
-    bob.expect_stamped("* carol has joined the chat.");
+    let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
 
     alice.send_line("/whisper bob psst, a secret");
     alice.expect_stamped("[Whisper to bob] psst, a secret");
@@ -372,9 +365,7 @@ fn whisper_reaches_only_the_target() {
 #[test]
 fn whisper_errors() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
 
     alice.send_line("/whisper zed hello");
     alice.expect("User 'zed' not found.");
@@ -396,12 +387,7 @@ fn whisper_errors() {
 fn users_lists_in_join_order() {
     let server = Server::start();
     // Not alphabetical, so join order is what is checked.
-    let mut zoe = server.login("zoe");
-    let mut alice = server.login("alice");
-    let mut mike = server.login("mike");
-    zoe.expect_stamped("* alice has joined the chat.");
-    zoe.expect_stamped("* mike has joined the chat.");
-    alice.expect_stamped("* mike has joined the chat.");
+    let [mut zoe, mut alice, mut mike] = server.login_all(["zoe", "alice", "mike"]);
 
     zoe.send_line("/users");
     zoe.expect("Users in chat: zoe, alice, mike");
@@ -418,9 +404,7 @@ fn users_lists_in_join_order() {
 #[test]
 fn rename_announced_and_old_name_freed() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
 
     alice.send_line("/rename alicia");
     let line = "* User \"alice\" has changed their nickname to \"alicia\".";
@@ -462,9 +446,7 @@ fn rename_announced_and_old_name_freed() {
 #[test]
 fn rename_refusals() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
 
     alice.send_line("/rename bob");
     alice.expect("Nickname \"bob\" is already in use.");
@@ -494,12 +476,7 @@ fn rename_refusals() {
 #[test]
 fn kick_rules_and_success() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    let mut carol = server.login("carol");
-    alice.expect_stamped("* bob has joined the chat.");
-    alice.expect_stamped("* carol has joined the chat.");
-    bob.expect_stamped("* carol has joined the chat.");
+    let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
 
     bob.send_line("/kick carol");
     bob.expect("Only the room owner can kick.");
@@ -532,12 +509,7 @@ fn kick_rules_and_success() {
 /// alphabetically first nor the newest).
 fn owner_leaves(leave: impl FnOnce(Client)) {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut zoe = server.login("zoe");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* zoe has joined the chat.");
-    alice.expect_stamped("* bob has joined the chat.");
-    zoe.expect_stamped("* bob has joined the chat.");
+    let [alice, mut zoe, mut bob] = server.login_all(["alice", "zoe", "bob"]);
 
     leave(alice);
     for c in [&mut zoe, &mut bob] {
@@ -576,9 +548,7 @@ fn owner_disconnects_longest_connected_takes_over() {
 #[test]
 fn me_action_to_everyone() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     alice.send_line("/me waves");
     alice.expect_stamped("* alice waves");
     bob.expect_stamped("* alice waves");
@@ -594,9 +564,7 @@ fn me_action_to_everyone() {
 #[test]
 fn help_lists_commands() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     alice.send_line("/help");
     for line in HELP {
         alice.expect(line);
@@ -612,9 +580,7 @@ fn help_lists_commands() {
 #[test]
 fn quit_says_bye_and_others_see_left() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     bob.send_line("/quit");
     bob.expect("Bye, bob.");
     bob.expect_closed();
@@ -626,9 +592,7 @@ fn quit_says_bye_and_others_see_left() {
 #[test]
 fn end_line_quits() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut carol = server.login("carol");
-    alice.expect_stamped("* carol has joined the chat.");
+    let [mut alice, mut carol] = server.login_all(["alice", "carol"]);
     // Only a line that is exactly END quits.
     next_is_chat(&mut carol, "carol", &mut [&mut alice], "END of story");
     carol.send_line("END");
@@ -657,9 +621,7 @@ fn end_at_nickname_prompt_says_bye() {
 #[test]
 fn unknown_command_and_usage_lines() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     alice.send_line("/dance");
     alice.expect("Unknown command: /dance. Type /help for commands.");
     alice.send_line("/dance wildly");
@@ -692,9 +654,7 @@ fn burst_replies_come_in_typed_order() {
 #[test]
 fn burst_mixing_room_and_local_replies_then_end() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     bob.send_bytes(
         b"/w zed yo\n/me\n/users\n/kick\n/me dances\n/nick\n/w alice psst\n/dance\nbye\nEND\n",
     );
@@ -723,9 +683,7 @@ fn burst_mixing_room_and_local_replies_then_end() {
 #[test]
 fn schedule_in_seconds_is_delivered_to_everyone() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     schedule_in(&mut alice, 1, "hello");
     bob.expect_stamped("[Scheduled by alice] hello");
     alice.expect_stamped("[Scheduled by alice] hello");
@@ -738,9 +696,7 @@ fn schedule_in_seconds_is_delivered_to_everyone() {
 #[test]
 fn scheduled_message_outlives_its_author() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     schedule_in(&mut alice, 3, "from beyond");
     alice.send_line("/quit");
     alice.expect("Bye, alice.");
@@ -753,9 +709,7 @@ fn scheduled_message_outlives_its_author() {
 #[test]
 fn schedule_list_and_cancel() {
     let server = Server::start();
-    let mut alice = server.login("alice");
-    let mut bob = server.login("bob");
-    alice.expect_stamped("* bob has joined the chat.");
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
 
     alice.send_line("/schedule list");
     alice.expect("You have no scheduled messages.");

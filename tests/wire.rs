@@ -406,9 +406,7 @@ fn unfinished_fragment_counts_as_a_line() {
 #[test]
 fn fragment_pending_at_eof_is_processed_before_leaving() {
     let server = Server::start();
-    let mut bob = server.login("bob");
-    let mut alice = server.login("alice");
-    bob.expect_stamped("* alice has joined the chat.");
+    let [mut bob, mut alice] = server.login_all(["bob", "alice"]);
     alice.send_bytes(b"bye msg");
     alice.shutdown_write();
     alice.expect_stamped("alice: bye msg");

@@ -125,6 +125,30 @@ impl Server {
         client
     }
 
+    /// Logs in each of `nicks` with [`Server::login`], in order, and on
+    /// every earlier client asserts ([`Client::expect_stamped`]) the join
+    /// line of each later user, in join order. Afterwards every client has
+    /// read everything up to and including the last user's join, so its
+    /// next line is whatever comes next:
+    ///
+    /// ```ignore
+    /// let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
+    /// ```
+    pub fn login_all<const N: usize>(&self, nicks: [&str; N]) -> [Client; N] {
+        let mut clients: Vec<Client> = Vec::with_capacity(N);
+        for nick in nicks {
+            let client = self.login(nick);
+            for earlier in clients.iter_mut() {
+                earlier.expect_stamped(&format!("* {nick} has joined the chat."));
+            }
+            clients.push(client);
+        }
+        let Ok(clients) = clients.try_into() else {
+            unreachable!("one client per nickname");
+        };
+        clients
+    }
+
     /// The live processes of the server's tree (its process group), the
     /// parent first, as (pid, comm, state).
     pub fn processes(&self) -> Vec<Proc> {
