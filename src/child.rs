@@ -39,8 +39,8 @@ pub const MAX_LOGIN_FAILURES: u32 = 5;
 pub const MAX_BACKLOG: usize = 1 << 20;
 /// Backlog capacity a child keeps between bursts.
 const BACKLOG_KEPT: usize = 4 * 1024;
-/// How long the backlog must have been empty before a larger one is given
-/// back: freeing it after every batch would cost more than it saves.
+/// How long the backlog must have been empty before the buffers are given
+/// back: freeing them after every batch would cost more than it saves.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// The client socket's send buffer. Left alone, the kernel grows it to
 /// several MiB for a client that does not read, which would hide that
@@ -103,6 +103,7 @@ struct Session {
     /// When the child last wrote to the client.
     last_output: Instant,
     client_eof: bool,
+    /// Receives datagrams from the hub; see [`Link::try_recv_into`].
     buf: Vec<u8>,
 }
 
@@ -144,7 +145,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         last_input: now,
         last_output: now,
         client_eof: false,
-        buf: vec![0; ipc::MAX_DATAGRAM],
+        buf: Vec::new(),
     };
     session.say(render::WELCOME);
     let end = match session.converse() {
@@ -355,7 +356,7 @@ impl Session {
             self.fragment_pending()
                 .then(|| self.last_input + FRAGMENT_TIMEOUT),
             matches!(self.phase, Phase::Login { .. }).then_some(self.login_deadline),
-            self.backlog_to_release()
+            self.buffers_to_release()
                 .then(|| self.last_output + RELEASE_AFTER),
         ];
         let Some(deadline) = deadlines.into_iter().flatten().min() else {
@@ -374,21 +375,24 @@ impl Session {
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
         }
-        if self.backlog_to_release() && now >= self.last_output + RELEASE_AFTER {
-            self.release_backlog();
+        if self.buffers_to_release() && now >= self.last_output + RELEASE_AFTER {
+            self.release_buffers();
         }
         Ok(None)
     }
 
-    /// The backlog is empty but still holds memory from a burst.
-    fn backlog_to_release(&self) -> bool {
-        self.backlog.is_empty() && self.backlog.capacity() > BACKLOG_KEPT
+    /// The backlog is empty, but it or the receive buffer still holds
+    /// memory from traffic.
+    fn buffers_to_release(&self) -> bool {
+        self.backlog.is_empty()
+            && (self.backlog.capacity() > BACKLOG_KEPT || self.buf.capacity() > 0)
     }
 
-    /// Gives a burst's memory back rather than keep it dirty in every child
-    /// for the rest of the session.
-    fn release_backlog(&mut self) {
+    /// Gives the memory of the last burst back rather than keep it dirty in
+    /// every idle child for the rest of its session.
+    fn release_buffers(&mut self) {
         self.backlog = Vec::new();
+        self.buf = Vec::new();
         // SAFETY: malloc_trim only returns free heap pages to the kernel;
         // it has no preconditions and this process is single-threaded.
         unsafe { libc::malloc_trim(0) };
@@ -432,16 +436,16 @@ impl Session {
         end
     }
 
-    fn take_datagram(&mut self, buf: &mut [u8]) -> io::Result<Option<End>> {
-        let n = match self.hub.try_recv_raw(buf)? {
-            Received::Data(n) => n,
+    fn take_datagram(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<End>> {
+        match self.hub.try_recv_into(buf)? {
+            Received::Data(()) => {}
             Received::Empty => return Ok(None),
             Received::Closed => {
                 log::warn!("{}: the hub is gone", self.peer);
                 return Ok(say_and_end(render::SHUTTING_DOWN));
             }
-        };
-        for event in ipc::events(&buf[..n]) {
+        }
+        for event in ipc::events(buf) {
             match event? {
                 // Nearly all the traffic: bytes ready for the client.
                 Event::ClientLine(bytes) => self.backlog.extend_from_slice(bytes),
@@ -539,7 +543,7 @@ impl Session {
         let _ = self.client.shutdown(Shutdown::Write);
         let linger = Instant::now() + LINGER_TIME;
         while wait_for(&self.client, PollFlags::POLLIN, linger) {
-            match (&self.client).read(&mut self.buf) {
+            match (&self.client).read(&mut [0u8; 512]) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }

@@ -135,7 +135,7 @@ pub fn run(listener: Listener, stop: Stop, socket_dir: SocketDir) -> io::Result<
         next_id: FIRST_CONN,
         dirty: Vec::new(),
         room: Room::new(),
-        buf: vec![0; ipc::MAX_DATAGRAM],
+        buf: Vec::new(),
     };
     let result = hub.serve();
     // The parent normally cleans up; if it died, nobody else will.
