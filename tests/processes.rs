@@ -119,6 +119,17 @@ fn wait_for_clients(server: &Server, clients: usize) {
     assert_chat_tree(server, clients);
 }
 
+/// Waits until `clients` client children are left with no zombie, and
+/// checks that `gone` (a child that ended) was reaped: no longer in /proc.
+fn wait_reaped(server: &Server, clients: usize, gone: i32) {
+    wait_for_clients(server, clients);
+    assert!(
+        proc_state(gone).is_none(),
+        "the ended child {gone} still exists: {:?}",
+        proc_state(gone)
+    );
+}
+
 /// Connects and reads the welcome, so the client's child surely runs.
 fn connect_at_prompt(server: &Server) -> Client {
     let mut client = server.connect();
@@ -160,12 +171,7 @@ fn ps_shows_parent_hub_and_one_child_per_client_and_reaps_a_leaver() {
     bob.expect_stamped("* carol has left the chat.");
 
     // Reaped: gone from /proc, not left as a zombie.
-    wait_for_clients(&server, 2);
-    assert!(
-        proc_state(carol_pid).is_none(),
-        "carol's child {carol_pid} still exists: {:?}",
-        proc_state(carol_pid)
-    );
+    wait_reaped(&server, 2, carol_pid);
 }
 
 // ---------------------------------------------------------------------------
@@ -209,12 +215,7 @@ fn killing_a_client_child_announces_the_leave_and_frees_the_nick() {
     carol.expect_stamped("bob: back");
 
     // The killed child was reaped; no zombie anywhere in the tree.
-    wait_for_clients(&server, 3);
-    assert!(
-        proc_state(bob_pid).is_none(),
-        "the killed child {bob_pid} still exists: {:?}",
-        proc_state(bob_pid)
-    );
+    wait_reaped(&server, 3, bob_pid);
 }
 
 // ---------------------------------------------------------------------------
@@ -741,7 +742,6 @@ fn a_client_that_stops_reading_is_cut_off_and_slows_nobody() {
     talker.expect_stamped("talker: me too");
     watcher.expect_stamped("talker: me too");
 
-    wait_for_clients(&server, 2);
-    assert!(proc_state(slow_pid).is_none(), "slow's child still exists");
+    wait_reaped(&server, 2, slow_pid);
     drop(slow);
 }
