@@ -147,6 +147,36 @@ fn expect_shutting_down(client: &mut Client, who: &str) {
     }
 }
 
+/// Two logged-in users and a client still at the nickname prompt: each
+/// kind of session a shutdown must say goodbye to.
+struct Audience {
+    clients: [(Client, &'static str); 3],
+}
+
+impl Audience {
+    /// Connects them and waits until their three children run.
+    fn gather(server: &Server) -> Audience {
+        let [alice, bob] = server.login_all(["alice", "bob"]);
+        let at_prompt = connect_at_prompt(server);
+        wait_for_clients(server, 3);
+        Audience {
+            clients: [
+                (alice, "alice"),
+                (bob, "bob"),
+                (at_prompt, "the client at the nickname prompt"),
+            ],
+        }
+    }
+
+    /// Each gets `Server is shutting down.` and then EOF; then each
+    /// connection is closed.
+    fn expect_goodbye(self) {
+        for (mut client, who) in self.clients {
+            expect_shutting_down(&mut client, who);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 1. The `ps` view.
 // ---------------------------------------------------------------------------
@@ -225,19 +255,14 @@ fn killing_a_client_child_announces_the_leave_and_frees_the_nick() {
 fn orderly_shutdown_on(signal: i32) {
     let mut server = Server::start();
     let pid = server.pid();
-    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
-    let mut at_prompt = connect_at_prompt(&server);
-    wait_for_clients(&server, 3);
+    let audience = Audience::gather(&server);
     let dir = the_socket_dir(&server);
     assert!(dir.join("hub.sock").exists(), "no hub.sock in {dir:?}");
 
     let started = Instant::now();
     server.signal(signal);
 
-    expect_shutting_down(&mut alice, "alice");
-    expect_shutting_down(&mut bob, "bob");
-    expect_shutting_down(&mut at_prompt, "the client at the nickname prompt");
-    drop((alice, bob, at_prompt));
+    audience.expect_goodbye();
 
     let status = server.wait_exit();
     let took = started.elapsed();
@@ -277,9 +302,7 @@ fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
     let mut server = Server::start();
     let pid = server.pid();
     let port = server.port();
-    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
-    let mut at_prompt = connect_at_prompt(&server);
-    wait_for_clients(&server, 3);
+    let audience = Audience::gather(&server);
     let dir = the_socket_dir(&server);
     let others: Vec<Proc> = server.processes().into_iter().skip(1).collect();
 
@@ -316,9 +339,7 @@ fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
         .collect();
     assert!(running.is_empty(), "still running: {running:?}");
 
-    expect_shutting_down(&mut alice, "alice");
-    expect_shutting_down(&mut bob, "bob");
-    expect_shutting_down(&mut at_prompt, "the client at the nickname prompt");
+    audience.expect_goodbye();
     // With the parent gone, the hub cleans up its own directory.
     assert!(!dir.exists(), "{} was not removed", dir.display());
 
@@ -543,9 +564,7 @@ fn hub_socket_directory_is_private() {
 fn killing_the_hub_shuts_the_server_down_with_an_error() {
     let mut server = Server::start();
     let pid = server.pid();
-    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
-    let mut at_prompt = connect_at_prompt(&server);
-    wait_for_clients(&server, 3);
+    let audience = Audience::gather(&server);
     let dir = the_socket_dir(&server);
     let hub = pids_named(&server, "mpchat-hub");
     assert_eq!(hub.len(), 1, "{:?}", server.processes());
@@ -553,10 +572,7 @@ fn killing_the_hub_shuts_the_server_down_with_an_error() {
     let started = Instant::now();
     send_signal(hub[0], libc::SIGKILL);
 
-    expect_shutting_down(&mut alice, "alice");
-    expect_shutting_down(&mut bob, "bob");
-    expect_shutting_down(&mut at_prompt, "the client at the nickname prompt");
-    drop((alice, bob, at_prompt));
+    audience.expect_goodbye();
 
     let status = server.wait_exit();
     let took = started.elapsed();
