@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -78,10 +78,6 @@ impl SocketDir {
                 log::warn!("cannot clean up {}: {e}", self.dir.display());
             }
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -92,10 +92,6 @@ impl Room {
         &self.order
     }
 
-    pub fn nick(&self, conn: ConnId) -> Option<&str> {
-        self.users.get(&conn).map(|u| u.nick.as_str())
-    }
-
     pub fn owner(&self) -> Option<ConnId> {
         self.owner
     }
