@@ -27,7 +27,7 @@ use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
-use crate::spawn::Stop;
+use crate::spawn::{LoggingIn, Stop};
 
 /// An unfinished line counts as complete once it has sat this long: the
 /// class-lab C client never sends a line end.
@@ -61,6 +61,8 @@ pub struct Setup {
     pub peer: SocketAddr,
     pub stop: Stop,
     pub login_timeout: Duration,
+    /// Dropped on login; the parent counts the children still holding one.
+    pub logging_in: Option<LoggingIn>,
 }
 
 enum Phase {
@@ -98,6 +100,7 @@ struct Session {
     /// order it typed the commands.
     held: VecDeque<(u64, String)>,
     phase: Phase,
+    logging_in: Option<LoggingIn>,
     login_deadline: Instant,
     last_input: Instant,
     /// When the child last wrote to the client.
@@ -114,6 +117,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         peer,
         stop,
         login_timeout,
+        logging_in,
     } = setup;
     client.set_nonblocking(true)?;
     // Lines are small and someone is waiting for each one.
@@ -141,6 +145,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         answered: 0,
         held: VecDeque::new(),
         phase: Phase::Login { failures: 0 },
+        logging_in,
         login_deadline: now + login_timeout,
         last_input: now,
         last_output: now,
@@ -466,6 +471,9 @@ impl Session {
             ToChild::Registered { nick } => {
                 self.say(&render::hello(&nick));
                 self.phase = Phase::Chat { nick };
+                // Tells the parent this connection no longer counts
+                // against --max-unregistered.
+                self.logging_in = None;
             }
             ToChild::NickRefused { reason } => return self.login_failed(reason),
             ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },

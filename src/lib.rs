@@ -11,6 +11,8 @@
 //! forks, [`child::run`] runs the session, [`hub::run`] shares the room.
 //!
 //! * [`parent`]: the parent's accept / fork / reap loop and shutdown.
+//! * [`admission`]: who gets in: per-address limits and the cap on
+//!   connections still logging in, decided before any fork.
 //! * [`spawn`]: `fork()` itself, the lifeline pipe children watch, and what
 //!   a freshly forked process resets.
 //! * [`signals`]: signals turned into events on a self-pipe.
@@ -26,6 +28,7 @@
 //! * [`clock`]: local wall-clock time for `[HH:MM]` stamps and schedules.
 //! * [`logging`]: log lines tagged with the process role and pid.
 
+pub mod admission;
 pub mod child;
 pub mod clock;
 pub mod echo;
@@ -52,6 +55,8 @@ pub struct Config {
     pub max_clients: usize,
     /// Time a new connection has to choose a nickname, counted from connect.
     pub login_timeout: Duration,
+    /// Per-address and logging-in limits, applied before forking.
+    pub limits: admission::Limits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
 }

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use mpchat::admission::Limits;
 use mpchat::parent::Server;
 use mpchat::{Config, logging};
 
 /// A fork-per-connection chat server: connect with telnet, nc or the
 /// class-lab C client.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
     /// TCP port to listen on (0 picks a free port).
     port: u16,
@@ -22,9 +23,22 @@ struct Cli {
     /// Most clients connected at once; more are refused without a fork.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     max_clients: usize,
-    /// Seconds a new connection has to choose a nickname.
+    /// Seconds a new connection has to choose a nickname, from connect.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     login_timeout: u64,
+    /// Most connections at once from one address (0: no limit).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    max_per_ip: usize,
+    /// Most new connections a minute from one address (0: no limit).
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    max_conn_rate: u32,
+    /// How many of those may come in one burst.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    conn_burst: u32,
+    /// Connections still choosing a nickname at which every new one is
+    /// refused; from 16 on, some are (0: no limit).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_unregistered: usize,
     /// Run the class-lab echo server instead of the chat.
     #[arg(long)]
     echo: bool,
@@ -38,6 +52,12 @@ fn main() -> ExitCode {
         port: cli.port,
         max_clients: cli.max_clients,
         login_timeout: Duration::from_secs(cli.login_timeout),
+        limits: Limits {
+            max_per_ip: cli.max_per_ip,
+            conn_rate: cli.max_conn_rate,
+            conn_burst: cli.conn_burst,
+            max_unregistered: cli.max_unregistered,
+        },
         echo: cli.echo,
     };
     match run(config) {

@@ -18,11 +18,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::admission::Admission;
 use crate::hub::SocketDir;
 use crate::logging::Role;
 use crate::protocol::{CRLF, render};
 use crate::signals::Signals;
-use crate::spawn::{self, Forked, Lifeline, LifelineWriter};
+use crate::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
 use crate::{Config, child, echo, hub, ipc};
 
 /// How long the other processes get to say goodbye at shutdown before the
@@ -35,7 +36,7 @@ const BACKOFF: Duration = Duration::from_millis(100);
 /// Work for a freshly forked process.
 enum Job {
     Hub(ipc::Listener),
-    Client(TcpStream, SocketAddr),
+    Client(TcpStream, SocketAddr, Option<LoggingIn>),
     Echo(TcpStream),
 }
 
@@ -51,6 +52,8 @@ struct Children {
 struct Reaped {
     /// The hub exited, with this status.
     hub: Option<WaitStatus>,
+    /// Where the clients whose children exited came from.
+    clients: Vec<SocketAddr>,
 }
 
 impl Children {
@@ -80,6 +83,7 @@ impl Children {
                     WaitStatus::Exited(_, 0) => log::debug!("child {pid} for {peer} exited"),
                     _ => log::warn!("child {pid} for {peer} ended: {status:?}"),
                 }
+                reaped.clients.push(peer);
             }
         }
     }
@@ -103,6 +107,9 @@ pub struct Server {
     /// Where the hub's socket lives; none in echo mode.
     socket_dir: Option<SocketDir>,
     children: Children,
+    admission: Admission,
+    /// One per client child still logging in (only while that is limited).
+    logging_in: Vec<LoginWatch>,
     last_error_log: Option<Instant>,
 }
 
@@ -126,6 +133,7 @@ impl Server {
             })?)
         };
         let (lifeline_writer, lifeline) = spawn::lifeline()?;
+        let admission = Admission::new(config.limits);
         Ok(Server {
             config,
             listener,
@@ -133,6 +141,8 @@ impl Server {
             lifeline_writer,
             lifeline,
             socket_dir,
+            admission,
+            logging_in: Vec::new(),
             children: Children::default(),
             last_error_log: None,
         })
@@ -163,12 +173,16 @@ impl Server {
                 self.shutdown();
                 return Ok(());
             }
-            if pending.child_exited
-                && let Some(status) = self.children.reap().hub
-            {
-                log::error!("the hub exited unexpectedly ({status:?}); shutting down");
-                self.shutdown();
-                return Err(io::Error::other("the hub exited unexpectedly"));
+            if pending.child_exited {
+                let reaped = self.children.reap();
+                for peer in &reaped.clients {
+                    self.admission.closed(peer.ip());
+                }
+                if let Some(status) = reaped.hub {
+                    log::error!("the hub exited unexpectedly ({status:?}); shutting down");
+                    self.shutdown();
+                    return Err(io::Error::other("the hub exited unexpectedly"));
+                }
             }
             if listener_ready && let Some(job) = self.accept_client() {
                 self.run_job(job);
@@ -176,17 +190,31 @@ impl Server {
         }
     }
 
-    /// Waits for a connection or a signal; true if a connection waits.
-    fn wait(&self) -> io::Result<bool> {
-        let mut fds = [
+    /// Waits for a connection, a signal or a login; true if a connection
+    /// waits.
+    fn wait(&mut self) -> io::Result<bool> {
+        let mut fds = vec![
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
         ];
+        fds.extend(
+            self.logging_in
+                .iter()
+                .map(|watch| PollFd::new(watch.as_fd(), PollFlags::POLLIN)),
+        );
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => Ok(fds[0].any().unwrap_or(false)),
-            Err(Errno::EINTR) => Ok(false),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        // A login pipe that ended: that client logged in, or its child is
+        // gone. Either way it no longer counts as logging in.
+        let mut logins = ready[2..].iter();
+        self.logging_in
+            .retain(|_| !logins.next().copied().unwrap_or(false));
+        Ok(ready[0])
     }
 
     /// Binds the hub's socket and forks the hub; `Some` in the hub.
@@ -222,25 +250,67 @@ impl Server {
             refuse(stream, render::SERVER_FULL);
             return None;
         }
-        match spawn::fork() {
-            Ok(Forked::Child) => Some(if self.config.echo {
-                Job::Echo(stream)
-            } else {
-                Job::Client(stream, peer)
-            }),
-            Ok(Forked::Parent(pid)) => {
-                // The client's socket is the child's now.
-                drop(stream);
-                log::info!("{peer} connected (child {pid})");
-                self.children.clients.insert(pid, peer);
-                None
-            }
-            Err(e) => {
+        let unregistered = self.logging_in.len();
+        if let Err(refusal) = self
+            .admission
+            .check(peer.ip(), unregistered, Instant::now())
+        {
+            self.log_throttled(format_args!("refused {peer}: {}", refusal.reason()));
+            refuse(stream, refusal.line());
+            return None;
+        }
+        match self.fork_client(stream, peer) {
+            Ok(job) => job,
+            Err((stream, e)) => {
+                self.admission.closed(peer.ip());
                 self.log_throttled(format_args!("cannot fork for {peer}: {e}"));
                 refuse(stream, render::SERVER_BUSY);
                 std::thread::sleep(BACKOFF);
                 None
             }
+        }
+    }
+
+    /// Forks the child for an admitted client; `Some` in the child. On
+    /// failure the stream comes back, to be told why.
+    fn fork_client(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Option<Job>, (TcpStream, io::Error)> {
+        let login = if self.admission.counts_unregistered() && !self.config.echo {
+            match spawn::login_pipe() {
+                Ok(pipe) => Some(pipe),
+                Err(e) => return Err((stream, e)),
+            }
+        } else {
+            None
+        };
+        match spawn::fork() {
+            Ok(Forked::Child) => {
+                let logging_in = login.map(|(watch, logging_in)| {
+                    drop(watch);
+                    logging_in
+                });
+                Ok(Some(if self.config.echo {
+                    Job::Echo(stream)
+                } else {
+                    Job::Client(stream, peer, logging_in)
+                }))
+            }
+            Ok(Forked::Parent(pid)) => {
+                // The client's socket and the login pipe's write end are
+                // the child's now.
+                drop(stream);
+                if let Some((watch, logging_in)) = login {
+                    drop(logging_in);
+                    self.logging_in.push(watch);
+                }
+                log::info!("{peer} connected (child {pid})");
+                self.children.clients.insert(pid, peer);
+                Ok(None)
+            }
+            Err(e) => Err((stream, e)),
         }
     }
 
@@ -276,14 +346,17 @@ impl Server {
             lifeline_writer,
             lifeline,
             socket_dir,
+            logging_in,
             ..
         } = self;
         // Close what belongs to the parent: the listening socket (only the
         // parent accepts), the lifeline's write end (or the parent's death
-        // would go unnoticed) and the signal self-pipe (or a signal to this
-        // process would wake the parent).
+        // would go unnoticed), the other children's login pipes and the
+        // signal self-pipe (or a signal to this process would wake the
+        // parent).
         drop(listener);
         drop(lifeline_writer);
+        drop(logging_in);
         let stop = match signals.forget_in_child() {
             Ok(terminate) => spawn::Stop {
                 lifeline,
@@ -300,7 +373,7 @@ impl Server {
                 let dir = socket_dir.expect("the hub runs only in chat mode");
                 hub::run(hub_listener, stop, dir)
             }
-            Job::Client(client, peer) => {
+            Job::Client(client, peer, logging_in) => {
                 spawn::become_role(Role::Child, c"mpchat-client");
                 let socket = socket_dir
                     .expect("clients chat only in chat mode")
@@ -310,6 +383,7 @@ impl Server {
                     peer,
                     stop,
                     login_timeout: config.login_timeout,
+                    logging_in,
                 };
                 child::run(setup, &socket)
             }

@@ -5,6 +5,11 @@
 //! however it exits (even `kill -9`), the kernel closes the write end and
 //! the read end reports EOF, and the hub and the children close down.
 //! Together with SIGTERM it makes a forked process's [`Stop`].
+//!
+//! The login pipe works the other way round: a client child holds its
+//! write end while its client has no nickname and drops it on login (or by
+//! exiting), so the parent, polling the read ends, knows how many
+//! connections are still logging in without ever talking to the hub.
 
 use std::ffi::CStr;
 use std::io;
@@ -66,6 +71,31 @@ impl AsFd for Lifeline {
 pub fn lifeline() -> io::Result<(LifelineWriter, Lifeline)> {
     let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
     Ok((LifelineWriter { _write_end: write }, Lifeline(read)))
+}
+
+/// The parent's end of one child's login pipe: readable (EOF) once that
+/// child's client has logged in or the child is gone.
+#[derive(Debug)]
+pub struct LoginWatch(OwnedFd);
+
+impl AsFd for LoginWatch {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A client child's end of its login pipe: dropped once the client has a
+/// nickname.
+#[derive(Debug)]
+pub struct LoggingIn {
+    /// Never written: closing it is the message.
+    _write_end: OwnedFd,
+}
+
+/// Creates a login pipe (both ends close-on-exec).
+pub fn login_pipe() -> io::Result<(LoginWatch, LoggingIn)> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    Ok((LoginWatch(read), LoggingIn { _write_end: write }))
 }
 
 /// What tells a forked process to stop: the parent's death (the lifeline

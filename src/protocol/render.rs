@@ -12,6 +12,7 @@ pub const TOO_MANY_TRIES: &str = "Too many invalid nicknames; goodbye.";
 pub const LOGIN_TIMED_OUT: &str = "Login timed out.";
 pub const SERVER_FULL: &str = "Server is full, try again later.";
 pub const SERVER_BUSY: &str = "Server is busy, try again later.";
+pub const TOO_MANY_FROM_ADDRESS: &str = "Too many connections from your address.";
 pub const SHUTTING_DOWN: &str = "Server is shutting down.";
 pub const KICKED: &str = "You have been kicked from the chat.";
 pub const NOT_READING: &str = "Disconnected: you are not reading fast enough.";

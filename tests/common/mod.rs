@@ -40,8 +40,15 @@ impl Server {
     }
 
     /// Starts the server with extra options (before the port argument).
+    ///
+    /// The per-address and logging-in limits are off unless `options`
+    /// turn them on (the last occurrence of an option wins): these tests
+    /// connect many clients from 127.0.0.1 at once, and the limits have
+    /// tests of their own (tests/admission.rs).
     pub fn start_with(options: &[&str]) -> Server {
         let mut args: Vec<&str> = vec!["--bind", "127.0.0.1"];
+        args.extend_from_slice(&["--max-per-ip", "0", "--max-conn-rate", "0"]);
+        args.extend_from_slice(&["--max-unregistered", "0"]);
         args.extend_from_slice(options);
         args.push("0");
         Server::spawn(&args)
@@ -269,6 +276,32 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect to mpchat");
         Client {
             stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects from `source`, one of this machine's many loopback
+    /// addresses (all of 127.0.0.0/8), as a client on another host would.
+    pub fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> Client {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let SocketAddr::V4(server) = addr else {
+            panic!("tests listen on IPv4 loopback");
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        let from = SockaddrIn::from(std::net::SocketAddrV4::new(source, 0));
+        bind(fd.as_raw_fd(), &from).expect("bind the source address");
+        connect(fd.as_raw_fd(), &SockaddrIn::from(server)).expect("connect to mpchat");
+        Client {
+            stream: TcpStream::from(fd),
             buf: Vec::new(),
         }
     }
