@@ -75,7 +75,7 @@ max_clients=11000      # for every spawned mpchat; above the largest scale step
 
 bench=target/release/mpchat-bench
 # The admission limits are policy, not capacity: a load test turns them off.
-mpchat="target/release/mpchat --bind 127.0.0.1 --max-clients $max_clients --max-per-ip 0 --max-conn-rate 0 --max-unregistered 0"
+mpchat="target/release/mpchat --bind 127.0.0.1 --max-clients $max_clients --max-per-ip 0 --max-conn-rate 0 --max-unregistered 0 --flood-rate 0"
 c_echo="c-reference/echo-server 0"
 
 # Servers log at their default level: a caller's RUST_LOG must not change

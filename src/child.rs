@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::flood::{Flood, FloodLimits, Verdict};
 use crate::ipc::{self, Event, Link, Received, ToChild, ToHub};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
@@ -63,6 +64,7 @@ pub struct Setup {
     pub login_timeout: Duration,
     /// Dropped on login; the parent counts the children still holding one.
     pub logging_in: Option<LoggingIn>,
+    pub flood: FloodLimits,
 }
 
 enum Phase {
@@ -101,6 +103,10 @@ struct Session {
     held: VecDeque<(u64, String)>,
     phase: Phase,
     logging_in: Option<LoggingIn>,
+    flood: Flood,
+    /// The session is over, but its last line waits until the hub has
+    /// answered every earlier request; the client is no longer read.
+    ending: Option<End>,
     login_deadline: Instant,
     last_input: Instant,
     /// When the child last wrote to the client.
@@ -118,6 +124,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         stop,
         login_timeout,
         logging_in,
+        flood,
     } = setup;
     client.set_nonblocking(true)?;
     // Lines are small and someone is waiting for each one.
@@ -146,6 +153,8 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         held: VecDeque::new(),
         phase: Phase::Login { failures: 0 },
         logging_in,
+        flood: Flood::new(flood, now),
+        ending: None,
         login_deadline: now + login_timeout,
         last_input: now,
         last_output: now,
@@ -169,6 +178,11 @@ impl Session {
     fn converse(&mut self) -> io::Result<End> {
         loop {
             if let Some(end) = self.work_through_inbox()? {
+                return Ok(end);
+            }
+            if !self.hub_busy()
+                && let Some(end) = self.ending.take()
+            {
                 return Ok(end);
             }
             if self.client_eof && self.inbox.is_empty() && !self.hub_busy() {
@@ -250,6 +264,24 @@ impl Session {
 
     /// A line from a registered user.
     fn chat_line(&mut self, text: String) -> io::Result<Option<End>> {
+        // Leaving is never too fast.
+        if !command::is_quit(&text) {
+            match self.flood.line(Instant::now()) {
+                Verdict::Pass => {}
+                Verdict::Drop => return Ok(None),
+                Verdict::DropAndNotify => {
+                    self.reply(render::FLOOD_DROPPED.to_string());
+                    return Ok(None);
+                }
+                Verdict::Disconnect => {
+                    log::info!("{}: disconnected for excess flood", self.peer);
+                    // After the replies to the lines that did pass.
+                    self.inbox.clear();
+                    self.ending = Some(End::Say(render::EXCESS_FLOOD.to_string()));
+                    return Ok(None);
+                }
+            }
+        }
         let request = match command::parse(&text) {
             Command::Request(Request::Rename(nick)) => match command::check_nick(&nick) {
                 Ok(()) => Request::Rename(nick),
@@ -311,7 +343,7 @@ impl Session {
         // Read more only once the lines already read are carried out, so a
         // client that sends faster than the room takes it is held back by
         // TCP instead of filling this process's memory.
-        if !self.client_eof && self.inbox.is_empty() {
+        if !self.client_eof && self.inbox.is_empty() && self.ending.is_none() {
             client_events |= PollFlags::POLLIN;
         }
         if self.sent < self.backlog.len() {

@@ -20,6 +20,7 @@
 //! * [`room`]: the room's state and rules (nicknames, owner, commands,
 //!   scheduled messages), free of I/O so it can be tested on its own.
 //! * [`child`]: the client child: one TCP client's session.
+//! * [`flood`]: the per-user line rate limit, applied in the child.
 //! * [`echo`]: the class-lab echo child (`mpchat --echo`).
 //! * [`protocol`]: the wire protocol: framing, sanitizing, command parsing
 //!   and every line the server renders.
@@ -32,6 +33,7 @@ pub mod admission;
 pub mod child;
 pub mod clock;
 pub mod echo;
+pub mod flood;
 pub mod hub;
 pub mod ipc;
 pub mod logging;
@@ -57,6 +59,8 @@ pub struct Config {
     pub login_timeout: Duration,
     /// Per-address and logging-in limits, applied before forking.
     pub limits: admission::Limits,
+    /// Lines per user, applied in each child.
+    pub flood: flood::FloodLimits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mpchat::admission::Limits;
+use mpchat::flood::FloodLimits;
 use mpchat::parent::Server;
 use mpchat::{Config, logging};
 
@@ -39,6 +40,12 @@ struct Cli {
     /// refused; from 16 on, some are (0: no limit).
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_unregistered: usize,
+    /// Lines a user may send at once before the rate limit applies.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    flood_burst: u32,
+    /// Lines a second a user may send after the burst (0: no limit).
+    #[arg(long, default_value_t = 2.0, value_name = "N", value_parser = lines_per_second)]
+    flood_rate: f64,
     /// Run the class-lab echo server instead of the chat.
     #[arg(long)]
     echo: bool,
@@ -58,6 +65,10 @@ fn main() -> ExitCode {
             conn_burst: cli.conn_burst,
             max_unregistered: cli.max_unregistered,
         },
+        flood: FloodLimits {
+            burst: cli.flood_burst,
+            rate: cli.flood_rate,
+        },
         echo: cli.echo,
     };
     match run(config) {
@@ -66,6 +77,14 @@ fn main() -> ExitCode {
             eprintln!("mpchat: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A rate for --flood-rate: a number of lines a second, 0 or more.
+fn lines_per_second(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err("expected a number of lines a second, 0 or more (such as 2 or 0.5)".into()),
     }
 }
 

@@ -384,6 +384,7 @@ impl Server {
                     stop,
                     login_timeout: config.login_timeout,
                     logging_in,
+                    flood: config.flood,
                 };
                 child::run(setup, &socket)
             }

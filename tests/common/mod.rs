@@ -41,14 +41,15 @@ impl Server {
 
     /// Starts the server with extra options (before the port argument).
     ///
-    /// The per-address and logging-in limits are off unless `options`
-    /// turn them on (the last occurrence of an option wins): these tests
-    /// connect many clients from 127.0.0.1 at once, and the limits have
-    /// tests of their own (tests/admission.rs).
+    /// The per-address, logging-in and flood limits are off unless
+    /// `options` turn them on (the last occurrence of an option wins):
+    /// these tests connect many clients from 127.0.0.1 at once and send
+    /// bursts of lines, and the limits have tests of their own
+    /// (tests/admission.rs, tests/flood.rs).
     pub fn start_with(options: &[&str]) -> Server {
         let mut args: Vec<&str> = vec!["--bind", "127.0.0.1"];
         args.extend_from_slice(&["--max-per-ip", "0", "--max-conn-rate", "0"]);
-        args.extend_from_slice(&["--max-unregistered", "0"]);
+        args.extend_from_slice(&["--max-unregistered", "0", "--flood-rate", "0"]);
         args.extend_from_slice(options);
         args.push("0");
         Server::spawn(&args)
