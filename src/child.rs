@@ -35,9 +35,10 @@ use crate::spawn::{LoggingIn, Stop};
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Failed nickname attempts before the child gives up on a client.
 pub const MAX_LOGIN_FAILURES: u32 = 5;
-/// Bytes waiting in the child for a client that does not read, before it
-/// is cut off.
-pub const MAX_BACKLOG: usize = 1 << 20;
+/// Written bytes at the front of the backlog are dropped once there are
+/// this many, so a client that reads slowly but steadily, never catching
+/// up, does not make the buffer grow without end.
+const COMPACT_AT: usize = 512 * 1024;
 /// Backlog capacity a child keeps between bursts.
 const BACKLOG_KEPT: usize = 4 * 1024;
 /// How long the backlog must have been empty before the buffers are given
@@ -45,7 +46,7 @@ const BACKLOG_KEPT: usize = 4 * 1024;
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// The client socket's send buffer. Left alone, the kernel grows it to
 /// several MiB for a client that does not read, which would hide that
-/// client from [`MAX_BACKLOG`]; fixed, what can wait for one client is
+/// client from its backlog limit; fixed, what can wait for one client is
 /// bounded by about their sum (the kernel doubles this figure).
 const SEND_BUFFER: usize = 64 * 1024;
 /// How long a farewell may take to reach the client. The whole shutdown
@@ -54,6 +55,14 @@ const FAREWELL_TIME: Duration = Duration::from_millis(1000);
 /// How long to wait for the client's own close after ours, so that its
 /// unread input does not make our close a reset that loses the farewell.
 const LINGER_TIME: Duration = Duration::from_millis(200);
+
+/// How much may wait in the child for a client that does not read, before
+/// it is cut off: lines and bytes, whichever comes first (0: no limit).
+#[derive(Debug, Clone, Copy)]
+pub struct BacklogLimits {
+    pub lines: usize,
+    pub bytes: usize,
+}
 
 /// What the child needs, handed over by the parent after the fork.
 #[derive(Debug)]
@@ -65,6 +74,7 @@ pub struct Setup {
     /// Dropped on login; the parent counts the children still holding one.
     pub logging_in: Option<LoggingIn>,
     pub flood: FloodLimits,
+    pub backlog: BacklogLimits,
 }
 
 enum Phase {
@@ -94,6 +104,9 @@ struct Session {
     /// Bytes for the client not yet written; `sent` of them are done.
     backlog: Vec<u8>,
     sent: usize,
+    /// Lines in the backlog not yet written in full.
+    unsent_lines: usize,
+    backlog_limits: BacklogLimits,
     /// Requests sent to the hub, and how many of them it has finished.
     requests: u64,
     answered: u64,
@@ -125,6 +138,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         login_timeout,
         logging_in,
         flood,
+        backlog: backlog_limits,
     } = setup;
     client.set_nonblocking(true)?;
     // Lines are small and someone is waiting for each one.
@@ -148,6 +162,8 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         inbox: VecDeque::new(),
         backlog: Vec::new(),
         sent: 0,
+        unsent_lines: 0,
+        backlog_limits,
         requests: 0,
         answered: 0,
         held: VecDeque::new(),
@@ -189,14 +205,32 @@ impl Session {
                 log::info!("{} closed the connection", self.peer);
                 return Ok(End::Silently);
             }
-            if self.backlog.len() - self.sent > MAX_BACKLOG {
+            if self.over_backlog() {
                 log::info!("{} is not reading; disconnecting", self.peer);
+                self.drop_unsent();
                 return Ok(End::Say(render::NOT_READING.to_string()));
             }
             if let Some(end) = self.wait_and_handle()? {
                 return Ok(end);
             }
         }
+    }
+
+    /// The client has fallen further behind than the limits allow.
+    fn over_backlog(&self) -> bool {
+        let BacklogLimits { lines, bytes } = self.backlog_limits;
+        (lines > 0 && self.unsent_lines > lines)
+            || (bytes > 0 && self.backlog.len() - self.sent > bytes)
+    }
+
+    /// Forgets the lines a client that is being cut off for not reading
+    /// would never read, so that the one line saying why comes next (after
+    /// the rest of a line already half written).
+    fn drop_unsent(&mut self) {
+        let unsent = &self.backlog[self.sent..];
+        let keep = unsent.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.backlog.truncate(self.sent + keep);
+        self.unsent_lines = usize::from(keep > 0);
     }
 
     /// True while the hub has not finished every request sent to it.
@@ -485,7 +519,10 @@ impl Session {
         for event in ipc::events(buf) {
             match event? {
                 // Nearly all the traffic: bytes ready for the client.
-                Event::ClientLine(bytes) => self.backlog.extend_from_slice(bytes),
+                Event::ClientLine(bytes) => {
+                    self.backlog.extend_from_slice(bytes);
+                    self.unsent_lines += 1;
+                }
                 Event::Other(event) => {
                     if let Some(end) = self.hub_event(event) {
                         return Ok(Some(end));
@@ -532,6 +569,7 @@ impl Session {
     fn say(&mut self, line: &str) {
         self.backlog.extend_from_slice(line.as_bytes());
         self.backlog.extend_from_slice(CRLF.as_bytes());
+        self.unsent_lines += 1;
     }
 
     /// Writes as much of the backlog as the socket takes without waiting.
@@ -539,6 +577,9 @@ impl Session {
         while self.sent < self.backlog.len() {
             match (&self.client).write(&self.backlog[self.sent..]) {
                 Ok(n) => {
+                    let written = &self.backlog[self.sent..self.sent + n];
+                    let lines = written.iter().filter(|&&b| b == b'\n').count();
+                    self.unsent_lines = self.unsent_lines.saturating_sub(lines);
                     self.sent += n;
                     self.last_output = Instant::now();
                 }
@@ -548,6 +589,7 @@ impl Session {
                     // The client is gone; nothing more can reach it.
                     self.client_eof = true;
                     self.sent = self.backlog.len();
+                    self.unsent_lines = 0;
                     return Err(e);
                 }
             }
@@ -555,9 +597,7 @@ impl Session {
         if self.sent == self.backlog.len() {
             self.sent = 0;
             self.backlog.clear();
-        } else if self.sent >= MAX_BACKLOG / 2 {
-            // A client that reads slowly but never catches up: drop what it
-            // has taken, or the buffer would grow without end.
+        } else if self.sent >= COMPACT_AT {
             self.backlog.drain(..self.sent);
             self.sent = 0;
         }

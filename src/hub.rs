@@ -23,10 +23,6 @@ use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
 use crate::spawn::Stop;
 
-/// Messages queued for one child before the hub gives up on it. A child
-/// reads its socket even while its own client is slow, so only a stopped
-/// child gets here.
-const MAX_QUEUED: usize = 10_000;
 /// Messages taken from one child per turn, so one busy child cannot starve
 /// the others.
 const MAX_READS_PER_TURN: usize = 64;
@@ -108,10 +104,22 @@ struct Hub {
     dirty: Vec<ConnId>,
     room: Room,
     buf: Vec<u8>,
+    /// Messages queued for one child (beyond what its socket holds) before
+    /// the hub gives up on it: `--max-backlog`. A child reads its socket
+    /// even while its own client is slow, so only a stopped or starved
+    /// child gets here.
+    max_queued: usize,
 }
 
 /// Runs the hub until the parent is gone or it is told to stop.
-pub fn run(listener: Listener, stop: Stop, socket_dir: SocketDir) -> io::Result<()> {
+///
+/// `max_queued` bounds the messages waiting for one child; 0 is no bound.
+pub fn run(
+    listener: Listener,
+    stop: Stop,
+    socket_dir: SocketDir,
+    max_queued: usize,
+) -> io::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(
         &stop.lifeline,
@@ -132,6 +140,11 @@ pub fn run(listener: Listener, stop: Stop, socket_dir: SocketDir) -> io::Result<
         dirty: Vec::new(),
         room: Room::new(),
         buf: Vec::new(),
+        max_queued: if max_queued == 0 {
+            usize::MAX
+        } else {
+            max_queued
+        },
     };
     let result = hub.serve();
     // The parent normally cleans up; if it died, nobody else will.
@@ -292,7 +305,7 @@ impl Hub {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if conn.queue.len() > MAX_QUEUED {
+            if conn.queue.len() > self.max_queued {
                 log::warn!("connection {id} stopped reading; dropping it");
                 dead.push(id);
                 continue;

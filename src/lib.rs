@@ -61,6 +61,9 @@ pub struct Config {
     pub limits: admission::Limits,
     /// Lines per user, applied in each child.
     pub flood: flood::FloodLimits,
+    /// What may wait for a client that does not read (and, in lines, in
+    /// the hub for a child that does not).
+    pub backlog: child::BacklogLimits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
 }

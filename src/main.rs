@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mpchat::admission::Limits;
+use mpchat::child::BacklogLimits;
 use mpchat::flood::FloodLimits;
 use mpchat::parent::Server;
 use mpchat::{Config, logging};
@@ -46,6 +47,13 @@ struct Cli {
     /// Lines a second a user may send after the burst (0: no limit).
     #[arg(long, default_value_t = 2.0, value_name = "N", value_parser = lines_per_second)]
     flood_rate: f64,
+    /// Lines waiting for a client that does not read before it is
+    /// disconnected (0: no limit).
+    #[arg(long, default_value_t = 2000, value_name = "LINES")]
+    max_backlog: usize,
+    /// The same in bytes; whichever limit comes first (0: no limit).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    max_backlog_bytes: usize,
     /// Run the class-lab echo server instead of the chat.
     #[arg(long)]
     echo: bool,
@@ -68,6 +76,10 @@ fn main() -> ExitCode {
         flood: FloodLimits {
             burst: cli.flood_burst,
             rate: cli.flood_rate,
+        },
+        backlog: BacklogLimits {
+            lines: cli.max_backlog,
+            bytes: cli.max_backlog_bytes,
         },
         echo: cli.echo,
     };

@@ -371,7 +371,7 @@ impl Server {
             Job::Hub(hub_listener) => {
                 spawn::become_role(Role::Hub, c"mpchat-hub");
                 let dir = socket_dir.expect("the hub runs only in chat mode");
-                hub::run(hub_listener, stop, dir)
+                hub::run(hub_listener, stop, dir, config.backlog.lines)
             }
             Job::Client(client, peer, logging_in) => {
                 spawn::become_role(Role::Child, c"mpchat-client");
@@ -385,6 +385,7 @@ impl Server {
                     login_timeout: config.login_timeout,
                     logging_in,
                     flood: config.flood,
+                    backlog: config.backlog,
                 };
                 child::run(setup, &socket)
             }

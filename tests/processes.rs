@@ -761,3 +761,44 @@ fn a_client_that_stops_reading_is_cut_off_and_slows_nobody() {
     wait_reaped(&server, 2, slow_pid);
     drop(slow);
 }
+
+#[test]
+fn a_client_cut_off_for_not_reading_is_told_why() {
+    const MAX_LINES: usize = 20_000;
+    let server = Server::start_with(&["--max-backlog", "100"]);
+    let [mut talker, mut slow] = server.login_all(["talker", "slow"]);
+    // `slow` reads nothing until it is gone from the room. The talker waits
+    // for each of its lines to come back, so only the non-reader falls
+    // behind.
+    let payload = "y".repeat(394);
+    let line_of = |k: usize| format!("{k:05} {payload}");
+    let mut sent = 0;
+    loop {
+        assert!(sent < MAX_LINES, "slow was not cut off after {sent} lines");
+        talker.send_line(&line_of(sent));
+        let expected = format!("talker: {}", line_of(sent));
+        sent += 1;
+        let line = talker.read_line();
+        if unstamp(&line) == Some("* slow has left the chat.") {
+            break;
+        }
+        assert_eq!(unstamp(&line), Some(expected.as_str()));
+    }
+    // What reaches `slow` now: the lines that fit in the kernel's buffers,
+    // in order, then one line saying why it was cut off, and the close.
+    let mut k = 0;
+    loop {
+        let line = slow.read_line();
+        if line == "Disconnected: you are not reading fast enough." {
+            break;
+        }
+        assert_eq!(
+            unstamp(&line),
+            Some(format!("talker: {}", line_of(k)).as_str())
+        );
+        k += 1;
+    }
+    slow.expect_closed();
+    assert!(k < sent, "{k} of {sent} lines reached slow");
+    eprintln!("slow got {k} of {sent} lines before the cut");
+}
