@@ -49,6 +49,19 @@ const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// client from its backlog limit; fixed, what can wait for one client is
 /// bounded by about their sum (the kernel doubles this figure).
 const SEND_BUFFER: usize = 64 * 1024;
+/// TCP keepalive on the client's socket: the first probe after this long
+/// without traffic, then one every [`KEEPALIVE_INTERVAL`] seconds, and
+/// the connection is given up after [`KEEPALIVE_PROBES`] unanswered ones,
+/// so a client whose host vanished (no FIN, no reset) is gone in about
+/// three minutes and its nickname free.
+const KEEPALIVE_IDLE: u32 = 120;
+const KEEPALIVE_INTERVAL: u32 = 20;
+const KEEPALIVE_PROBES: u32 = 3;
+/// The same bound for data the client never acknowledges (TCP_USER_TIMEOUT,
+/// in milliseconds), which keepalive alone does not cover: a peer that
+/// vanished while lines were on their way would otherwise be retried for
+/// a quarter of an hour.
+const USER_TIMEOUT_MS: u32 = (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES) * 1000;
 /// How long a farewell may take to reach the client. The whole shutdown
 /// must fit in two seconds.
 const FAREWELL_TIME: Duration = Duration::from_millis(1000);
@@ -75,6 +88,8 @@ pub struct Setup {
     pub logging_in: Option<LoggingIn>,
     pub flood: FloodLimits,
     pub backlog: BacklogLimits,
+    /// A user who sends nothing for this long is disconnected.
+    pub idle_timeout: Option<Duration>,
 }
 
 enum Phase {
@@ -121,6 +136,7 @@ struct Session {
     /// answered every earlier request; the client is no longer read.
     ending: Option<End>,
     login_deadline: Instant,
+    idle_timeout: Option<Duration>,
     last_input: Instant,
     /// When the child last wrote to the client.
     last_output: Instant,
@@ -139,11 +155,13 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         logging_in,
         flood,
         backlog: backlog_limits,
+        idle_timeout,
     } = setup;
     client.set_nonblocking(true)?;
     // Lines are small and someone is waiting for each one.
     client.set_nodelay(true)?;
     nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER)?;
+    detect_dead_peer(&client)?;
     let hub = match Link::connect(hub_socket) {
         Ok(hub) => hub,
         Err(e) => {
@@ -172,6 +190,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         flood: Flood::new(flood, now),
         ending: None,
         login_deadline: now + login_timeout,
+        idle_timeout,
         last_input: now,
         last_output: now,
         client_eof: false,
@@ -427,6 +446,7 @@ impl Session {
             self.fragment_pending()
                 .then(|| self.last_input + FRAGMENT_TIMEOUT),
             matches!(self.phase, Phase::Login { .. }).then_some(self.login_deadline),
+            self.idle_deadline(),
             self.buffers_to_release()
                 .then(|| self.last_output + RELEASE_AFTER),
         ];
@@ -443,6 +463,10 @@ impl Session {
             log::info!("{}: login timed out", self.peer);
             return Ok(say_and_end(render::LOGIN_TIMED_OUT));
         }
+        if self.idle_deadline().is_some_and(|deadline| now >= deadline) {
+            log::info!("{}: idle for too long", self.peer);
+            return Ok(say_and_end(render::IDLE_TIMEOUT));
+        }
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
         }
@@ -450,6 +474,13 @@ impl Session {
             self.release_buffers();
         }
         Ok(None)
+    }
+
+    /// When a registered user who sends nothing more is disconnected, if
+    /// `--idle-timeout` is set.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let idle = self.idle_timeout?;
+        matches!(self.phase, Phase::Chat { .. }).then(|| self.last_input + idle)
     }
 
     /// The backlog is empty, but it or the receive buffer still holds
@@ -629,6 +660,16 @@ impl Session {
             }
         }
     }
+}
+
+/// Turns on TCP keepalive and the user timeout on the client's socket.
+fn detect_dead_peer(client: &TcpStream) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(client, sockopt::KeepAlive, &true)?;
+    setsockopt(client, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE)?;
+    setsockopt(client, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL)?;
+    setsockopt(client, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)?;
+    setsockopt(client, sockopt::TcpUserTimeout, &USER_TIMEOUT_MS)
 }
 
 /// Waits until `fd` is ready for `events` or `deadline` passes.

@@ -57,6 +57,8 @@ pub struct Config {
     pub max_clients: usize,
     /// Time a new connection has to choose a nickname, counted from connect.
     pub login_timeout: Duration,
+    /// A registered user who sends nothing for this long is disconnected.
+    pub idle_timeout: Option<Duration>,
     /// Per-address and logging-in limits, applied before forking.
     pub limits: admission::Limits,
     /// Lines per user, applied in each child.

@@ -28,6 +28,9 @@ struct Cli {
     /// Seconds a new connection has to choose a nickname, from connect.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     login_timeout: u64,
+    /// Seconds a user may send nothing before being disconnected (0: never).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    idle_timeout: u64,
     /// Most connections at once from one address (0: no limit).
     #[arg(long, default_value_t = 32, value_name = "N")]
     max_per_ip: usize,
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         port: cli.port,
         max_clients: cli.max_clients,
         login_timeout: Duration::from_secs(cli.login_timeout),
+        idle_timeout: (cli.idle_timeout > 0).then(|| Duration::from_secs(cli.idle_timeout)),
         limits: Limits {
             max_per_ip: cli.max_per_ip,
             conn_rate: cli.max_conn_rate,

@@ -386,6 +386,7 @@ impl Server {
                     logging_in,
                     flood: config.flood,
                     backlog: config.backlog,
+                    idle_timeout: config.idle_timeout,
                 };
                 child::run(setup, &socket)
             }

@@ -310,6 +310,63 @@ fn login_deadline_counts_from_connect_despite_bad_names() {
     );
 }
 
+#[test]
+fn an_idle_user_is_disconnected_and_talking_keeps_a_user() {
+    let server = Server::start_with(&["--idle-timeout", "3"]);
+    // Before the nicknames are sent: each user's clock starts after this.
+    let logged_in = Instant::now();
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
+    // Bob says something after a second (pacing only), which moves his
+    // deadline; Alice says nothing.
+    std::thread::sleep(Duration::from_secs(1));
+    bob.send_line("still here");
+    bob.expect_stamped("bob: still here");
+    alice.expect_stamped("bob: still here");
+    alice.expect("Disconnected: idle for too long.");
+    alice.expect_closed();
+    let alice_cut = logged_in.elapsed();
+    assert!(
+        alice_cut >= Duration::from_secs(3),
+        "too early: {alice_cut:?}"
+    );
+    bob.expect_stamped("* alice has left the chat.");
+    bob.expect_stamped("* bob is now the room owner.");
+    bob.expect("Disconnected: idle for too long.");
+    bob.expect_closed();
+    let bob_cut = logged_in.elapsed();
+    assert!(
+        bob_cut >= Duration::from_secs(4),
+        "bob's line did not count: cut after {bob_cut:?}"
+    );
+}
+
+#[test]
+fn client_sockets_use_tcp_keepalive() {
+    let server = Server::start();
+    let mut c = server.connect();
+    c.expect(WELCOME);
+    let client_port = c.stream().local_addr().unwrap().port();
+    // The server's end of this connection in /proc/net/tcp: its timer
+    // column reads 02 (keepalive) and the time left, in clock ticks.
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port_of = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
+    let row = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| port_of(f[1]) == server.port() && port_of(f[2]) == client_port)
+        .expect("the server's socket for this client");
+    let (timer, left) = row[5].split_once(':').expect("tr:tm->when");
+    assert_eq!(timer, "02", "no keepalive timer: {row:?}");
+    let ticks = u64::from_str_radix(left, 16).unwrap();
+    let hz = 100; // USER_HZ, what /proc reports in
+    assert!(
+        (60 * hz..=120 * hz).contains(&ticks),
+        "keepalive due in {} s, not within 120 s",
+        ticks / hz
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 5. Chat lines.
 // ---------------------------------------------------------------------------
