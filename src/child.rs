@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -62,6 +62,12 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// vanished while lines were on their way would otherwise be retried for
 /// a quarter of an hour.
 const USER_TIMEOUT_MS: u32 = (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES) * 1000;
+/// How long a child tries to reach a new hub after the old one is gone
+/// (the parent starts one at once; connecting waits in its socket's
+/// backlog meanwhile).
+const REJOIN_TIME: Duration = Duration::from_secs(5);
+/// Pause between two attempts to reach the hub.
+const REJOIN_RETRY: Duration = Duration::from_millis(50);
 /// How long a farewell may take to reach the client. The whole shutdown
 /// must fit in two seconds.
 const FAREWELL_TIME: Duration = Duration::from_millis(1000);
@@ -112,6 +118,13 @@ struct Session {
     client: TcpStream,
     peer: SocketAddr,
     hub: Link,
+    /// Where to reach a new hub if this one goes away.
+    hub_socket: PathBuf,
+    /// The user's id from the hub, once registered; see [`ToChild::Registered`].
+    user_id: Option<u64>,
+    /// The nickname asked for and not yet answered, to ask a new hub
+    /// again if the old one went away meanwhile.
+    pending_nick: Option<String>,
     stop: Stop,
     reader: LineReader,
     /// Lines received but not yet carried out.
@@ -175,6 +188,9 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         client,
         peer,
         hub,
+        hub_socket: hub_socket.to_path_buf(),
+        user_id: None,
+        pending_nick: None,
         stop,
         reader: LineReader::new(),
         inbox: VecDeque::new(),
@@ -297,6 +313,7 @@ impl Session {
             return Ok(self.login_failed(reason));
         }
         let addr = self.peer.to_string();
+        self.pending_nick = Some(text.clone());
         self.request(ToHub::Login { nick: text, addr })?;
         Ok(None)
     }
@@ -542,10 +559,7 @@ impl Session {
         match self.hub.try_recv_into(buf)? {
             Received::Data(()) => {}
             Received::Empty => return Ok(None),
-            Received::Closed => {
-                log::warn!("{}: the hub is gone", self.peer);
-                return Ok(say_and_end(render::SHUTTING_DOWN));
-            }
+            Received::Closed => return self.rejoin(),
         }
         for event in ipc::events(buf) {
             match event? {
@@ -564,18 +578,75 @@ impl Session {
         Ok(None)
     }
 
+    /// The hub is gone. The parent starts a new one at once: reach it and
+    /// put the user back in the room, so the client notices nothing but a
+    /// pause. Requests the old hub had not answered are lost with it;
+    /// a nickname attempt is asked again.
+    fn rejoin(&mut self) -> io::Result<Option<End>> {
+        log::warn!("{}: the hub is gone; reaching a new one", self.peer);
+        let deadline = Instant::now() + REJOIN_TIME;
+        self.hub = loop {
+            match Link::connect(&self.hub_socket) {
+                Ok(link) => break link,
+                Err(e) if Instant::now() >= deadline => {
+                    log::error!("{}: no hub to rejoin: {e}", self.peer);
+                    return Ok(say_and_end(render::SHUTTING_DOWN));
+                }
+                Err(_) => {
+                    if self.stop_within(REJOIN_RETRY) {
+                        return Ok(say_and_end(render::SHUTTING_DOWN));
+                    }
+                }
+            }
+        };
+        self.answered = self.requests;
+        while let Some((_, line)) = self.held.pop_front() {
+            self.say(&line);
+        }
+        let addr = self.peer.to_string();
+        match (&self.phase, self.user_id, &self.pending_nick) {
+            (Phase::Chat { nick }, Some(id), _) => {
+                let nick = nick.clone();
+                self.request(ToHub::Rejoin { nick, addr, id })?;
+            }
+            (Phase::Login { .. }, _, Some(nick)) => {
+                let nick = nick.clone();
+                self.request(ToHub::Login { nick, addr })?;
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `wait` for a stop; true if one came.
+    fn stop_within(&self, wait: Duration) -> bool {
+        let mut fds = self.stop.poll_fds();
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+    }
+
     /// Carries out one event from the hub; `Some` ends the session.
     fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
             ToChild::Line(line) => self.say(&line),
-            ToChild::Registered { nick } => {
+            ToChild::Registered { nick, id } => {
                 self.say(&render::hello(&nick));
                 self.phase = Phase::Chat { nick };
+                self.user_id = Some(id);
+                self.pending_nick = None;
                 // Tells the parent this connection no longer counts
                 // against --max-unregistered.
                 self.logging_in = None;
             }
-            ToChild::NickRefused { reason } => return self.login_failed(reason),
+            ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
+            // After a hub restart, someone new took the nickname first.
+            ToChild::NickRefused { .. } if matches!(self.phase, Phase::Chat { .. }) => {
+                return say_and_end(render::NICK_LOST);
+            }
+            ToChild::NickRefused { reason } => {
+                self.pending_nick = None;
+                return self.login_failed(reason);
+            }
             ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },
             ToChild::Kicked => {
                 log::info!("{} was kicked", self.peer);

@@ -146,14 +146,20 @@ pub fn run(
             max_queued
         },
     };
-    let result = hub.serve();
-    // The parent normally cleans up; if it died, nobody else will.
-    socket_dir.remove();
-    result
+    let parent_gone = hub.serve()?;
+    // The parent cleans up, and restarts a hub that stopped while it
+    // lives, so the directory stays; but if the parent died, nobody else
+    // will remove it.
+    if parent_gone {
+        socket_dir.remove();
+    }
+    Ok(())
 }
 
 impl Hub {
-    fn serve(&mut self) -> io::Result<()> {
+    /// Serves until told to stop; true if it stops because the parent
+    /// is gone.
+    fn serve(&mut self) -> io::Result<bool> {
         log::info!("hub started");
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
@@ -164,9 +170,13 @@ impl Hub {
             };
             for event in &events[..ready] {
                 match event.data() {
-                    LIFELINE | TERMINATE => {
+                    LIFELINE => {
+                        log::info!("the parent is gone; hub exiting");
+                        return Ok(true);
+                    }
+                    TERMINATE => {
                         log::info!("hub exiting");
-                        return Ok(());
+                        return Ok(false);
                     }
                     LISTENER => self.accept_all(),
                     id => {

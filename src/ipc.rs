@@ -46,6 +46,9 @@ pub const MAX_BATCH: usize = 512;
 pub enum ToHub {
     /// Take this nickname and join the room.
     Login { nick: String, addr: String },
+    /// A new hub has started: put this user back, silently, with the
+    /// nickname and id the old hub gave.
+    Rejoin { nick: String, addr: String, id: u64 },
     /// A registered user's command.
     Request(Request),
 }
@@ -55,8 +58,12 @@ pub enum ToHub {
 pub enum ToChild {
     /// A line to show the client, rendered by the hub.
     Line(String),
-    /// The login succeeded under this nickname.
-    Registered { nick: String },
+    /// The login succeeded under this nickname; `id` is the user's for as
+    /// long as the session lasts, across hub restarts (join order is id
+    /// order).
+    Registered { nick: String, id: u64 },
+    /// The user is back in the room of a new hub.
+    Rejoined,
     /// The login failed; the reason is a line to show.
     NickRefused { reason: String },
     /// The user's nickname is now this.

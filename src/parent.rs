@@ -32,6 +32,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Pause after an `accept()` or `fork()` failure caused by a shortage of
 /// fds, memory or processes, so the parent does not spin on it.
 const BACKOFF: Duration = Duration::from_millis(100);
+/// A hub that stops this many times within [`HUB_CRASH_WINDOW`] is not
+/// restarted again: something is wrong that restarting will not fix.
+const HUB_MAX_CRASHES: usize = 5;
+const HUB_CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 /// Work for a freshly forked process.
 enum Job {
@@ -106,6 +110,12 @@ pub struct Server {
     lifeline: Lifeline,
     /// Where the hub's socket lives; none in echo mode.
     socket_dir: Option<SocketDir>,
+    /// The hub's listening socket. The parent holds it across hub
+    /// restarts (and never accepts on it), so a child that connects while
+    /// a new hub is starting waits in its backlog instead of failing.
+    hub_listener: Option<ipc::Listener>,
+    /// When the hub stopped, within the last [`HUB_CRASH_WINDOW`].
+    hub_crashes: Vec<Instant>,
     children: Children,
     admission: Admission,
     /// One per client child still logging in (only while that is limited).
@@ -132,6 +142,10 @@ impl Server {
                 )
             })?)
         };
+        let hub_listener = match &socket_dir {
+            Some(dir) => Some(ipc::Listener::bind(&dir.socket_path())?),
+            None => None,
+        };
         let (lifeline_writer, lifeline) = spawn::lifeline()?;
         let admission = Admission::new(config.limits);
         Ok(Server {
@@ -141,6 +155,8 @@ impl Server {
             lifeline_writer,
             lifeline,
             socket_dir,
+            hub_listener,
+            hub_crashes: Vec::new(),
             admission,
             logging_in: Vec::new(),
             children: Children::default(),
@@ -179,9 +195,13 @@ impl Server {
                     self.admission.closed(peer.ip());
                 }
                 if let Some(status) = reaped.hub {
-                    log::error!("the hub exited unexpectedly ({status:?}); shutting down");
-                    self.shutdown();
-                    return Err(io::Error::other("the hub exited unexpectedly"));
+                    if !self.hub_may_restart(status) {
+                        self.shutdown();
+                        return Err(io::Error::other("the hub keeps stopping"));
+                    }
+                    if let Some(job) = self.start_hub()? {
+                        self.run_job(job);
+                    }
                 }
             }
             if listener_ready && let Some(job) = self.accept_client() {
@@ -217,23 +237,39 @@ impl Server {
         Ok(ready[0])
     }
 
-    /// Binds the hub's socket and forks the hub; `Some` in the hub.
+    /// Forks the hub; `Some` in the hub.
     fn start_hub(&mut self) -> io::Result<Option<Job>> {
-        let Some(dir) = &self.socket_dir else {
+        let (Some(dir), Some(_)) = (&self.socket_dir, &self.hub_listener) else {
             return Ok(None);
         };
-        let listener = ipc::Listener::bind(&dir.socket_path())?;
         log::info!("hub socket at {}", dir.socket_path().display());
         match spawn::fork()? {
-            Forked::Child => Ok(Some(Job::Hub(listener))),
+            Forked::Child => Ok(self.hub_listener.take().map(Job::Hub)),
             Forked::Parent(pid) => {
-                // The socket is the hub's now; children reach it by path.
-                drop(listener);
                 log::info!("hub started as pid {pid}");
                 self.children.hub = Some(pid);
                 Ok(None)
             }
         }
+    }
+
+    /// The hub stopped while the server runs: may a new one start? Not if
+    /// it keeps stopping.
+    fn hub_may_restart(&mut self, status: WaitStatus) -> bool {
+        let now = Instant::now();
+        self.hub_crashes
+            .retain(|&t| now.duration_since(t) < HUB_CRASH_WINDOW);
+        self.hub_crashes.push(now);
+        if self.hub_crashes.len() >= HUB_MAX_CRASHES {
+            log::error!(
+                "the hub stopped {HUB_MAX_CRASHES} times within {} s (last: {status:?}); \
+                 not restarting it again; shutting down",
+                HUB_CRASH_WINDOW.as_secs()
+            );
+            return false;
+        }
+        log::error!("the hub stopped ({status:?}); starting a new one");
+        true
     }
 
     /// Accepts one client and forks its child; `Some` in the child.
@@ -347,6 +383,7 @@ impl Server {
             lifeline,
             socket_dir,
             logging_in,
+            hub_listener,
             ..
         } = self;
         // Close what belongs to the parent: the listening socket (only the
@@ -357,6 +394,9 @@ impl Server {
         drop(listener);
         drop(lifeline_writer);
         drop(logging_in);
+        // Only a hub takes the hub's socket (as its job); in anyone else
+        // it is the parent's copy.
+        drop(hub_listener);
         let stop = match signals.forget_in_child() {
             Ok(terminate) => spawn::Stop {
                 lifeline,

@@ -54,6 +54,8 @@ fn line(to: Target, text: String) -> Delivery {
 struct User {
     nick: String,
     addr: String,
+    /// Stays the user's across hub restarts; join order is id order.
+    id: u64,
 }
 
 #[derive(Debug)]
@@ -62,7 +64,8 @@ struct Scheduled {
     /// Breaks ties between messages due at the same second: first come,
     /// first delivered.
     seq: u64,
-    author: ConnId,
+    /// The author's user id.
+    author: u64,
     /// The author's nickname when scheduling; the message keeps it even if
     /// the author is renamed or gone by the time it is due.
     author_nick: String,
@@ -70,7 +73,7 @@ struct Scheduled {
 }
 
 /// The shared state of the chat.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Room {
     users: HashMap<ConnId, User>,
     /// Registered users, longest-connected first.
@@ -80,11 +83,32 @@ pub struct Room {
     /// Pending scheduled messages, sorted by (due, seq).
     schedule: Vec<Scheduled>,
     next_seq: u64,
+    next_user: u64,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Room {
     pub fn new() -> Self {
-        Self::default()
+        // User ids start from the clock (in microseconds), so that a hub
+        // started after another gives ids above all of the old hub's,
+        // which its users bring back when they rejoin.
+        let next_user = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Room {
+            users: HashMap::new(),
+            order: Vec::new(),
+            by_nick: HashMap::new(),
+            owner: None,
+            schedule: Vec::new(),
+            next_seq: 0,
+            next_user,
+        }
     }
 
     /// Registered users in join order.
@@ -100,6 +124,7 @@ impl Room {
     pub fn handle(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
         match msg {
             ToHub::Login { nick, addr } => self.join(conn, nick, addr, now),
+            ToHub::Rejoin { nick, addr, id } => self.rejoin(conn, nick, addr, id),
             ToHub::Request(request) => self.request(conn, request, now),
         }
     }
@@ -156,6 +181,8 @@ impl Room {
             return vec![to(conn, ToChild::NickRefused { reason })];
         }
         log::info!("{nick} registered from {addr}");
+        let id = self.next_user;
+        self.next_user += 1;
         self.by_nick.insert(key, conn);
         self.order.push(conn);
         self.users.insert(
@@ -163,14 +190,40 @@ impl Room {
             User {
                 nick: nick.clone(),
                 addr,
+                id,
             },
         );
         self.owner.get_or_insert(conn);
         let joined = render::joined(&clock::hhmm(now), &nick);
         vec![
-            to(conn, ToChild::Registered { nick }),
+            to(conn, ToChild::Registered { nick, id }),
             line(Target::All, joined),
         ]
+    }
+
+    /// A user of an earlier hub comes back: same nickname, same place in
+    /// the join order, and nobody is told, since for them nothing changed.
+    /// The owner is the longest-connected user, as always. A nickname
+    /// taken in the meantime (by a newcomer while the hub restarted) is
+    /// refused like any login.
+    fn rejoin(&mut self, conn: ConnId, nick: String, addr: String, id: u64) -> Vec<Delivery> {
+        if self.users.contains_key(&conn) {
+            log::warn!("second login from connection {conn} ignored");
+            return Vec::new();
+        }
+        let key = nick_key(&nick);
+        if check_nick(&nick).is_err() || self.by_nick.contains_key(&key) {
+            let reason = render::nick_in_use(&nick);
+            return vec![to(conn, ToChild::NickRefused { reason })];
+        }
+        log::info!("{nick} rejoined from {addr}");
+        self.next_user = self.next_user.max(id + 1);
+        let at = self.order.partition_point(|c| self.users[c].id < id);
+        self.order.insert(at, conn);
+        self.by_nick.insert(key, conn);
+        self.users.insert(conn, User { nick, addr, id });
+        self.owner = self.order.first().copied();
+        vec![to(conn, ToChild::Rejoined)]
     }
 
     /// Removes `conn`'s user, if registered, and tells the others.
@@ -283,7 +336,7 @@ impl Room {
             Scheduled {
                 due,
                 seq,
-                author: conn,
+                author: self.users[&conn].id,
                 author_nick,
                 text,
             },
@@ -293,7 +346,8 @@ impl Room {
     }
 
     fn pending_of(&self, conn: ConnId) -> impl Iterator<Item = &Scheduled> {
-        self.schedule.iter().filter(move |s| s.author == conn)
+        let id = self.users.get(&conn).map(|u| u.id);
+        self.schedule.iter().filter(move |s| Some(s.author) == id)
     }
 
     fn schedule_list(&self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
@@ -315,11 +369,12 @@ impl Room {
     /// Cancels the `number`th (from 1) of `conn`'s pending messages, in the
     /// order `/schedule list` shows them.
     fn schedule_cancel(&mut self, conn: ConnId, number: usize) -> Vec<Delivery> {
+        let id = self.users.get(&conn).map(|u| u.id);
         let index = self
             .schedule
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.author == conn)
+            .filter(|(_, s)| Some(s.author) == id)
             .nth(number.wrapping_sub(1))
             .map(|(i, _)| i);
         let text = match index {
@@ -398,14 +453,9 @@ mod tests {
     fn first_user_owns_and_names_are_unique_without_case() {
         let mut room = Room::new();
         let out = login(&mut room, 1, "Alice");
-        assert_eq!(
-            out[0],
-            to(
-                1,
-                ToChild::Registered {
-                    nick: "Alice".into()
-                }
-            )
+        assert!(
+            matches!(&out[0], Delivery { to: Target::One(1), msg: ToChild::Registered { nick, .. } } if nick == "Alice"),
+            "{out:?}"
         );
         assert_eq!(
             texts(&out),
@@ -579,5 +629,67 @@ mod tests {
         );
         let list = texts(&room.request(1, Request::ScheduleList, now));
         assert!(list[1].1.ends_with(" m1"));
+    }
+
+    fn registered_id(out: &[Delivery]) -> u64 {
+        out.iter()
+            .find_map(|d| match d.msg {
+                ToChild::Registered { id, .. } => Some(id),
+                _ => None,
+            })
+            .expect("registered")
+    }
+
+    fn rejoin(room: &mut Room, conn: ConnId, nick: &str, id: u64) -> Vec<Delivery> {
+        let req = ToHub::Rejoin {
+            nick: nick.into(),
+            addr: "127.0.0.1:1".into(),
+            id,
+        };
+        room.handle(conn, req, SystemTime::now())
+    }
+
+    #[test]
+    fn users_of_an_old_hub_rejoin_silently_in_their_old_order() {
+        let mut old = Room::new();
+        let a = registered_id(&login(&mut old, 1, "alice"));
+        let b = registered_id(&login(&mut old, 2, "bob"));
+        let c = registered_id(&login(&mut old, 3, "carol"));
+        assert!(a < b && b < c);
+        // A new hub; the children come back in any order, on new conns.
+        let mut room = Room::new();
+        assert_eq!(
+            rejoin(&mut room, 10, "carol", c),
+            [to(10, ToChild::Rejoined)]
+        );
+        assert_eq!(room.owner(), Some(10));
+        assert_eq!(
+            rejoin(&mut room, 11, "alice", a),
+            [to(11, ToChild::Rejoined)]
+        );
+        assert_eq!(rejoin(&mut room, 12, "bob", b), [to(12, ToChild::Rejoined)]);
+        assert_eq!(room.members(), [11, 12, 10]);
+        assert_eq!(
+            room.owner(),
+            Some(11),
+            "the longest-connected owns the room"
+        );
+        // A newcomer comes after all of them, and cannot take their names.
+        let out = login(&mut room, 13, "dave");
+        assert!(registered_id(&out) > c);
+        assert!(matches!(
+            login(&mut room, 14, "Bob")[0].msg,
+            ToChild::NickRefused { .. }
+        ));
+        assert_eq!(room.members(), [11, 12, 10, 13]);
+    }
+
+    #[test]
+    fn a_rejoin_under_a_name_taken_meanwhile_is_refused() {
+        let mut room = Room::new();
+        login(&mut room, 1, "alice");
+        let out = rejoin(&mut room, 2, "Alice", 1);
+        assert!(matches!(out[0].msg, ToChild::NickRefused { .. }), "{out:?}");
+        assert_eq!(room.members(), [1]);
     }
 }

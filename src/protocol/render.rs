@@ -19,6 +19,7 @@ pub const NOT_READING: &str = "Disconnected: you are not reading fast enough.";
 pub const FLOOD_DROPPED: &str = "You are sending too fast; message dropped.";
 pub const EXCESS_FLOOD: &str = "Disconnected: excess flood.";
 pub const IDLE_TIMEOUT: &str = "Disconnected: idle for too long.";
+pub const NICK_LOST: &str = "Disconnected: your nickname was taken while the server restarted.";
 pub const ONLY_OWNER_KICKS: &str = "Only the room owner can kick.";
 pub const CANNOT_KICK_SELF: &str = "You cannot kick yourself.";
 pub const TOO_MANY_SCHEDULED: &str = "You already have 10 scheduled messages.";
