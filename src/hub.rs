@@ -22,6 +22,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
 use crate::spawn::Stop;
+use crate::state;
 
 /// Messages taken from one child per turn, so one busy child cannot starve
 /// the others.
@@ -62,10 +63,17 @@ impl SocketDir {
         self.dir.join("hub.sock")
     }
 
+    /// The hub's state file (see [`crate::state`]).
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
     /// Removes the socket and the directory; what is already gone is fine.
     pub fn remove(&self) {
         for result in [
             std::fs::remove_file(self.socket_path()),
+            std::fs::remove_file(self.state_path()),
+            std::fs::remove_file(self.state_path().with_extension("tmp")),
             std::fs::remove_dir(&self.dir),
         ] {
             if let Err(e) = result
@@ -104,6 +112,15 @@ struct Hub {
     dirty: Vec<ConnId>,
     room: Room,
     buf: Vec<u8>,
+    /// Where the scheduled messages are saved, and which change of them
+    /// was saved last.
+    state_path: PathBuf,
+    saved_changes: u64,
+    /// When a save last failed (the next try waits a second, so a full
+    /// disk does not slow the room) and when that was last logged (once a
+    /// minute, so it does not fill the log either).
+    save_failed: Option<std::time::Instant>,
+    save_error_logged: Option<std::time::Instant>,
     /// Messages queued for one child (beyond what its socket holds) before
     /// the hub gives up on it: `--max-backlog`. A child reads its socket
     /// even while its own client is slow, so only a stopped or starved
@@ -130,6 +147,10 @@ pub fn run(
         EpollEvent::new(EpollFlags::EPOLLIN, TERMINATE),
     )?;
     epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+    let state_path = socket_dir.state_path();
+    let mut room = Room::new();
+    room.restore(state::load(&state_path));
+    let saved_changes = room.schedule_changes();
     let mut hub = Hub {
         epoll,
         listener,
@@ -138,8 +159,12 @@ pub fn run(
         conns: HashMap::new(),
         next_id: FIRST_CONN,
         dirty: Vec::new(),
-        room: Room::new(),
+        room,
         buf: Vec::new(),
+        state_path,
+        saved_changes,
+        save_failed: None,
+        save_error_logged: None,
         max_queued: if max_queued == 0 {
             usize::MAX
         } else {
@@ -195,6 +220,41 @@ impl Hub {
             let due = self.room.due(SystemTime::now());
             self.deliver(due);
             self.flush_dirty();
+            self.save_if_changed();
+        }
+    }
+
+    /// Saves the scheduled messages if they changed. A failure (disk full,
+    /// read-only directory) is logged at most once a minute and chat goes
+    /// on; the last good file stays as it was.
+    fn save_if_changed(&mut self) {
+        let changes = self.room.schedule_changes();
+        let now = std::time::Instant::now();
+        if changes == self.saved_changes
+            || self
+                .save_failed
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        match state::save(&self.state_path, &self.room.saved()) {
+            Ok(()) => {
+                self.saved_changes = changes;
+                self.save_failed = None;
+            }
+            Err(e) => {
+                self.save_failed = Some(now);
+                if self
+                    .save_error_logged
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                {
+                    log::error!(
+                        "cannot save the scheduled messages to {}: {e}",
+                        self.state_path.display()
+                    );
+                    self.save_error_logged = Some(now);
+                }
+            }
         }
     }
 

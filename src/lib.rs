@@ -17,6 +17,8 @@
 //!   a freshly forked process resets.
 //! * [`signals`]: signals turned into events on a self-pipe.
 //! * [`hub`]: the hub process: its socket, its connections, fan-out, timers.
+//! * [`state`]: the hub's state file, which lets a restarted hub keep the
+//!   scheduled messages.
 //! * [`room`]: the room's state and rules (nicknames, owner, commands,
 //!   scheduled messages), free of I/O so it can be tested on its own.
 //! * [`child`]: the client child: one TCP client's session.
@@ -42,6 +44,7 @@ pub mod protocol;
 pub mod room;
 pub mod signals;
 pub mod spawn;
+pub mod state;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -14,6 +14,7 @@ use crate::clock;
 use crate::ipc::{ToChild, ToHub};
 use crate::protocol::command::{Request, When, check_nick, nick_key};
 use crate::protocol::render;
+use crate::state::{SavedMessage, State};
 
 /// The hub's name for one child connection.
 pub type ConnId = u64;
@@ -84,6 +85,8 @@ pub struct Room {
     schedule: Vec<Scheduled>,
     next_seq: u64,
     next_user: u64,
+    /// Counts changes to `schedule`, so the hub knows when to save it.
+    schedule_changes: u64,
 }
 
 impl Default for Room {
@@ -108,6 +111,55 @@ impl Room {
             schedule: Vec::new(),
             next_seq: 0,
             next_user,
+            schedule_changes: 0,
+        }
+    }
+
+    /// Goes up whenever the scheduled messages change.
+    pub fn schedule_changes(&self) -> u64 {
+        self.schedule_changes
+    }
+
+    /// What a new hub needs to carry on: the scheduled messages.
+    pub fn saved(&self) -> State {
+        let schedule = self
+            .schedule
+            .iter()
+            .map(|s| SavedMessage {
+                due_ms: s
+                    .due
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                seq: s.seq,
+                author: s.author,
+                author_nick: s.author_nick.clone(),
+                text: s.text.clone(),
+            })
+            .collect();
+        State {
+            next_seq: self.next_seq,
+            schedule,
+        }
+    }
+
+    /// Takes over the scheduled messages an earlier hub saved.
+    pub fn restore(&mut self, state: State) {
+        self.next_seq = state.next_seq;
+        self.schedule = state
+            .schedule
+            .into_iter()
+            .map(|s| Scheduled {
+                due: SystemTime::UNIX_EPOCH + Duration::from_millis(s.due_ms),
+                seq: s.seq,
+                author: s.author,
+                author_nick: s.author_nick,
+                text: s.text,
+            })
+            .collect();
+        self.schedule.sort_by_key(|s| (s.due, s.seq));
+        // Authors keep their ids; new users must come after them.
+        if let Some(max) = self.schedule.iter().map(|s| s.author).max() {
+            self.next_user = self.next_user.max(max + 1);
         }
     }
 
@@ -331,6 +383,7 @@ impl Room {
         let at = self
             .schedule
             .partition_point(|s| (s.due, s.seq) <= (due, seq));
+        self.schedule_changes += 1;
         self.schedule.insert(
             at,
             Scheduled {
@@ -380,6 +433,7 @@ impl Room {
         let text = match index {
             Some(i) => {
                 self.schedule.remove(i);
+                self.schedule_changes += 1;
                 render::schedule_cancelled(number)
             }
             None => render::no_such_scheduled(number),
@@ -394,6 +448,7 @@ impl Room {
             return Vec::new();
         }
         let stamp = clock::hhmm(now);
+        self.schedule_changes += 1;
         self.schedule
             .drain(..ready)
             .map(|s| {

@@ -610,6 +610,55 @@ fn killing_the_hub_loses_no_client() {
     assert_chat_tree(&server, 4);
 }
 
+/// Schedules `text` in `seconds` and reads the confirmation.
+fn schedule(client: &mut Client, seconds: u64, text: &str) {
+    client.send_line(&format!("/schedule +{seconds} {text}"));
+    let line = client.read_line();
+    assert!(line.starts_with("Message scheduled for "), "{line:?}");
+}
+
+#[test]
+fn scheduled_messages_survive_a_hub_restart() {
+    let server = Server::start();
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
+    schedule(&mut alice, 3600, "much later");
+    schedule(&mut alice, 2, "soon");
+    kill_hub_and_wait_for_new(&server);
+    // The new hub delivers what the old one had scheduled, under the
+    // author's name...
+    for c in [&mut alice, &mut bob] {
+        c.expect_stamped("[Scheduled by alice] soon");
+    }
+    // ...and the author still finds the rest among their own.
+    alice.send_line("/schedule list");
+    alice.expect("Your scheduled messages (1):");
+    let item = alice.read_line();
+    assert!(
+        item.starts_with("1. ") && item.ends_with(" much later"),
+        "{item:?}"
+    );
+}
+
+#[test]
+fn a_state_file_that_cannot_be_written_does_not_stop_the_chat() {
+    let server = Server::start();
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
+    // The temporary file's name is taken by a directory: every save fails.
+    let blocker = the_socket_dir(&server).join("state.tmp");
+    std::fs::create_dir(&blocker).expect("mkdir");
+    schedule(&mut alice, 1, "on time anyway");
+    server.wait_for_log("cannot save the scheduled messages");
+    bob.send_line("chat goes on");
+    for c in [&mut alice, &mut bob] {
+        c.expect_stamped("bob: chat goes on");
+    }
+    for c in [&mut alice, &mut bob] {
+        c.expect_stamped("[Scheduled by alice] on time anyway");
+    }
+    // So that the server can remove its directory at the end.
+    std::fs::remove_dir(&blocker).expect("rmdir");
+}
+
 #[test]
 fn a_hub_that_keeps_dying_shuts_the_server_down() {
     let mut server = Server::start();

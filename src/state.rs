@@ -1,0 +1,133 @@
+//! The hub's state file: what must outlive one hub process (the scheduled
+//! messages), so that the hub the parent starts after a crash carries on.
+//!
+//! The file is replaced, never edited in place: the new contents go to a
+//! temporary file beside it, which is flushed to disk and then renamed
+//! over the old one. A crash at any moment leaves the old file or the new
+//! one, each whole; a write that fails leaves the old one as it was.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything in the file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The next scheduled message's sequence number.
+    pub next_seq: u64,
+    pub schedule: Vec<SavedMessage>,
+}
+
+/// One pending scheduled message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedMessage {
+    /// Due time, in milliseconds since the Unix epoch.
+    pub due_ms: u64,
+    pub seq: u64,
+    /// The author's user id (see [`crate::ipc::ToChild::Registered`]).
+    pub author: u64,
+    pub author_nick: String,
+    pub text: String,
+}
+
+/// Replaces the file at `path` with `state`, atomically.
+pub fn save(path: &Path, state: &State) -> io::Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
+    let temporary = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    // The rename itself is only durable once the directory is.
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads the file at `path`. No file is an empty state (the first hub);
+/// a file that cannot be read or understood is logged and ignored, since a
+/// hub that refused to start would take the whole room down with it.
+pub fn load(path: &Path) -> State {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return State::default(),
+        Err(e) => {
+            log::error!("cannot read {}: {e}; starting empty", path.display());
+            return State::default();
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => state,
+        Err(e) => {
+            log::error!("{} is damaged ({e}); starting empty", path.display());
+            State::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("mpchat-state-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn sample() -> State {
+        State {
+            next_seq: 7,
+            schedule: vec![SavedMessage {
+                due_ms: 1_800_000_000_000,
+                seq: 6,
+                author: 42,
+                author_nick: "alice".into(),
+                text: "\"quotes\", \\ and\nnewlines".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn what_is_saved_is_loaded() {
+        let dir = scratch_dir("roundtrip");
+        let path = dir.join("state.json");
+        assert_eq!(load(&path), State::default(), "no file yet");
+        save(&path, &sample()).unwrap();
+        assert_eq!(load(&path), sample());
+        assert!(!dir.join("state.tmp").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_old_file_whole() {
+        let dir = scratch_dir("failed");
+        let path = dir.join("state.json");
+        save(&path, &sample()).unwrap();
+        // The temporary file's name taken by a directory: the write fails.
+        fs::create_dir(dir.join("state.tmp")).unwrap();
+        assert!(save(&path, &State::default()).is_err());
+        assert_eq!(load(&path), sample());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_empty_state() {
+        let dir = scratch_dir("damaged");
+        let path = dir.join("state.json");
+        fs::write(&path, b"{\"next_seq\": 3, \"sched").unwrap();
+        assert_eq!(load(&path), State::default());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
