@@ -56,8 +56,39 @@ pub fn init() {
                 record.level(),
                 role().name(),
                 std::process::id(),
-                record.args()
+                escape_controls(&record.args().to_string())
             )
         })
         .init();
+}
+
+/// A log line shows what a client sent (an address, a nickname, an error
+/// about its bytes), and must not become a terminal control sequence on
+/// the operator's screen, nor two log lines: control characters and
+/// bidirectional overrides are written as `\u{..}` escapes.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped_and_text_is_kept() {
+        assert_eq!(escape_controls("alice joined"), "alice joined");
+        assert_eq!(escape_controls("é ünïcödé 漢字"), "é ünïcödé 漢字");
+        assert_eq!(
+            escape_controls("a\x1b[2Jb\nc\u{9b}d\u{202e}e"),
+            "a\\u{1b}[2Jb\\u{a}c\\u{9b}d\\u{202e}e"
+        );
+    }
 }

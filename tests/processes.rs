@@ -556,6 +556,63 @@ fn hub_socket_directory_is_private() {
     assert_eq!(entries, vec![std::ffi::OsString::from("hub.sock")]);
 }
 
+/// As another user (nobody, uid 65534), tries to connect to the hub's
+/// socket; returns 0 if it connected, 2 if it was refused for permission,
+/// other codes for anything else. Runs in a forked test process.
+fn connect_as_nobody(addr: &nix::sys::socket::UnixAddr) -> i32 {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, connect, socket};
+    use std::os::fd::AsRawFd;
+    if nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).is_err() {
+        return 10;
+    }
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return 11;
+    };
+    match connect(fd.as_raw_fd(), addr) {
+        Ok(()) => 0,
+        Err(nix::errno::Errno::EACCES) => 2,
+        Err(_) => 3,
+    }
+}
+
+#[test]
+fn another_user_cannot_reach_the_hub() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: only root can try the socket as another user");
+        return;
+    }
+    let server = Server::start();
+    let socket = the_socket_dir(&server).join("hub.sock");
+    let addr = nix::sys::socket::UnixAddr::new(&socket).expect("socket address");
+    // SAFETY: the forked process only makes system calls (setuid, socket,
+    // connect) and leaves with _exit: it allocates nothing and takes no
+    // lock that another thread of the test harness might have held.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            let code = connect_as_nobody(&addr);
+            // SAFETY: _exit ends the forked process at once.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+            assert_eq!(
+                status,
+                nix::sys::wait::WaitStatus::Exited(child, 2),
+                "another user's connect was not refused for permission (0: it connected)"
+            );
+        }
+    }
+    // The server's own user still gets in.
+    let mut alice = server.login("alice");
+    alice.send_line("hi");
+    alice.expect_stamped("alice: hi");
+}
+
 // ---------------------------------------------------------------------------
 // 9. kill -9 of the hub.
 // ---------------------------------------------------------------------------

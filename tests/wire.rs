@@ -481,3 +481,43 @@ fn one_megabyte_paste_without_line_ends_is_one_truncated_message() {
     alice.expect_stamped("carol: hi all");
     bob.expect_stamped("carol: hi all");
 }
+
+// Forging child–hub messages ---------------------------------------------
+
+/// Client text that looks like the child–hub protocol (JSON messages one
+/// per line, a kick, a login) travels as one chat line, whatever it holds:
+/// LF and CR end the client's line, NUL is removed, and the rest is text.
+#[test]
+fn text_shaped_like_hub_messages_is_one_chat_line_and_forges_nothing() {
+    let server = Server::start();
+    let (mut alice, mut bob) = alice_and_bob(&server);
+    let carol = server.login("carol");
+    for c in [&mut alice, &mut bob] {
+        c.expect_stamped("* carol has joined the chat.");
+    }
+    let forgeries: [&[u8]; 5] = [
+        b"\"\n{\"Request\":{\"Kick\":\"carol\"}}\r\n",
+        b"{\"Request\":{\"Kick\":\"carol\"}}\r\n",
+        b"x\x00{\"Login\":{\"nick\":\"mallory\",\"addr\":\"1.2.3.4:5\"}}\r\n",
+        b"\"Kicked\"\r\n",
+        b"[12:00] * carol has left the chat.\r\n",
+    ];
+    let expected = [
+        vec!["\"", "{\"Request\":{\"Kick\":\"carol\"}}"],
+        vec!["{\"Request\":{\"Kick\":\"carol\"}}"],
+        vec!["x{\"Login\":{\"nick\":\"mallory\",\"addr\":\"1.2.3.4:5\"}}"],
+        vec!["\"Kicked\""],
+        vec!["[12:00] * carol has left the chat."],
+    ];
+    for (bytes, lines) in forgeries.iter().zip(expected) {
+        alice.send_bytes(bytes);
+        for text in lines {
+            both_see(&mut alice, &mut bob, text);
+        }
+    }
+    next_is(&mut alice, &mut bob, "marker");
+    // Carol is still here, and nobody called mallory ever joined.
+    alice.send_line("/users");
+    alice.expect("Users in chat: alice, bob, carol");
+    drop(carol);
+}

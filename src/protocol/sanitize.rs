@@ -163,4 +163,36 @@ mod tests {
             assert!(!once.chars().any(is_forbidden), "input {input:?}");
         }
     }
+
+    /// Bytes from a small xorshift generator, biased towards the bytes
+    /// that start escape sequences and controls.
+    fn tricky_bytes(seed: u64, len: usize) -> Vec<u8> {
+        const SPECIAL: &[u8] = b"\x1b[]P\\\x07\x9b\x9c\xc2\xe2\x80\xae\t\r\n\x00 ;0m";
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(3) {
+                    SPECIAL[(x >> 8) as usize % SPECIAL.len()]
+                } else {
+                    (x >> 16) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sanitizing_twice_changes_nothing_and_nothing_forbidden_survives() {
+        for seed in 1..3000u64 {
+            let bytes = tricky_bytes(seed, (seed % 64) as usize);
+            let once = sanitize(&bytes);
+            assert_eq!(sanitize(once.as_bytes()), once, "seed {seed}: {bytes:?}");
+            assert!(
+                !once.chars().any(|c| is_forbidden(c) || c == '\t'),
+                "seed {seed}: {once:?}"
+            );
+        }
+    }
 }
