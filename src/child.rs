@@ -639,6 +639,10 @@ impl Session {
                 self.logging_in = None;
             }
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
+            ToChild::TooSlow => {
+                log::info!("{}: dropped by the hub for falling behind", self.peer);
+                return say_and_end(render::NOT_READING);
+            }
             // After a hub restart, someone new took the nickname first.
             ToChild::NickRefused { .. } if matches!(self.phase, Phase::Chat { .. }) => {
                 return say_and_end(render::NICK_LOST);

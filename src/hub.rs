@@ -92,6 +92,9 @@ struct Conn {
     queue: VecDeque<Rc<[u8]>>,
     /// The socket was full; epoll also reports when it is writable again.
     waiting_to_write: bool,
+    /// The queue reached the hub's bound: the child has stopped reading,
+    /// and is dropped at the next flush.
+    overflowed: bool,
 }
 
 /// epoll tokens for the hub's own fds; connection ids start above them.
@@ -311,6 +314,7 @@ impl Hub {
                 link,
                 queue: VecDeque::new(),
                 waiting_to_write: false,
+                overflowed: false,
             },
         );
     }
@@ -355,12 +359,12 @@ impl Hub {
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             let frame: Rc<[u8]> = delivery.msg.encode().into();
-            let (conns, dirty) = (&mut self.conns, &mut self.dirty);
+            let (conns, dirty, max) = (&mut self.conns, &mut self.dirty, self.max_queued);
             match delivery.to {
-                Target::One(id) => enqueue(conns, dirty, id, &frame),
+                Target::One(id) => enqueue(conns, dirty, max, id, &frame),
                 Target::All => {
                     for &id in self.room.members() {
-                        enqueue(conns, dirty, id, &frame);
+                        enqueue(conns, dirty, max, id, &frame);
                     }
                 }
             }
@@ -375,8 +379,11 @@ impl Hub {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if conn.queue.len() > self.max_queued {
+            if conn.overflowed {
                 log::warn!("connection {id} stopped reading; dropping it");
+                // Its child will find the socket closed and try to rejoin:
+                // the room must know to turn it away.
+                self.room.too_slow(id);
                 dead.push(id);
                 continue;
             }
@@ -411,19 +418,30 @@ impl Hub {
     }
 }
 
-/// Queues one message for a connection, noting that it has news.
+/// Queues one message for a connection, noting that it has news; a
+/// connection whose queue is full is marked to be dropped instead.
 fn enqueue(
     conns: &mut HashMap<ConnId, Conn>,
     dirty: &mut Vec<ConnId>,
+    max_queued: usize,
     id: ConnId,
     frame: &Rc<[u8]>,
 ) {
-    if let Some(conn) = conns.get_mut(&id) {
-        if conn.queue.is_empty() {
-            dirty.push(id);
-        }
-        conn.queue.push_back(Rc::clone(frame));
+    let Some(conn) = conns.get_mut(&id) else {
+        return;
+    };
+    if conn.overflowed {
+        return;
     }
+    if conn.queue.len() >= max_queued {
+        conn.overflowed = true;
+        dirty.push(id);
+        return;
+    }
+    if conn.queue.is_empty() {
+        dirty.push(id);
+    }
+    conn.queue.push_back(Rc::clone(frame));
 }
 
 /// Sends a connection's queue until it is empty or the socket is full.

@@ -64,6 +64,9 @@ pub enum ToChild {
     Registered { nick: String, id: u64 },
     /// The user is back in the room of a new hub.
     Rejoined,
+    /// The hub dropped this child for not reading its socket; it must not
+    /// rejoin.
+    TooSlow,
     /// The login failed; the reason is a line to show.
     NickRefused { reason: String },
     /// The user's nickname is now this.

@@ -7,7 +7,7 @@
 //! Users are identified by their connection's [`ConnId`], never by
 //! nickname, since a nickname can change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use crate::clock;
@@ -87,6 +87,9 @@ pub struct Room {
     next_user: u64,
     /// Counts changes to `schedule`, so the hub knows when to save it.
     schedule_changes: u64,
+    /// Users the hub dropped because their child stopped reading: their
+    /// child must not rejoin when it finds its socket closed.
+    too_slow: HashSet<u64>,
 }
 
 impl Default for Room {
@@ -112,6 +115,18 @@ impl Room {
             next_seq: 0,
             next_user,
             schedule_changes: 0,
+            too_slow: HashSet::new(),
+        }
+    }
+
+    /// The hub is dropping `conn` because its child stopped reading.
+    pub fn too_slow(&mut self, conn: ConnId) {
+        if let Some(user) = self.users.get(&conn) {
+            // Bounded, in case of a very long run of very slow children.
+            if self.too_slow.len() >= 10_000 {
+                self.too_slow.clear();
+            }
+            self.too_slow.insert(user.id);
         }
     }
 
@@ -262,6 +277,9 @@ impl Room {
         if self.users.contains_key(&conn) {
             log::warn!("second login from connection {conn} ignored");
             return Vec::new();
+        }
+        if self.too_slow.remove(&id) {
+            return vec![to(conn, ToChild::TooSlow)];
         }
         let key = nick_key(&nick);
         if check_nick(&nick).is_err() || self.by_nick.contains_key(&key) {
@@ -737,6 +755,16 @@ mod tests {
             ToChild::NickRefused { .. }
         ));
         assert_eq!(room.members(), [11, 12, 10, 13]);
+    }
+
+    #[test]
+    fn a_user_dropped_for_falling_behind_cannot_rejoin() {
+        let mut room = Room::new();
+        let id = registered_id(&login(&mut room, 1, "alice"));
+        room.too_slow(1);
+        room.leave(1, SystemTime::now());
+        assert_eq!(rejoin(&mut room, 2, "alice", id), [to(2, ToChild::TooSlow)]);
+        assert!(room.members().is_empty());
     }
 
     #[test]

@@ -955,3 +955,49 @@ fn a_client_cut_off_for_not_reading_is_told_why() {
     assert!(k < sent, "{k} of {sent} lines reached slow");
     eprintln!("slow got {k} of {sent} lines before the cut");
 }
+
+#[test]
+fn a_stopped_child_is_dropped_by_the_hub_and_does_not_come_back() {
+    const MAX_LINES: usize = 50_000;
+    let server = Server::start_with(&["--max-backlog", "50"]);
+    let [mut talker, mut slow] = server.login_all(["talker", "slow"]);
+    let slow_pid = child_pid_of(&server, &slow);
+    // A stopped child reads nothing from the hub, so the hub's queue for
+    // it grows (once the socket between them is full) until it is over
+    // the limit.
+    send_signal(slow_pid, libc::SIGSTOP);
+    let payload = "z".repeat(100);
+    let mut sent = 0;
+    loop {
+        assert!(
+            sent < MAX_LINES,
+            "the stopped child was not dropped after {sent} lines"
+        );
+        talker.send_line(&payload);
+        sent += 1;
+        let line = talker.read_line();
+        if unstamp(&line) == Some("* slow has left the chat.") {
+            // It came in place of the echo of the last line, still due.
+            talker.expect_stamped(&format!("talker: {payload}"));
+            break;
+        }
+        assert_eq!(unstamp(&line), Some(format!("talker: {payload}").as_str()));
+    }
+    send_signal(slow_pid, libc::SIGCONT);
+    // Woken, the child passes on what it had and then learns it was
+    // dropped: it tells its client why and does not rejoin.
+    let mut rest = slow.read_until(|l| l == "Disconnected: you are not reading fast enough.");
+    rest.pop();
+    assert!(
+        rest.iter()
+            .all(|l| unstamp(l) == Some(format!("talker: {payload}").as_str())),
+        "{:?}",
+        rest.iter()
+            .filter(|l| !l.contains(&payload))
+            .collect::<Vec<_>>()
+    );
+    slow.expect_closed();
+    talker.send_line("/users");
+    talker.expect("Users in chat: talker");
+    wait_reaped(&server, 1, slow_pid);
+}
