@@ -373,7 +373,15 @@ impl Hub {
 
     /// Sends what the connections given new messages have queued, as far
     /// as each socket takes it; a full socket is watched until writable.
+    /// A connection found dead here is closed, and the room told: that
+    /// news is sent in the next round, not left for the next event.
     fn flush_dirty(&mut self) {
+        while !self.dirty.is_empty() {
+            self.flush_dirty_once();
+        }
+    }
+
+    fn flush_dirty_once(&mut self) {
         let mut dead = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
             let Some(conn) = self.conns.get_mut(&id) else {

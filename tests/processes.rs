@@ -58,21 +58,45 @@ fn alive(pid: i32) -> bool {
     matches!(proc_state(pid), Some((state, _)) if state != 'Z')
 }
 
-/// The pid of the child the parent forked for `client`, from the parent's
-/// `<peer> connected (child <pid>)` log line.
+/// The pid of the child that holds the server's end of `client`'s
+/// connection: the socket's inode from /proc/net/tcp, then the
+/// mpchat-client process with that socket among its fds. (Not from the
+/// log: a later connection may reuse an earlier one's port.)
 fn child_pid_of(server: &Server, client: &Client) -> i32 {
-    let peer = client.stream().local_addr().expect("local address");
-    let needle = format!("{peer} connected (child ");
-    server.wait_for_log(&needle);
-    let log = server.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains(&needle))
-        .expect("the line just seen");
-    let rest = &line[line.find(&needle).unwrap() + needle.len()..];
-    rest.trim_end_matches(')')
-        .parse()
-        .unwrap_or_else(|_| panic!("cannot read a pid from {line:?}"))
+    let port = client.stream().local_addr().expect("local address").port();
+    let mut pid = None;
+    wait_until("the child holding this client's socket", || {
+        pid = socket_inode(server.port(), port).and_then(|inode| {
+            pids_named(server, "mpchat-client")
+                .into_iter()
+                .find(|&p| holds_socket(p, inode))
+        });
+        pid.is_some()
+    });
+    pid.expect("found")
+}
+
+/// The inode of the established TCP socket from `local` to `remote` port.
+fn socket_inode(local: u16, remote: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let established = f.get(3) == Some(&"01");
+        (established && port(f[1]) == Some(local) && port(f[2]) == Some(remote))
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+fn holds_socket(pid: i32, inode: u64) -> bool {
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_str() == Some(&target)))
+        })
+        .unwrap_or(false)
 }
 
 /// The pids of the processes of `server` named `comm`.
@@ -1000,4 +1024,170 @@ fn a_stopped_child_is_dropped_by_the_hub_and_does_not_come_back() {
     talker.send_line("/users");
     talker.expect("Users in chat: talker");
     wait_reaped(&server, 1, slow_pid);
+}
+
+// ---------------------------------------------------------------------------
+// 12. No leaks.
+// ---------------------------------------------------------------------------
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the fd table")
+        .count()
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connects, logs in as `nick`, says one line, sees it, and quits.
+fn visit(server: &Server, nick: &str) {
+    let mut c = server.login(nick);
+    c.send_line("hello");
+    c.expect_stamped(&format!("{nick}: hello"));
+    c.send_line("/quit");
+    c.expect(&format!("Bye, {nick}."));
+    c.expect_closed();
+}
+
+#[test]
+fn two_thousand_visits_leak_no_memory_fd_or_process() {
+    // scripts/soak.sh runs the same with 10,000 visits, through
+    // MPCHAT_SOAK_VISITS (hundreds).
+    const WARM_UP: usize = 100;
+    let visits_wanted = std::env::var("MPCHAT_SOAK_VISITS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2000);
+    let total = visits_wanted.max(2 * WARM_UP) / 100 * 100;
+    let server = Server::start();
+    // Someone is always there, so the room's join and leave lines flow;
+    // the host reads them after each hundred visits, so it never falls
+    // behind.
+    let mut host = server.login("host");
+    let mut visits = |range: std::ops::Range<usize>| {
+        for i in range.clone() {
+            visit(&server, &format!("v{i}"));
+        }
+        for i in range {
+            host.expect_stamped(&format!("* v{i} has joined the chat."));
+            host.expect_stamped(&format!("v{i}: hello"));
+            host.expect_stamped(&format!("* v{i} has left the chat."));
+        }
+    };
+    let hub = pids_named(&server, "mpchat-hub")[0];
+    visits(0..WARM_UP);
+    wait_for_clients(&server, 1);
+    let (parent_fds, hub_fds, hub_rss) = (open_fds(server.pid()), open_fds(hub), rss_kib(hub));
+    for start in (WARM_UP..total).step_by(100) {
+        visits(start..start + 100);
+    }
+    // Every visitor's child is gone and reaped, and the fd tables are as
+    // they were.
+    wait_for_clients(&server, 1);
+    wait_until(
+        "the parent's and the hub's fds back where they were",
+        || open_fds(server.pid()) == parent_fds && open_fds(hub) == hub_fds,
+    );
+    let grown = rss_kib(hub).saturating_sub(hub_rss);
+    assert!(
+        grown <= 1024,
+        "the hub grew by {grown} KiB over {total} visits"
+    );
+    eprintln!("hub RSS {hub_rss} KiB after {WARM_UP} visits, +{grown} KiB after {total}");
+    host.send_line("/users");
+    host.expect("Users in chat: host");
+}
+
+// ---------------------------------------------------------------------------
+// 13. Children killed while the others chat.
+// ---------------------------------------------------------------------------
+
+/// The text of `client`'s next lines up to `n` of them, without stamps.
+fn next_texts(client: &mut Client, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let line = client.read_line();
+            unstamp(&line).unwrap_or(&line).to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn killing_children_drops_nobody_else_and_frees_their_names() {
+    // Twenty users; each round 10% of their children are killed with
+    // SIGKILL, the rest must see them leave, their names are taken again at
+    // once, and the room chats on. scripts/soak.sh runs 60 rounds, one a
+    // second (MPCHAT_KILL_ROUNDS, MPCHAT_KILL_PACE_MS).
+    const USERS: usize = 20;
+    const VICTIMS: usize = 2;
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rounds = env("MPCHAT_KILL_ROUNDS", 5);
+    let pace = Duration::from_millis(env("MPCHAT_KILL_PACE_MS", 0));
+    let server = Server::start();
+    let mut users: Vec<(String, Client)> = Vec::new();
+    let join = |users: &mut Vec<(String, Client)>, nick: String| {
+        let client = server.login(&nick);
+        let joined = format!("* {nick} has joined the chat.");
+        for (_, other) in users.iter_mut() {
+            other.expect_stamped(&joined);
+        }
+        users.push((nick, client));
+    };
+    for i in 0..USERS {
+        join(&mut users, format!("u{i}"));
+    }
+    let mut slowest = Duration::ZERO;
+    for round in 0..rounds {
+        let round_start = Instant::now();
+        // Never the owner, so that what everyone hears is just the leaves
+        // (the hand-over has its own tests).
+        let victims: Vec<(String, Client)> = users.drain(1..=VICTIMS).collect();
+        let pids: Vec<i32> = victims
+            .iter()
+            .map(|(_, c)| child_pid_of(&server, c))
+            .collect();
+        let killed = Instant::now();
+        for &pid in &pids {
+            send_signal(pid, libc::SIGKILL);
+        }
+        // Every survivor hears each victim leave.
+        for (nick, client) in users.iter_mut() {
+            let mut heard = next_texts(client, VICTIMS);
+            heard.sort();
+            let mut expected: Vec<String> = victims
+                .iter()
+                .map(|(v, _)| format!("* {v} has left the chat."))
+                .collect();
+            expected.sort();
+            assert_eq!(heard, expected, "{nick} in round {round}");
+        }
+        slowest = slowest.max(killed.elapsed());
+        // Their names are free again.
+        for (nick, _) in &victims {
+            join(&mut users, nick.clone());
+        }
+        // And the room chats on, everyone still in it.
+        let text = format!("round {round} done");
+        users[0].1.send_line(&text);
+        let line = format!("{}: {text}", users[0].0);
+        for (_, client) in users.iter_mut() {
+            client.expect_stamped(&line);
+        }
+        if let Some(rest) = pace.checked_sub(round_start.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+    wait_for_clients(&server, USERS);
+    eprintln!("{rounds} rounds; every leave was heard within {slowest:?} of the kill");
 }
