@@ -1191,3 +1191,86 @@ fn killing_children_drops_nobody_else_and_frees_their_names() {
     wait_for_clients(&server, USERS);
     eprintln!("{rounds} rounds; every leave was heard within {slowest:?} of the kill");
 }
+
+// ---------------------------------------------------------------------------
+// 14. Out of file descriptors.
+// ---------------------------------------------------------------------------
+
+/// CPU time (user + system) of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    // rest[0] is field 3; utime and stime are fields 14 and 15.
+    rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_fds_the_parent_backs_off_and_keeps_serving() {
+    // Every client at the nickname prompt holds one of the parent's fds
+    // (its login pipe), so with few fds allowed the parent soon has none
+    // left to accept with or to make a pipe.
+    const MAX_TRIES: usize = 64;
+    let server = Server::start_with_fd_limit(24, &["--max-unregistered", "1000"]);
+    let mut at_prompt = Vec::new();
+    let stuck = loop {
+        assert!(
+            at_prompt.len() < MAX_TRIES,
+            "the parent never ran out of fds"
+        );
+        let mut c = server.connect();
+        c.stream().set_nonblocking(true).unwrap();
+        let mut first = [0u8; 1];
+        let mut has_bytes = false;
+        wait_until("a first line, or the parent out of fds", || {
+            has_bytes = matches!(c.stream().peek(&mut first), Ok(n) if n > 0);
+            has_bytes || server.log_text().contains("Too many open files")
+        });
+        c.stream().set_nonblocking(false).unwrap();
+        if !has_bytes {
+            // Left waiting in the listen queue.
+            break c;
+        }
+        let line = c.read_line();
+        if line != WELCOME {
+            assert_eq!(line, "Server is busy, try again later.");
+            break c;
+        }
+        at_prompt.push(c);
+    };
+    server.wait_for_log("Too many open files");
+    // Waiting for fds, the parent does not spin.
+    let before = cpu_ticks(server.pid());
+    thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(server.pid()) - before;
+    assert!(
+        spent < 30,
+        "the parent used {spent} ticks of CPU in a second"
+    );
+    drop(stuck);
+    // Clients that log in give their login pipe back, and the server
+    // takes newcomers again; it never stopped serving the others.
+    for (i, c) in at_prompt.iter_mut().take(4).enumerate() {
+        c.send_line(&format!("user{i}"));
+        c.expect(&format!("Hello, user{i}! Type /help for commands."));
+    }
+    let mut late = None;
+    wait_until("a new connection to be served again", || {
+        let c = server.connect();
+        c.stream()
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut first = [0u8; 7];
+        let served = matches!(c.stream().peek(&mut first), Ok(7) if &first == b"Welcome");
+        if served {
+            late = Some(c);
+        }
+        served
+    });
+    let mut late = late.expect("served");
+    late.expect(WELCOME);
+    late.send_line("late");
+    late.expect("Hello, late! Type /help for commands.");
+    assert!(alive(server.pid()), "the parent exited");
+}

@@ -55,10 +55,26 @@ impl Server {
         Server::spawn(&args)
     }
 
+    /// Starts the server like [`Server::start_with`], allowed only
+    /// `limit` open fds (through the shell's `ulimit -n`).
+    pub fn start_with_fd_limit(limit: u32, options: &[&str]) -> Server {
+        let limit = limit.to_string();
+        let mut args = vec!["-c", "ulimit -n \"$0\" && exec \"$@\"", &limit, binary()];
+        args.extend_from_slice(&["--bind", "127.0.0.1", "--max-per-ip", "0"]);
+        args.extend_from_slice(&["--max-conn-rate", "0", "--flood-rate", "0"]);
+        args.extend_from_slice(options);
+        args.push("0");
+        Server::launch("/bin/sh", &args)
+    }
+
     /// Starts `mpchat` with exactly these arguments; they must make it
     /// listen (the port is read from its `listening on` line).
     pub fn spawn(args: &[&str]) -> Server {
-        let mut child = Command::new(binary())
+        Server::launch(binary(), args)
+    }
+
+    fn launch(program: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
