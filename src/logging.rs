@@ -6,6 +6,8 @@
 //! is set once by each process right after it is forked.
 
 use std::io::Write;
+
+use crate::protocol::sanitize::is_forbidden;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// What a process is for.
@@ -69,7 +71,7 @@ pub fn init() {
 pub fn escape_controls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+        if is_forbidden(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);

@@ -39,8 +39,9 @@ pub fn sanitize(bytes: &[u8]) -> String {
     out.trim().to_string()
 }
 
-/// Characters that must never reach another terminal.
-fn is_forbidden(c: char) -> bool {
+/// Characters that must never reach another terminal (nor the operator's,
+/// through the log; see [`crate::logging::escape_controls`]).
+pub fn is_forbidden(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 

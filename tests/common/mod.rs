@@ -26,6 +26,19 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_mpchat")
 }
 
+/// Options that turn the admission and flood limits off; see
+/// [`Server::start_with`].
+const LIMITS_OFF: &[&str] = &[
+    "--max-per-ip",
+    "0",
+    "--max-conn-rate",
+    "0",
+    "--max-unregistered",
+    "0",
+    "--flood-rate",
+    "0",
+];
+
 /// A running server and its process group.
 pub struct Server {
     child: Child,
@@ -48,8 +61,7 @@ impl Server {
     /// (tests/admission.rs, tests/flood.rs).
     pub fn start_with(options: &[&str]) -> Server {
         let mut args: Vec<&str> = vec!["--bind", "127.0.0.1"];
-        args.extend_from_slice(&["--max-per-ip", "0", "--max-conn-rate", "0"]);
-        args.extend_from_slice(&["--max-unregistered", "0", "--flood-rate", "0"]);
+        args.extend_from_slice(LIMITS_OFF);
         args.extend_from_slice(options);
         args.push("0");
         Server::spawn(&args)
@@ -60,8 +72,8 @@ impl Server {
     pub fn start_with_fd_limit(limit: u32, options: &[&str]) -> Server {
         let limit = limit.to_string();
         let mut args = vec!["-c", "ulimit -n \"$0\" && exec \"$@\"", &limit, binary()];
-        args.extend_from_slice(&["--bind", "127.0.0.1", "--max-per-ip", "0"]);
-        args.extend_from_slice(&["--max-conn-rate", "0", "--flood-rate", "0"]);
+        args.extend_from_slice(&["--bind", "127.0.0.1"]);
+        args.extend_from_slice(LIMITS_OFF);
         args.extend_from_slice(options);
         args.push("0");
         Server::launch("/bin/sh", &args)
