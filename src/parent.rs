@@ -199,8 +199,14 @@ impl Server {
                         self.shutdown();
                         return Err(io::Error::other("the hub keeps stopping"));
                     }
-                    if let Some(job) = self.start_hub()? {
-                        self.run_job(job);
+                    match self.start_hub() {
+                        Ok(Some(job)) => self.run_job(job),
+                        Ok(None) => {}
+                        Err(e) => {
+                            log::error!("cannot start a new hub: {e}; shutting down");
+                            self.shutdown();
+                            return Err(e);
+                        }
                     }
                 }
             }
