@@ -39,13 +39,23 @@ pub struct SocketDir {
 
 impl SocketDir {
     /// Creates a fresh directory under `$XDG_RUNTIME_DIR`, or the system's
-    /// temporary directory.
+    /// temporary directory if there is none, or it is not ours (it is
+    /// root's after `--user`).
     pub fn create() -> io::Result<SocketDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
+            .filter(|p| p.is_dir());
+        if let Some(base) = runtime {
+            match SocketDir::create_in(&base) {
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                other => return other,
+            }
+        }
+        SocketDir::create_in(&std::env::temp_dir())
+    }
+
+    fn create_in(base: &std::path::Path) -> io::Result<SocketDir> {
+        use std::os::unix::fs::DirBuilderExt;
         let pid = std::process::id();
         let mut last_error = None;
         for attempt in 0..100 {

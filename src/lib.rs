@@ -13,6 +13,7 @@
 //! * [`parent`]: the parent's accept / fork / reap loop and shutdown.
 //! * [`admission`]: who gets in: per-address limits and the cap on
 //!   connections still logging in, decided before any fork.
+//! * [`privileges`]: giving up root after binding the port (`--user`).
 //! * [`spawn`]: `fork()` itself, the lifeline pipe children watch, and what
 //!   a freshly forked process resets.
 //! * [`signals`]: signals turned into events on a self-pipe.
@@ -40,6 +41,7 @@ pub mod hub;
 pub mod ipc;
 pub mod logging;
 pub mod parent;
+pub mod privileges;
 pub mod protocol;
 pub mod room;
 pub mod signals;
@@ -71,4 +73,6 @@ pub struct Config {
     pub backlog: child::BacklogLimits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
+    /// The user to serve as, when started as root.
+    pub user: Option<String>,
 }

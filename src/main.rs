@@ -60,6 +60,10 @@ struct Cli {
     /// Run the class-lab echo server instead of the chat.
     #[arg(long)]
     echo: bool,
+    /// Started as root: serve as this user (and its groups) once the port
+    /// is bound.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             bytes: cli.max_backlog_bytes,
         },
         echo: cli.echo,
+        user: cli.user,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

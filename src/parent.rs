@@ -24,7 +24,7 @@ use crate::logging::Role;
 use crate::protocol::{CRLF, render};
 use crate::signals::Signals;
 use crate::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
-use crate::{Config, child, echo, hub, ipc};
+use crate::{Config, child, echo, hub, ipc, privileges};
 
 /// How long the other processes get to say goodbye at shutdown before the
 /// parent kills what is left; the whole shutdown must fit in two seconds.
@@ -132,6 +132,12 @@ impl Server {
         // The loop polls before accepting, and a connection that is reset
         // in between must not block it.
         listener.set_nonblocking(true)?;
+        // The port is bound: root is needed no longer. Everything from here
+        // on, the hub's socket included, belongs to the user who serves.
+        match &config.user {
+            Some(name) => privileges::become_user(name)?,
+            None => privileges::warn_if_root(),
+        }
         let socket_dir = if config.echo {
             None
         } else {
