@@ -232,8 +232,10 @@ impl Hub {
             }
             let due = self.room.due(SystemTime::now());
             self.deliver(due);
-            self.flush_dirty();
+            // Saved before anyone hears of it: a confirmed scheduled
+            // message is on disk, even if the hub dies the next moment.
             self.save_if_changed();
+            self.flush_dirty();
         }
     }
 
