@@ -1,5 +1,6 @@
 //! Running mpchat as a service: giving up root with `--user`, and one
-//! clear line for a user that does not exist. Against the real binary.
+//! clear line and exit status 1 for the common mistakes (no such user,
+//! port in use, low port without root). Against the real binary.
 
 mod common;
 use common::*;
@@ -55,15 +56,21 @@ fn started_as_root_without_user_it_warns() {
     server.wait_for_log("running as root: every client is served by a root process");
 }
 
-#[test]
-fn an_unknown_user_is_one_line_and_exit_status_1() {
-    let mut child = Command::new(binary())
-        .args(["--bind", "127.0.0.1", "--user", "no-such-user-xyz", "0"])
+/// Runs `mpchat` with `args` (as user `uid` if given) until it exits, and
+/// returns its exit code and what it wrote to stderr; `None` if it could
+/// not be started at all.
+fn try_run_to_exit(args: &[&str], uid: Option<u32>) -> Option<(Option<i32>, String)> {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(binary());
+    command
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mpchat");
+        .stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    let mut child = command.spawn().ok()?;
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -71,12 +78,63 @@ fn an_unknown_user_is_one_line_and_exit_status_1() {
         }
         if started.elapsed() > DEADLINE {
             let _ = child.kill();
-            panic!("mpchat did not exit within {DEADLINE:?}");
+            panic!("mpchat {args:?} did not exit within {DEADLINE:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1));
+    Some((status.code(), stderr))
+}
+
+fn run_to_exit(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
+    try_run_to_exit(args, uid).expect("start mpchat")
+}
+
+#[test]
+fn an_unknown_user_is_one_line_and_exit_status_1() {
+    let (code, stderr) = run_to_exit(
+        &["--bind", "127.0.0.1", "--user", "no-such-user-xyz", "0"],
+        None,
+    );
+    assert_eq!(code, Some(1));
     assert_eq!(stderr, "mpchat: no user named 'no-such-user-xyz'\n");
+}
+
+#[test]
+fn a_port_in_use_is_one_line_and_exit_status_1() {
+    let server = Server::start();
+    let port = server.port().to_string();
+    let (code, stderr) = run_to_exit(&["--bind", "127.0.0.1", &port], None);
+    assert_eq!(code, Some(1));
+    assert_eq!(stderr, format!("mpchat: port {port} is already in use\n"));
+}
+
+/// The build directory may be closed to other users (a private clone).
+fn nobody_can_run_the_binary() -> bool {
+    matches!(
+        try_run_to_exit(&["--version"], Some(65534)),
+        Some((Some(0), _))
+    )
+}
+
+#[test]
+fn a_low_port_without_root_is_one_line_and_exit_status_1() {
+    let unprivileged_from: u32 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1024);
+    if !running_as_root() || unprivileged_from <= 80 || !nobody_can_run_the_binary() {
+        eprintln!(
+            "skipped: needs root to run the binary as another user, and port 80 to be privileged"
+        );
+        return;
+    }
+    let (code, stderr) = run_to_exit(&["--bind", "127.0.0.1", "80"], Some(65534));
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr,
+        "mpchat: no permission to use port 80 (ports below 1024 need root)\n"
+    );
 }
