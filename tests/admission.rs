@@ -96,6 +96,9 @@ fn new_connections_per_minute_from_one_address_are_capped_after_a_burst() {
     assert_refused(&server, HOME, TOO_MANY);
     let mut other = connect_from(&server, ELSEWHERE);
     other.expect(WELCOME);
+    // The last fork's log line is in: every earlier one is too.
+    let last = other.stream().local_addr().unwrap();
+    server.wait_for_log(&format!("{last} connected (child "));
     assert_eq!(forked(&server), 4, "{}", server.log_text());
 }
 
