@@ -8,9 +8,12 @@
 //! slow down its own child, and is cut off when the backlog is full.
 //!
 //! The session ends when the client leaves (`/quit`, `END`, EOF, error), is
-//! kicked, takes too long to log in, or when the hub or the parent goes
-//! away. Each ending has its farewell line; then the child flushes, closes
-//! and exits, and the hub, seeing the child's socket close, tells the room.
+//! kicked, floods, falls too far behind, takes too long to log in or sits
+//! idle too long, or when the parent goes away. Each ending has its
+//! farewell line; then the child flushes, closes and exits, and the hub,
+//! seeing the child's socket close, tells the room. If the hub goes away,
+//! the child reaches the new one the parent starts and puts its user back
+//! in the room: the client notices nothing but a pause.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

@@ -1,10 +1,12 @@
-//! The parent: binds the port, starts the hub, accepts clients and forks a
-//! child for each, reaps children, and shuts everything down.
+//! The parent: binds the port, starts the hub (and a new one if it dies),
+//! decides who gets in, forks a child for each client, reaps children, and
+//! shuts everything down.
 //!
 //! The parent stays small and away from the room's state: it never reads a
-//! byte from a client. Its main loop waits on two fds, the listening socket
-//! and the signal self-pipe, and a fork happens in exactly one place
-//! ([`Server::serve`]), where the new process leaves the loop for good.
+//! byte from a client. Its main loop waits on the listening socket, the
+//! signal self-pipe and one login pipe per client still at the nickname
+//! prompt, and every forked process leaves the loop for good in one place
+//! ([`Server::serve`], through `run_job`).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
