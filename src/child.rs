@@ -102,8 +102,15 @@ pub struct Setup {
 }
 
 enum Phase {
-    Login { failures: u32 },
-    Chat { nick: String },
+    Login {
+        failures: u32,
+    },
+    /// Registered; `id` is the user's id from the hub, kept across hub
+    /// restarts (see [`ToChild::Registered`]).
+    Chat {
+        nick: String,
+        id: u64,
+    },
 }
 
 /// How a session ends: with a last line for the client, or without one.
@@ -123,8 +130,6 @@ struct Session {
     hub: Link,
     /// Where to reach a new hub if this one goes away.
     hub_socket: PathBuf,
-    /// The user's id from the hub, once registered; see [`ToChild::Registered`].
-    user_id: Option<u64>,
     /// The nickname asked for and not yet answered, to ask a new hub
     /// again if the old one went away meanwhile.
     pending_nick: Option<String>,
@@ -192,7 +197,6 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         peer,
         hub,
         hub_socket: hub_socket.to_path_buf(),
-        user_id: None,
         pending_nick: None,
         stop,
         reader: LineReader::new(),
@@ -379,7 +383,7 @@ impl Session {
                 return Ok(None);
             }
             Command::Quit => {
-                let Phase::Chat { nick } = &self.phase else {
+                let Phase::Chat { nick, .. } = &self.phase else {
                     return Ok(Some(End::Silently));
                 };
                 log::info!("{} ({nick}) quit", self.peer);
@@ -607,16 +611,20 @@ impl Session {
             self.say(&line);
         }
         let addr = self.peer.to_string();
-        match (&self.phase, self.user_id, &self.pending_nick) {
-            (Phase::Chat { nick }, Some(id), _) => {
-                let nick = nick.clone();
-                self.request(ToHub::Rejoin { nick, addr, id })?;
-            }
-            (Phase::Login { .. }, _, Some(nick)) => {
-                let nick = nick.clone();
-                self.request(ToHub::Login { nick, addr })?;
-            }
-            _ => {}
+        let again = match (&self.phase, &self.pending_nick) {
+            (Phase::Chat { nick, id }, _) => Some(ToHub::Rejoin {
+                nick: nick.clone(),
+                addr,
+                id: *id,
+            }),
+            (Phase::Login { .. }, Some(nick)) => Some(ToHub::Login {
+                nick: nick.clone(),
+                addr,
+            }),
+            (Phase::Login { .. }, None) => None,
+        };
+        if let Some(request) = again {
+            self.request(request)?;
         }
         Ok(None)
     }
@@ -634,8 +642,7 @@ impl Session {
             ToChild::Line(line) => self.say(&line),
             ToChild::Registered { nick, id } => {
                 self.say(&render::hello(&nick));
-                self.phase = Phase::Chat { nick };
-                self.user_id = Some(id);
+                self.phase = Phase::Chat { nick, id };
                 self.pending_nick = None;
                 // Tells the parent this connection no longer counts
                 // against --max-unregistered.
@@ -654,7 +661,11 @@ impl Session {
                 self.pending_nick = None;
                 return self.login_failed(reason);
             }
-            ToChild::Renamed { nick } => self.phase = Phase::Chat { nick },
+            ToChild::Renamed { nick: new } => {
+                if let Phase::Chat { nick, .. } = &mut self.phase {
+                    *nick = new;
+                }
+            }
             ToChild::Kicked => {
                 log::info!("{} was kicked", self.peer);
                 return say_and_end(render::KICKED);

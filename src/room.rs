@@ -80,7 +80,6 @@ pub struct Room {
     /// Registered users, longest-connected first.
     order: Vec<ConnId>,
     by_nick: HashMap<String, ConnId>,
-    owner: Option<ConnId>,
     /// Pending scheduled messages, sorted by (due, seq).
     schedule: Vec<Scheduled>,
     next_seq: u64,
@@ -110,7 +109,6 @@ impl Room {
             users: HashMap::new(),
             order: Vec::new(),
             by_nick: HashMap::new(),
-            owner: None,
             schedule: Vec::new(),
             next_seq: 0,
             next_user,
@@ -183,8 +181,10 @@ impl Room {
         &self.order
     }
 
+    /// The room's owner: always the longest-connected user (the first to
+    /// register, then whoever has been here longest once the owner leaves).
     pub fn owner(&self) -> Option<ConnId> {
-        self.owner
+        self.order.first().copied()
     }
 
     /// Carries out one message from `conn`'s child.
@@ -260,7 +260,6 @@ impl Room {
                 id,
             },
         );
-        self.owner.get_or_insert(conn);
         let joined = render::joined(&clock::hhmm(now), &nick);
         vec![
             to(conn, ToChild::Registered { nick, id }),
@@ -292,19 +291,21 @@ impl Room {
         self.order.insert(at, conn);
         self.by_nick.insert(key, conn);
         self.users.insert(conn, User { nick, addr, id });
-        self.owner = self.order.first().copied();
         vec![to(conn, ToChild::Rejoined)]
     }
 
     /// Removes `conn`'s user, if registered, and tells the others.
     pub fn leave(&mut self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
+        let was_owner = self.owner() == Some(conn);
         let Some(user) = self.remove(conn) else {
             return Vec::new();
         };
         log::info!("{} ({}) left", user.nick, user.addr);
         let stamp = clock::hhmm(now);
         let mut out = vec![line(Target::All, render::left(&stamp, &user.nick))];
-        out.extend(self.hand_over_ownership(conn, &stamp));
+        if was_owner {
+            out.extend(self.announce_owner(&stamp));
+        }
         out
     }
 
@@ -315,14 +316,9 @@ impl Room {
         Some(user)
     }
 
-    /// After `gone` left: if it owned the room, the longest-connected user
-    /// left takes over.
-    fn hand_over_ownership(&mut self, gone: ConnId, stamp: &str) -> Option<Delivery> {
-        if self.owner != Some(gone) {
-            return None;
-        }
-        self.owner = self.order.first().copied();
-        let heir = self.owner?;
+    /// After the owner left: who owns the room now, if anyone is left.
+    fn announce_owner(&self, stamp: &str) -> Option<Delivery> {
+        let heir = self.owner()?;
         let nick = &self.users[&heir].nick;
         log::info!("{nick} is now the room owner");
         Some(line(Target::All, render::new_owner(stamp, nick)))
@@ -359,7 +355,7 @@ impl Room {
 
     fn kick(&mut self, conn: ConnId, me: &str, target: &str, stamp: &str) -> Vec<Delivery> {
         let reply = |text: String| vec![line(Target::One(conn), text)];
-        if self.owner != Some(conn) {
+        if self.owner() != Some(conn) {
             return reply(render::ONLY_OWNER_KICKS.to_string());
         }
         let Some((victim, _)) = self.find(target) else {
