@@ -112,6 +112,8 @@ make -C c-reference --quiet >/dev/null
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpchat-bench.XXXXXX")
 mkdir -p "$results"
+# The history is written as in real use, into a directory of the run's own.
+mpchat+=" --data-dir $tmp/data"
 
 # As many fds as the hard limit allows (mpchat-bench raises its own, and the
 # servers it spawns inherit that; this makes the figure visible here too).

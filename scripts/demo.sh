@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-./target/release/mpchat --bind 127.0.0.1 0 2>"$work/server.log" &
+./target/release/mpchat --bind 127.0.0.1 --data-dir "$work/data" 0 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 50); do
     port=$(sed -n 's/^mpchat: listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$work/server.log")

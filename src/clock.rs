@@ -39,6 +39,19 @@ pub fn hhmm(t: SystemTime) -> String {
     format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
 }
 
+/// `YYYY-MM-DD HH:MM` in local time, for lines of an earlier day.
+pub fn date_hhmm(t: SystemTime) -> String {
+    let tm = local(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min
+    )
+}
+
 /// `HH:MM:SS` in local time.
 pub fn hhmmss(t: SystemTime) -> String {
     let tm = local(t);
@@ -86,6 +99,8 @@ mod tests {
         assert_eq!(hhmm(now).len(), 5);
         assert_eq!(hhmmss(now).len(), 8);
         assert!(hhmmss(now).starts_with(&hhmm(now)));
+        assert_eq!(date_hhmm(now).len(), 16);
+        assert!(date_hhmm(now).ends_with(&hhmm(now)));
     }
 
     #[test]

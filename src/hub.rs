@@ -14,13 +14,15 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
+use crate::history::{self, Writer};
 use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
+use crate::signals::Hangup;
 use crate::spawn::Stop;
 use crate::state;
 
@@ -73,17 +75,10 @@ impl SocketDir {
         self.dir.join("hub.sock")
     }
 
-    /// The hub's state file (see [`crate::state`]).
-    pub fn state_path(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-
     /// Removes the socket and the directory; what is already gone is fine.
     pub fn remove(&self) {
         for result in [
             std::fs::remove_file(self.socket_path()),
-            std::fs::remove_file(self.state_path()),
-            std::fs::remove_file(self.state_path().with_extension("tmp")),
             std::fs::remove_dir(&self.dir),
         ] {
             if let Err(e) = result
@@ -111,6 +106,7 @@ struct Conn {
 const LIFELINE: u64 = 0;
 const TERMINATE: u64 = 1;
 const LISTENER: u64 = 2;
+const HANGUP: u64 = 3;
 const FIRST_CONN: ConnId = 16;
 
 struct Hub {
@@ -118,6 +114,9 @@ struct Hub {
     listener: Listener,
     /// Held open for the epoll set, which watches both of its fds.
     _stop: Stop,
+    /// SIGHUP: reopen the history's segment.
+    hangup: Hangup,
+    history: Writer,
     uid: u32,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
@@ -149,7 +148,9 @@ pub fn run(
     stop: Stop,
     socket_dir: SocketDir,
     max_queued: usize,
+    history: &history::Options,
 ) -> io::Result<()> {
+    let hangup = Hangup::install()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(
         &stop.lifeline,
@@ -160,14 +161,25 @@ pub fn run(
         EpollEvent::new(EpollFlags::EPOLLIN, TERMINATE),
     )?;
     epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
-    let state_path = socket_dir.state_path();
+    epoll.add(&hangup, EpollEvent::new(EpollFlags::EPOLLIN, HANGUP))?;
+    let (writer, recent) = Writer::open(history).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open the history in {}: {e}", history.dir.display()),
+        )
+    })?;
+    // In the data directory, so the schedule outlives the whole server.
+    let state_path = history.dir.join("schedule.json");
     let mut room = Room::new();
     room.restore(state::load(&state_path));
+    room.restore_history(recent, history.replay_lines);
     let saved_changes = room.schedule_changes();
     let mut hub = Hub {
         epoll,
         listener,
         _stop: stop,
+        hangup,
+        history: writer,
         uid: nix::unistd::getuid().as_raw(),
         conns: HashMap::new(),
         next_id: FIRST_CONN,
@@ -185,6 +197,7 @@ pub fn run(
         },
     };
     let parent_gone = hub.serve()?;
+    hub.history.close();
     // The parent cleans up, and restarts a hub that stopped while it
     // lives, so the directory stays; but if the parent died, nobody else
     // will remove it.
@@ -217,6 +230,10 @@ impl Hub {
                         return Ok(false);
                     }
                     LISTENER => self.accept_all(),
+                    HANGUP => {
+                        self.hangup.take();
+                        self.history.reopen();
+                    }
                     id => {
                         let flags = event.events();
                         if flags.intersects(
@@ -232,6 +249,11 @@ impl Hub {
             }
             let due = self.room.due(SystemTime::now());
             self.deliver(due);
+            // Written before anyone is sent it, like the schedule below: a
+            // line someone has read is in the history, even if the hub
+            // dies the next moment.
+            self.history.append(self.room.take_unwritten());
+            self.history.write(Instant::now());
             // Saved before anyone hears of it: a confirmed scheduled
             // message is on disk, even if the hub dies the next moment.
             self.save_if_changed();
@@ -273,14 +295,20 @@ impl Hub {
         }
     }
 
-    /// Until the next scheduled message is due, or forever.
+    /// Until the next scheduled message is due or the history must be
+    /// flushed to disk, or forever.
     fn timeout(&self) -> PollTimeout {
-        let Some(due) = self.room.next_due() else {
+        let due = self
+            .room
+            .next_due()
+            .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
+        let flush = self
+            .history
+            .wake_by()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let Some(wait) = due.into_iter().chain(flush).min() else {
             return PollTimeout::NONE;
         };
-        let wait = due
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
         // Round up, so we do not wake a moment early and spin.
         let ms = wait.as_micros().div_ceil(1000);
         PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)

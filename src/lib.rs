@@ -18,6 +18,8 @@
 //!   a freshly forked process resets.
 //! * [`signals`]: signals turned into events on a self-pipe.
 //! * [`hub`]: the hub process: its socket, its connections, fan-out, timers.
+//! * [`history`]: the chat history on disk: segments, rotation, crash
+//!   recovery, and the lock on the data directory.
 //! * [`state`]: the hub's state file, which lets a restarted hub keep the
 //!   scheduled messages.
 //! * [`room`]: the room's state and rules (nicknames, owner, commands,
@@ -37,6 +39,7 @@ pub mod child;
 pub mod clock;
 pub mod echo;
 pub mod flood;
+pub mod history;
 pub mod hub;
 pub mod ipc;
 pub mod logging;
@@ -75,4 +78,6 @@ pub struct Config {
     pub echo: bool,
     /// The user to serve as, when started as root.
     pub user: Option<String>,
+    /// Where and how the chat history is kept.
+    pub history: history::Options,
 }

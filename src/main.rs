@@ -2,6 +2,7 @@
 //! the server. Everything else is in the library.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use clap::Parser;
 use mpchat::admission::Limits;
 use mpchat::child::BacklogLimits;
 use mpchat::flood::FloodLimits;
+use mpchat::history::{self, Fsync};
 use mpchat::parent::Server;
 use mpchat::{Config, logging};
 
@@ -64,6 +66,26 @@ struct Cli {
     /// is bound.
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Where the chat history and the scheduled messages are kept
+    /// (created mode 0700).
+    #[arg(long, default_value = "./mpchat-data", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Lines of history shown to a user who joins (0 to 200; 0: none).
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(0..=200))]
+    history_lines: u16,
+    /// Size at which a history segment is closed and a new one started.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    history_segment_bytes: u64,
+    /// History segments kept, the newest included; older ones are deleted.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    history_keep: u64,
+    /// When history lines are flushed to disk: always (after every
+    /// write), interval (once a second) or never (when the kernel decides).
+    #[arg(long, default_value = "interval", value_name = "WHEN", value_parser = fsync_policy)]
+    fsync: Fsync,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +113,13 @@ fn main() -> ExitCode {
         },
         echo: cli.echo,
         user: cli.user,
+        history: history::Options {
+            dir: cli.data_dir,
+            segment_bytes: cli.history_segment_bytes,
+            keep: cli.history_keep as usize,
+            fsync: cli.fsync,
+            replay_lines: cli.history_lines.into(),
+        },
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +136,10 @@ fn lines_per_second(arg: &str) -> Result<f64, String> {
         Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
         _ => Err("expected a number of lines a second, 0 or more (such as 2 or 0.5)".into()),
     }
+}
+
+fn fsync_policy(arg: &str) -> Result<Fsync, String> {
+    arg.parse()
 }
 
 fn run(config: Config) -> std::io::Result<()> {

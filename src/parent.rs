@@ -21,6 +21,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::admission::Admission;
+use crate::history::DataDir;
 use crate::hub::SocketDir;
 use crate::logging::Role;
 use crate::protocol::{CRLF, render};
@@ -112,6 +113,9 @@ pub struct Server {
     lifeline: Lifeline,
     /// Where the hub's socket lives; none in echo mode.
     socket_dir: Option<SocketDir>,
+    /// The history's directory, locked while the server runs; none in
+    /// echo mode.
+    data_dir: Option<DataDir>,
     /// The hub's listening socket. The parent holds it across hub
     /// restarts (and never accepts on it), so a child that connects while
     /// a new hub is starting waits in its backlog instead of failing.
@@ -140,6 +144,11 @@ impl Server {
             Some(name) => privileges::become_user(name)?,
             None => privileges::warn_if_root(),
         }
+        let data_dir = if config.echo {
+            None
+        } else {
+            Some(DataDir::open(&config.history.dir)?)
+        };
         let socket_dir = if config.echo {
             None
         } else {
@@ -163,6 +172,7 @@ impl Server {
             lifeline_writer,
             lifeline,
             socket_dir,
+            data_dir,
             hub_listener,
             hub_crashes: Vec::new(),
             admission,
@@ -196,6 +206,9 @@ impl Server {
                 log::info!("shutting down");
                 self.shutdown();
                 return Ok(());
+            }
+            if pending.hangup {
+                self.forward_hangup();
             }
             if pending.child_exited {
                 let reaped = self.children.reap();
@@ -264,6 +277,20 @@ impl Server {
                 self.children.hub = Some(pid);
                 Ok(None)
             }
+        }
+    }
+
+    /// SIGHUP is the hub's (it reopens the history), but service managers
+    /// send it to the main process.
+    fn forward_hangup(&self) {
+        match self.children.hub {
+            Some(hub) => {
+                log::info!("SIGHUP: asking the hub to reopen the history");
+                if let Err(e) = kill(hub, Signal::SIGHUP) {
+                    log::warn!("cannot signal the hub: {e}");
+                }
+            }
+            None => log::info!("SIGHUP ignored: no hub is running"),
         }
     }
 
@@ -396,6 +423,7 @@ impl Server {
             lifeline_writer,
             lifeline,
             socket_dir,
+            data_dir,
             logging_in,
             hub_listener,
             ..
@@ -408,6 +436,9 @@ impl Server {
         drop(listener);
         drop(lifeline_writer);
         drop(logging_in);
+        // The lock on the data directory is the parent's: it must end
+        // with the parent, not with the last process that inherited it.
+        drop(data_dir);
         // Only a hub takes the hub's socket (as its job); in anyone else
         // it is the parent's copy.
         drop(hub_listener);
@@ -425,7 +456,13 @@ impl Server {
             Job::Hub(hub_listener) => {
                 spawn::become_role(Role::Hub, c"mpchat-hub");
                 let dir = socket_dir.expect("the hub runs only in chat mode");
-                hub::run(hub_listener, stop, dir, config.backlog.lines)
+                hub::run(
+                    hub_listener,
+                    stop,
+                    dir,
+                    config.backlog.lines,
+                    &config.history,
+                )
             }
             Job::Client(client, peer, logging_in) => {
                 spawn::become_role(Role::Child, c"mpchat-client");

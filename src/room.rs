@@ -7,10 +7,11 @@
 //! Users are identified by their connection's [`ConnId`], never by
 //! nickname, since a nickname can change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::clock;
+use crate::history::{self, Entry, Kind};
 use crate::ipc::{ToChild, ToHub};
 use crate::protocol::command::{Request, When, check_nick, nick_key};
 use crate::protocol::render;
@@ -21,6 +22,9 @@ pub type ConnId = u64;
 
 /// Pending scheduled messages per user, at most.
 pub const MAX_SCHEDULED_PER_USER: usize = 10;
+
+/// Lines of history a user who joins is shown, unless told otherwise.
+pub const DEFAULT_REPLAY: usize = 20;
 
 /// Who receives a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +93,12 @@ pub struct Room {
     /// Users the hub dropped because their child stopped reading: their
     /// child must not rejoin when it finds its socket closed.
     too_slow: HashSet<u64>,
+    /// The last public lines, oldest first, at most [`history::MAX_LINES`].
+    recent: VecDeque<Entry>,
+    /// Public lines the hub has not yet handed to the history's writer.
+    unwritten: Vec<Entry>,
+    /// Lines of history shown to a user who joins.
+    replay_lines: usize,
 }
 
 impl Default for Room {
@@ -114,7 +124,55 @@ impl Room {
             next_user,
             schedule_changes: 0,
             too_slow: HashSet::new(),
+            recent: VecDeque::new(),
+            unwritten: Vec::new(),
+            replay_lines: DEFAULT_REPLAY,
         }
+    }
+
+    /// Takes the last lines of the history (oldest first), and how many of
+    /// them a user who joins is shown.
+    pub fn restore_history(&mut self, entries: Vec<Entry>, replay_lines: usize) {
+        self.recent = entries.into();
+        self.recent
+            .drain(..self.recent.len().saturating_sub(history::MAX_LINES));
+        self.replay_lines = replay_lines.min(history::MAX_LINES);
+    }
+
+    /// The public lines since the last call, for the history's writer.
+    pub fn take_unwritten(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.unwritten)
+    }
+
+    /// A public line: kept for the history and rendered for everyone.
+    fn public(&mut self, now: SystemTime, kind: Kind, nick: &str, text: &str) -> Delivery {
+        let entry = Entry::new(now, kind, nick, text);
+        let rendered = entry.render(&clock::hhmm(now));
+        if self.recent.len() == history::MAX_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(entry.clone());
+        self.unwritten.push(entry);
+        line(Target::All, rendered)
+    }
+
+    /// The last `count` public lines for `conn`, between markers. Lines of
+    /// an earlier day carry their date.
+    fn replay(&self, conn: ConnId, count: usize, now: SystemTime) -> Vec<Delivery> {
+        let shown = count.min(self.recent.len());
+        let mut out = Vec::with_capacity(shown + 2);
+        out.push(line(Target::One(conn), render::history_header(shown)));
+        for entry in self.recent.range(self.recent.len() - shown..) {
+            let at = entry.time();
+            let stamp = if clock::same_day(at, now) {
+                clock::hhmm(at)
+            } else {
+                clock::date_hhmm(at)
+            };
+            out.push(line(Target::One(conn), entry.render(&stamp)));
+        }
+        out.push(line(Target::One(conn), render::HISTORY_END.to_string()));
+        out
     }
 
     /// The hub is dropping `conn` because its child stopped reading.
@@ -206,8 +264,8 @@ impl Room {
         let stamp = clock::hhmm(now);
         let me = me.nick.clone();
         match request {
-            Request::Say(text) => vec![line(Target::All, render::chat(&stamp, &me, &text))],
-            Request::Me(text) => vec![line(Target::All, render::action(&stamp, &me, &text))],
+            Request::Say(text) => vec![self.public(now, Kind::Chat, &me, &text)],
+            Request::Me(text) => vec![self.public(now, Kind::Me, &me, &text)],
             Request::Whisper { to: target, text } => match self.find(&target) {
                 None => vec![line(Target::One(conn), render::user_not_found(&target))],
                 Some((other, other_nick)) => vec![
@@ -226,11 +284,15 @@ impl Room {
                     .collect();
                 vec![line(Target::One(conn), render::users(&nicks))]
             }
-            Request::Rename(new) => self.rename(conn, &me, new, &stamp),
-            Request::Kick(target) => self.kick(conn, &me, &target, &stamp),
+            Request::Rename(new) => self.rename(conn, &me, new, now),
+            Request::Kick(target) => self.kick(conn, &me, &target, now),
             Request::Schedule { when, text } => self.schedule(conn, me, when, text, now),
             Request::ScheduleList => self.schedule_list(conn, now),
             Request::ScheduleCancel(n) => self.schedule_cancel(conn, n),
+            Request::History(_) if self.recent.is_empty() => {
+                vec![line(Target::One(conn), render::NO_HISTORY.to_string())]
+            }
+            Request::History(count) => self.replay(conn, count, now),
         }
     }
 
@@ -260,11 +322,17 @@ impl Room {
                 id,
             },
         );
-        let joined = render::joined(&clock::hhmm(now), &nick);
-        vec![
-            to(conn, ToChild::Registered { nick, id }),
-            line(Target::All, joined),
-        ]
+        // The history first, then the welcome, then everyone (this user
+        // included) hears of the arrival.
+        let mut out = if self.replay_lines > 0 && !self.recent.is_empty() {
+            self.replay(conn, self.replay_lines, now)
+        } else {
+            Vec::new()
+        };
+        let joined = self.public(now, Kind::Join, &nick, "");
+        out.push(to(conn, ToChild::Registered { nick, id }));
+        out.push(joined);
+        out
     }
 
     /// A user of an earlier hub comes back: same nickname, same place in
@@ -301,10 +369,9 @@ impl Room {
             return Vec::new();
         };
         log::info!("{} ({}) left", user.nick, user.addr);
-        let stamp = clock::hhmm(now);
-        let mut out = vec![line(Target::All, render::left(&stamp, &user.nick))];
+        let mut out = vec![self.public(now, Kind::Leave, &user.nick, "")];
         if was_owner {
-            out.extend(self.announce_owner(&stamp));
+            out.extend(self.announce_owner(now));
         }
         out
     }
@@ -317,11 +384,11 @@ impl Room {
     }
 
     /// After the owner left: who owns the room now, if anyone is left.
-    fn announce_owner(&self, stamp: &str) -> Option<Delivery> {
+    fn announce_owner(&mut self, now: SystemTime) -> Option<Delivery> {
         let heir = self.owner()?;
-        let nick = &self.users[&heir].nick;
+        let nick = self.users[&heir].nick.clone();
         log::info!("{nick} is now the room owner");
-        Some(line(Target::All, render::new_owner(stamp, nick)))
+        Some(self.public(now, Kind::Owner, &nick, ""))
     }
 
     fn find(&self, nick: &str) -> Option<(ConnId, &str)> {
@@ -329,7 +396,7 @@ impl Room {
         Some((conn, self.users[&conn].nick.as_str()))
     }
 
-    fn rename(&mut self, conn: ConnId, old: &str, new: String, stamp: &str) -> Vec<Delivery> {
+    fn rename(&mut self, conn: ConnId, old: &str, new: String, now: SystemTime) -> Vec<Delivery> {
         if let Err(reason) = check_nick(&new) {
             return vec![line(Target::One(conn), reason)];
         }
@@ -348,12 +415,12 @@ impl Room {
         }
         log::info!("{old} is now known as {new}");
         vec![
-            line(Target::All, render::renamed(stamp, old, &new)),
+            self.public(now, Kind::Rename, old, &new),
             to(conn, ToChild::Renamed { nick: new }),
         ]
     }
 
-    fn kick(&mut self, conn: ConnId, me: &str, target: &str, stamp: &str) -> Vec<Delivery> {
+    fn kick(&mut self, conn: ConnId, me: &str, target: &str, now: SystemTime) -> Vec<Delivery> {
         let reply = |text: String| vec![line(Target::One(conn), text)];
         if self.owner() != Some(conn) {
             return reply(render::ONLY_OWNER_KICKS.to_string());
@@ -370,7 +437,7 @@ impl Room {
         log::info!("{} ({}) was kicked by {me}", user.nick, user.addr);
         vec![
             to(victim, ToChild::Kicked),
-            line(Target::All, render::kicked_by(stamp, &user.nick, me)),
+            self.public(now, Kind::Kick, &user.nick, me),
         ]
     }
 
@@ -461,16 +528,10 @@ impl Room {
         if ready == 0 {
             return Vec::new();
         }
-        let stamp = clock::hhmm(now);
         self.schedule_changes += 1;
-        self.schedule
-            .drain(..ready)
-            .map(|s| {
-                line(
-                    Target::All,
-                    render::scheduled(&stamp, &s.author_nick, &s.text),
-                )
-            })
+        let due: Vec<Scheduled> = self.schedule.drain(..ready).collect();
+        due.iter()
+            .map(|s| self.public(now, Kind::Scheduled, &s.author_nick, &s.text))
             .collect()
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SigHandler, Signal, signal};
 use signal_hook::SigId;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 /// What arrived since the last look.
 #[derive(Debug, Default, Clone, Copy)]
@@ -21,6 +21,8 @@ pub struct Pending {
     pub child_exited: bool,
     /// SIGINT or SIGTERM: shut down.
     pub terminate: bool,
+    /// SIGHUP: have the hub reopen the history's segment.
+    pub hangup: bool,
 }
 
 /// The parent's signal handlers and the self-pipe they write to.
@@ -28,21 +30,24 @@ pub struct Signals {
     wakeup: UnixStream,
     child_exited: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
     ids: Vec<SigId>,
 }
 
 impl Signals {
-    /// Installs handlers for SIGCHLD, SIGINT and SIGTERM.
+    /// Installs handlers for SIGCHLD, SIGINT, SIGTERM and SIGHUP.
     pub fn install() -> io::Result<Signals> {
         let (wakeup, writer) = UnixStream::pair()?;
         wakeup.set_nonblocking(true)?;
         let child_exited = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
+        let hangup = Arc::new(AtomicBool::new(false));
         let mut ids = Vec::new();
         for (sig, flag) in [
             (SIGCHLD, &child_exited),
             (SIGINT, &terminate),
             (SIGTERM, &terminate),
+            (SIGHUP, &hangup),
         ] {
             // The flag first, so it is set by the time the byte wakes us.
             ids.push(signal_hook::flag::register(sig, Arc::clone(flag))?);
@@ -55,6 +60,7 @@ impl Signals {
             wakeup,
             child_exited,
             terminate,
+            hangup,
             ids,
         })
     }
@@ -66,6 +72,7 @@ impl Signals {
         Pending {
             child_exited: self.child_exited.swap(false, Ordering::AcqRel),
             terminate: self.terminate.swap(false, Ordering::AcqRel),
+            hangup: self.hangup.swap(false, Ordering::AcqRel),
         }
     }
 
@@ -76,7 +83,9 @@ impl Signals {
     ///
     /// SIGINT is ignored: Ctrl-C on the terminal goes to the whole process
     /// group, and it is the parent's orderly shutdown that tells each client
-    /// goodbye. SIGTERM (say, from `systemctl stop`, which signals every
+    /// goodbye. So is SIGHUP, whose default would end the process: it
+    /// means "reopen the history", the hub's business alone (the hub
+    /// installs its own [`Hangup`]). SIGTERM (say, from `systemctl stop`, which signals every
     /// process of the service) becomes an event, so the process can still
     /// say goodbye itself.
     pub fn forget_in_child(self) -> io::Result<Terminate> {
@@ -86,12 +95,40 @@ impl Signals {
         for (sig, handler) in [
             (Signal::SIGCHLD, SigHandler::SigDfl),
             (Signal::SIGINT, SigHandler::SigIgn),
+            (Signal::SIGHUP, SigHandler::SigIgn),
         ] {
             // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal
             // context, so no handler can break async-signal safety.
             unsafe { signal(sig, handler) }?;
         }
         Terminate::install()
+    }
+}
+
+/// SIGHUP in the hub, as a pipe that becomes readable.
+#[derive(Debug)]
+pub struct Hangup {
+    wakeup: UnixStream,
+}
+
+impl Hangup {
+    pub fn install() -> io::Result<Hangup> {
+        let (wakeup, writer) = UnixStream::pair()?;
+        wakeup.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(SIGHUP, writer)?;
+        Ok(Hangup { wakeup })
+    }
+
+    /// Empties the pipe: one reopen answers every SIGHUP so far.
+    pub fn take(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wakeup).read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+impl AsFd for Hangup {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.wakeup.as_fd()
     }
 }
 

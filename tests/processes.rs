@@ -369,7 +369,7 @@ fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
 
     // A new server takes the same port at once and works.
     let port_arg = port.to_string();
-    let again = Server::spawn(&["--bind", "127.0.0.1", &port_arg]);
+    let again = Server::spawn(&["--bind", "127.0.0.1", "--history-lines", "0", &port_arg]);
     assert_eq!(again.port(), port);
     let mut carol = again.login("carol");
     carol.send_line("hello again");
@@ -396,7 +396,7 @@ fn restart_on_the_same_port_after_sigterm_works_at_once() {
     drop(server);
 
     let port_arg = port.to_string();
-    let again = Server::spawn(&["--bind", "127.0.0.1", &port_arg]);
+    let again = Server::spawn(&["--bind", "127.0.0.1", "--history-lines", "0", &port_arg]);
     assert_eq!(again.port(), port);
     let [mut alice, mut bob] = again.login_all(["alice", "bob"]);
     bob.send_line("after");
@@ -725,7 +725,7 @@ fn a_state_file_that_cannot_be_written_does_not_stop_the_chat() {
     let server = Server::start();
     let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     // The temporary file's name is taken by a directory: every save fails.
-    let blocker = the_socket_dir(&server).join("state.tmp");
+    let blocker = server.data_dir().join("schedule.tmp");
     std::fs::create_dir(&blocker).expect("mkdir");
     schedule(&mut alice, 1, "on time anyway");
     server.wait_for_log("cannot save the scheduled messages");

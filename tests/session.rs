@@ -19,6 +19,7 @@ const HELP: &[&str] = &[
     "/schedule HH:MM <message> or /schedule +SECONDS <message> - send later",
     "/schedule list, /schedule cancel N - your pending scheduled messages",
     "/me <action> - describe what you do",
+    "/history [N] - the last N public lines (default 50, at most 200)",
     "/help - this list",
     "/quit (or END) - leave the chat",
 ];

@@ -46,7 +46,12 @@ pub enum Request {
     },
     ScheduleList,
     ScheduleCancel(usize),
+    /// The last N public lines.
+    History(usize),
 }
+
+/// Lines `/history` shows without a number.
+pub const DEFAULT_HISTORY: usize = 50;
 
 /// When a scheduled message is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +92,7 @@ pub fn parse(line: &str) -> Command {
         "kick" => with_arg(rest, Request::Kick, render::USAGE_KICK),
         "me" => with_arg(rest, Request::Me, render::USAGE_ME),
         "schedule" => parse_schedule(rest),
+        "history" => parse_history(rest),
         "help" => Command::Help,
         "quit" => Command::Quit,
         _ => Command::Unknown(format!("/{word}")),
@@ -98,6 +104,18 @@ fn with_arg(rest: &str, make: fn(String) -> Request, usage: &'static str) -> Com
         Command::Usage(usage)
     } else {
         Command::Request(make(rest.to_string()))
+    }
+}
+
+fn parse_history(args: &str) -> Command {
+    if args.is_empty() {
+        return Command::Request(Request::History(DEFAULT_HISTORY));
+    }
+    match args.parse::<usize>() {
+        Ok(n) if (1..=crate::history::MAX_LINES).contains(&n) => {
+            Command::Request(Request::History(n))
+        }
+        _ => Command::Usage(render::USAGE_HISTORY),
     }
 }
 
@@ -209,6 +227,23 @@ mod tests {
         assert_eq!(parse("/user"), Command::Request(Request::Users));
         assert_eq!(parse("/users"), Command::Request(Request::Users));
         assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(
+            parse("/history"),
+            Command::Request(Request::History(DEFAULT_HISTORY))
+        );
+        assert_eq!(
+            parse("/history 200"),
+            Command::Request(Request::History(200))
+        );
+        for bad in [
+            "/history 0",
+            "/history 201",
+            "/history x",
+            "/history -1",
+            "/history 5 6",
+        ] {
+            assert_eq!(parse(bad), Command::Usage(render::USAGE_HISTORY), "{bad}");
+        }
         assert_eq!(parse("/HELP"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit);
         assert_eq!(parse("END"), Command::Quit);

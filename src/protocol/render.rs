@@ -31,6 +31,10 @@ pub const USAGE_KICK: &str = "Usage: /kick <nick>";
 pub const USAGE_ME: &str = "Usage: /me <action>";
 pub const USAGE_SCHEDULE: &str = "Usage: /schedule HH:MM <message> or /schedule +SECONDS <message>";
 pub const USAGE_SCHEDULE_CANCEL: &str = "Usage: /schedule cancel N";
+pub const USAGE_HISTORY: &str = "Usage: /history [N] (N from 1 to 200)";
+
+pub const HISTORY_END: &str = "--- end of history ---";
+pub const NO_HISTORY: &str = "--- no messages yet ---";
 
 /// `/help`: one line per command.
 pub const HELP: &[&str] = &[
@@ -42,9 +46,18 @@ pub const HELP: &[&str] = &[
     "/schedule HH:MM <message> or /schedule +SECONDS <message> - send later",
     "/schedule list, /schedule cancel N - your pending scheduled messages",
     "/me <action> - describe what you do",
+    "/history [N] - the last N public lines (default 50, at most 200)",
     "/help - this list",
     "/quit (or END) - leave the chat",
 ];
+
+/// Before replayed history; `count` lines follow, then [`HISTORY_END`].
+pub fn history_header(count: usize) -> String {
+    match count {
+        1 => "--- last message ---".to_string(),
+        n => format!("--- last {n} messages ---"),
+    }
+}
 
 pub fn line_too_long() -> String {
     format!("Line too long (max {MAX_LINE} bytes); truncated.")

@@ -10,8 +10,11 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,9 +29,11 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_mpchat")
 }
 
-/// Options that turn the admission and flood limits off; see
-/// [`Server::start_with`].
-const LIMITS_OFF: &[&str] = &[
+/// Options that turn the admission and flood limits and the history
+/// replay off; see [`Server::start_with`].
+const QUIET_DEFAULTS: &[&str] = &[
+    "--history-lines",
+    "0",
     "--max-per-ip",
     "0",
     "--max-conn-rate",
@@ -39,11 +44,45 @@ const LIMITS_OFF: &[&str] = &[
     "0",
 ];
 
+/// A directory of its own for a server to run in, removed on drop.
+///
+/// The server's default data directory (`./mpchat-data`) lands inside it.
+/// Mode 0777, so a server that gives up root (`--user nobody`) can still
+/// create its data directory there.
+pub struct Workdir {
+    path: PathBuf,
+}
+
+impl Workdir {
+    pub fn new() -> Arc<Workdir> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mpchat-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).expect("create a working directory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod the working directory");
+        Arc::new(Workdir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A running server and its process group.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Dropped after the process group is killed (fields drop in order).
+    workdir: Arc<Workdir>,
 }
 
 impl Server {
@@ -58,13 +97,21 @@ impl Server {
     /// `options` turn them on (the last occurrence of an option wins):
     /// these tests connect many clients from 127.0.0.1 at once and send
     /// bursts of lines, and the limits have tests of their own
-    /// (tests/admission.rs, tests/flood.rs).
+    /// (tests/admission.rs, tests/flood.rs). So is the history shown on
+    /// joining, which would come before the welcome every test expects
+    /// (tests/history.rs turns it on).
     pub fn start_with(options: &[&str]) -> Server {
+        Server::start_in(Workdir::new(), options)
+    }
+
+    /// Starts the server like [`Server::start_with`] in `workdir`, which
+    /// may be an earlier server's: a restart of the whole server.
+    pub fn start_in(workdir: Arc<Workdir>, options: &[&str]) -> Server {
         let mut args: Vec<&str> = vec!["--bind", "127.0.0.1"];
-        args.extend_from_slice(LIMITS_OFF);
+        args.extend_from_slice(QUIET_DEFAULTS);
         args.extend_from_slice(options);
         args.push("0");
-        Server::spawn(&args)
+        Server::launch_in(workdir, binary(), &args)
     }
 
     /// Starts the server like [`Server::start_with`], allowed only
@@ -73,21 +120,22 @@ impl Server {
         let limit = limit.to_string();
         let mut args = vec!["-c", "ulimit -n \"$0\" && exec \"$@\"", &limit, binary()];
         args.extend_from_slice(&["--bind", "127.0.0.1"]);
-        args.extend_from_slice(LIMITS_OFF);
+        args.extend_from_slice(QUIET_DEFAULTS);
         args.extend_from_slice(options);
         args.push("0");
-        Server::launch("/bin/sh", &args)
+        Server::launch_in(Workdir::new(), "/bin/sh", &args)
     }
 
     /// Starts `mpchat` with exactly these arguments; they must make it
     /// listen (the port is read from its `listening on` line).
     pub fn spawn(args: &[&str]) -> Server {
-        Server::launch(binary(), args)
+        Server::launch_in(Workdir::new(), binary(), args)
     }
 
-    fn launch(program: &str, args: &[&str]) -> Server {
+    fn launch_in(workdir: Arc<Workdir>, program: &str, args: &[&str]) -> Server {
         let mut child = Command::new(program)
             .args(args)
+            .current_dir(workdir.path())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -114,6 +162,7 @@ impl Server {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
             log,
+            workdir,
         };
         match rx.recv_timeout(DEADLINE) {
             Ok(addr) => server.addr = addr.parse().expect("listening address"),
@@ -123,6 +172,17 @@ impl Server {
             ),
         }
         server
+    }
+
+    /// The directory the server runs in; pass it to [`Server::start_in`]
+    /// to restart the server on the same data.
+    pub fn workdir(&self) -> Arc<Workdir> {
+        Arc::clone(&self.workdir)
+    }
+
+    /// The server's data directory, unless `--data-dir` said otherwise.
+    pub fn data_dir(&self) -> PathBuf {
+        self.workdir.path().join("mpchat-data")
     }
 
     pub fn pid(&self) -> i32 {

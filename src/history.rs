@@ -1,0 +1,687 @@
+//! The chat history on disk: every public line, one JSON object per line,
+//! in numbered segment files (`history-000001.jsonl`, ...) inside the data
+//! directory.
+//!
+//! The hub is the only writer. It only ever appends, so a line once
+//! written is never touched again; a crash can only leave the last line
+//! torn, and the next hub to start cuts that line off (and says so in the
+//! log) before it appends anything. Lines are written to the file at the
+//! end of each turn of the hub's loop, before anyone is sent them, so even
+//! `kill -9` of the hub loses only what it had not yet handled. What is
+//! written reaches the disk itself by `--fsync`: after every write, once a
+//! second (on a thread of its own, so a slow disk never holds up the room),
+//! or when the kernel decides.
+//!
+//! The parent holds [`DataDir`], whose lock keeps a second server from
+//! writing into the same directory.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc::{self, SyncSender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::render;
+
+/// Lines a user can ask for with `/history N`, at most; also what the hub
+/// keeps in memory.
+pub const MAX_LINES: usize = 200;
+
+/// How much of a segment's end is read to find its last lines: far more
+/// than [`MAX_LINES`] of the longest lines the protocol allows.
+const TAIL_BYTES: u64 = 4 << 20;
+
+/// Bytes that may wait for a disk that refuses them before they are given
+/// up (and the loss logged), so a full disk cannot grow the hub forever.
+const MAX_PENDING: usize = 4 << 20;
+
+/// What kind of public line an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Chat,
+    Me,
+    Scheduled,
+    Join,
+    Leave,
+    Rename,
+    Kick,
+    /// Someone became the room owner.
+    Owner,
+}
+
+/// One public line, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub kind: Kind,
+    /// Who it is about: the speaker, who joined, left or was kicked, the
+    /// old nickname of a rename, the author of a scheduled message.
+    pub nick: String,
+    /// The message; for a rename the new nickname, for a kick who kicked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+}
+
+impl Entry {
+    pub fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
+        let time_ms = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Entry {
+            time_ms,
+            kind,
+            nick: nick.to_string(),
+            text: text.to_string(),
+        }
+    }
+
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.time_ms)
+    }
+
+    /// The line users see, with `stamp` for its time. Live lines and
+    /// replayed ones are rendered by this one function, so they look alike.
+    pub fn render(&self, stamp: &str) -> String {
+        let (nick, text) = (self.nick.as_str(), self.text.as_str());
+        match self.kind {
+            Kind::Chat => render::chat(stamp, nick, text),
+            Kind::Me => render::action(stamp, nick, text),
+            Kind::Scheduled => render::scheduled(stamp, nick, text),
+            Kind::Join => render::joined(stamp, nick),
+            Kind::Leave => render::left(stamp, nick),
+            Kind::Rename => render::renamed(stamp, nick, text),
+            Kind::Kick => render::kicked_by(stamp, nick, text),
+            Kind::Owner => render::new_owner(stamp, nick),
+        }
+    }
+}
+
+/// When written lines are forced to the disk (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every write: nothing acknowledged is ever lost, at the price
+    /// of a disk flush in the hub's loop.
+    Always,
+    /// Once a second, on a thread of its own: a power cut loses at most
+    /// the last second.
+    Interval,
+    /// When the kernel decides (usually within 30 seconds).
+    Never,
+}
+
+impl FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "interval" => Ok(Fsync::Interval),
+            "never" => Ok(Fsync::Never),
+            _ => Err("expected always, interval or never".into()),
+        }
+    }
+}
+
+/// The history's settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started once it would grow past
+    /// this size.
+    pub segment_bytes: u64,
+    /// Segments kept, the one being written included; older ones are
+    /// deleted.
+    pub keep: usize,
+    pub fsync: Fsync,
+    /// Lines shown to a user who joins (0: none).
+    pub replay_lines: usize,
+}
+
+/// The data directory, created if need be (mode 0700) and locked for as
+/// long as this value lives. The parent holds it, so the lock lasts as
+/// long as the server, hub restarts included.
+#[derive(Debug)]
+pub struct DataDir {
+    _lock: Flock<File>,
+}
+
+impl DataDir {
+    /// Creates and locks `dir`; the error is a line for the operator.
+    pub fn open(dir: &Path) -> io::Result<DataDir> {
+        let explain = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot use data directory {}: {e}", dir.display()),
+            )
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(explain)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join("lock"))
+            .map_err(explain)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(DataDir { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "data directory {} is in use by another mpchat",
+                    dir.display()
+                ),
+            )),
+            Err((_, e)) => Err(explain(e.into())),
+        }
+    }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("history-{number:06}.jsonl"))
+}
+
+/// The numbers of the segments in `dir`, oldest first.
+fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("history-"))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok());
+        numbers.extend(number);
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Cuts off a last line that has no newline (a write the crash
+/// interrupted) and returns the size left. Whole lines are never touched.
+fn cut_torn_line(path: &Path) -> io::Result<u64> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 << 10];
+    // Back from the end, a chunk at a time, to the last newline.
+    let whole = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if whole < len {
+        file.set_len(whole)?;
+        file.sync_all()?;
+        log::warn!(
+            "history: cut off a torn last line ({} bytes) of {}, left by an interrupted write",
+            len - whole,
+            path.display()
+        );
+    }
+    Ok(whole)
+}
+
+/// The last `want` entries of the segment at `path`; lines that are not
+/// entries are counted in `damaged` and skipped.
+fn last_entries(path: &Path, want: usize, damaged: &mut usize) -> io::Result<Vec<Entry>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let mut text = bytes.as_slice();
+    if start > 0 {
+        // Starts in the middle of a line: begin after it.
+        let first = text.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text = &text[first..];
+    }
+    let mut entries = VecDeque::with_capacity(want);
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Entry>(line) {
+            Ok(entry) => {
+                if entries.len() == want {
+                    entries.pop_front();
+                }
+                entries.push_back(entry);
+            }
+            Err(_) => *damaged += 1,
+        }
+    }
+    Ok(entries.into())
+}
+
+/// The hub's writer: appends entries to the newest segment and rotates.
+pub struct Writer {
+    dir: PathBuf,
+    segment_bytes: u64,
+    keep: usize,
+    fsync: Fsync,
+    number: u64,
+    file: File,
+    /// Bytes of the segment that are whole lines.
+    size: u64,
+    /// Lines not written yet.
+    pending: Vec<u8>,
+    /// Written since the last flush to disk.
+    unsynced: bool,
+    last_sync: Instant,
+    syncer: Option<Syncer>,
+    error_logged: Option<Instant>,
+}
+
+impl Writer {
+    /// Opens the newest segment for appending (mending a torn last line
+    /// first) and returns the last [`MAX_LINES`] entries of the history.
+    pub fn open(options: &Options) -> io::Result<(Writer, Vec<Entry>)> {
+        let dir = options.dir.clone();
+        let numbers = segments(&dir)?;
+        let number = numbers.last().copied().unwrap_or(1);
+        let path = segment_path(&dir, number);
+        let size = cut_torn_line(&path)?;
+        let recent = recent(&dir, &numbers)?;
+        let file = open_segment(&path)?;
+        let syncer = match options.fsync {
+            Fsync::Interval => Some(Syncer::start()?),
+            Fsync::Always | Fsync::Never => None,
+        };
+        let mut writer = Writer {
+            dir,
+            segment_bytes: options.segment_bytes.max(1),
+            keep: options.keep.max(1),
+            fsync: options.fsync,
+            number,
+            file,
+            size,
+            pending: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+            syncer,
+            error_logged: None,
+        };
+        writer.prune();
+        Ok((writer, recent))
+    }
+
+    /// Adds entries to what the next [`Writer::write`] writes, starting a
+    /// new segment whenever the current one would grow too big.
+    pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for entry in entries {
+            let Ok(mut line) = serde_json::to_vec(&entry) else {
+                continue;
+            };
+            line.push(b'\n');
+            let used = self.size + self.pending.len() as u64;
+            if used > 0 && used + line.len() as u64 > self.segment_bytes {
+                self.rotate();
+            }
+            self.pending.extend_from_slice(&line);
+        }
+    }
+
+    /// Writes what is pending, and flushes it to disk as `--fsync` says.
+    /// Failures are logged (once a minute) and tried again at the next
+    /// turn; the room goes on either way.
+    pub fn write(&mut self, now: Instant) {
+        if let Err(e) = self.write_pending() {
+            self.failed(now, &e);
+        }
+        match self.fsync {
+            Fsync::Always if self.unsynced => {
+                self.unsynced = false;
+                if let Err(e) = self.file.sync_data() {
+                    self.failed(now, &e);
+                }
+            }
+            Fsync::Interval if self.unsynced && now >= self.last_sync + Duration::from_secs(1) => {
+                self.sync_in_background(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// When the hub must wake up to flush to disk, if it must.
+    pub fn wake_by(&self) -> Option<Instant> {
+        (self.fsync == Fsync::Interval && self.unsynced)
+            .then(|| self.last_sync + Duration::from_secs(1))
+    }
+
+    /// Closes and opens the current segment again by name (SIGHUP), so a
+    /// segment moved away by a log rotation tool gets a fresh file.
+    pub fn reopen(&mut self) {
+        let now = Instant::now();
+        self.write(now);
+        let path = segment_path(&self.dir, self.number);
+        match open_segment(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok((size, file)) => {
+                self.sync_in_background(now);
+                self.file = file;
+                self.size = size;
+                log::info!("history: reopened {}", path.display());
+            }
+            Err(e) => log::error!("history: cannot reopen {}: {e}", path.display()),
+        }
+    }
+
+    /// Writes what is pending and flushes it to disk: the hub is stopping.
+    pub fn close(&mut self) {
+        if let Err(e) = self.write_pending().and_then(|()| self.file.sync_data()) {
+            log::error!("history: cannot write the last lines: {e}");
+        }
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.pending) {
+            // A part written before the failure would be a torn line in
+            // the middle of the file once later lines follow it.
+            let _ = self.file.set_len(self.size);
+            if self.pending.len() > MAX_PENDING {
+                log::error!(
+                    "history: gave up {} bytes of lines that could not be written",
+                    self.pending.len()
+                );
+                self.pending.clear();
+            }
+            return Err(e);
+        }
+        self.size += self.pending.len() as u64;
+        self.pending.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync_in_background(&mut self, now: Instant) {
+        self.unsynced = false;
+        self.last_sync = now;
+        if let Some(syncer) = &self.syncer {
+            syncer.sync(&self.file);
+        }
+    }
+
+    /// Closes the current segment and starts the next one.
+    fn rotate(&mut self) {
+        let now = Instant::now();
+        if let Err(e) = self.write_pending() {
+            // Stay in this segment; the next turn tries again.
+            self.failed(now, &e);
+            return;
+        }
+        let path = segment_path(&self.dir, self.number + 1);
+        let file = match open_segment(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.failed(now, &e);
+                return;
+            }
+        };
+        // The old segment is complete: flush it (in the background unless
+        // every write is flushed anyway) before the new one is used.
+        match self.fsync {
+            Fsync::Always => {
+                let _ = self.file.sync_data();
+            }
+            Fsync::Interval => self.sync_in_background(now),
+            Fsync::Never => {}
+        }
+        if self.fsync != Fsync::Never
+            && let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all())
+        {
+            self.failed(now, &e);
+        }
+        self.file = file;
+        self.number += 1;
+        self.size = 0;
+        log::info!("history: started {}", path.display());
+        self.prune();
+    }
+
+    /// Deletes the segments beyond `--history-keep`.
+    fn prune(&mut self) {
+        let Some(oldest_kept) = self.number.checked_sub(self.keep as u64 - 1) else {
+            return;
+        };
+        let numbers = segments(&self.dir).unwrap_or_default();
+        for old in numbers.into_iter().filter(|&n| n < oldest_kept) {
+            let path = segment_path(&self.dir, old);
+            match fs::remove_file(&path) {
+                Ok(()) => log::info!("history: deleted {}", path.display()),
+                Err(e) => log::warn!("history: cannot delete {}: {e}", path.display()),
+            }
+        }
+    }
+
+    fn failed(&mut self, now: Instant, e: &io::Error) {
+        if self
+            .error_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            log::error!("history: cannot write to {}: {e}", self.dir.display());
+            self.error_logged = Some(now);
+        }
+    }
+}
+
+fn open_segment(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The last [`MAX_LINES`] entries over the segments `numbers` (oldest
+/// first), newest segments read first.
+fn recent(dir: &Path, numbers: &[u64]) -> io::Result<Vec<Entry>> {
+    let mut damaged = 0;
+    let mut entries: Vec<Entry> = Vec::new();
+    for &number in numbers.iter().rev() {
+        let want = MAX_LINES - entries.len();
+        if want == 0 {
+            break;
+        }
+        let mut older = match last_entries(&segment_path(dir, number), want, &mut damaged) {
+            Ok(older) => older,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        older.append(&mut entries);
+        entries = older;
+    }
+    if damaged > 0 {
+        log::warn!(
+            "history: skipped {damaged} damaged lines in {}",
+            dir.display()
+        );
+    }
+    Ok(entries)
+}
+
+/// Flushes segments to disk on a thread of its own.
+struct Syncer {
+    /// Room for one request: a flush already waiting covers every write
+    /// made before it runs, so a second one would add nothing.
+    requests: SyncSender<File>,
+}
+
+impl Syncer {
+    fn start() -> io::Result<Syncer> {
+        let (requests, incoming) = mpsc::sync_channel::<File>(1);
+        std::thread::Builder::new()
+            .name("history-sync".into())
+            .spawn(move || {
+                for file in incoming {
+                    if let Err(e) = file.sync_data() {
+                        log::error!("history: cannot flush to disk: {e}");
+                    }
+                }
+            })?;
+        Ok(Syncer { requests })
+    }
+
+    fn sync(&self, file: &File) {
+        match file.try_clone() {
+            Ok(file) => {
+                let _ = self.requests.try_send(file);
+            }
+            Err(e) => log::error!("history: cannot flush to disk: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mpchat-history-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn options(dir: &Path, segment_bytes: u64, keep: usize) -> Options {
+        Options {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            keep,
+            fsync: Fsync::Never,
+            replay_lines: 20,
+        }
+    }
+
+    fn say(i: usize) -> Entry {
+        Entry::new(SystemTime::now(), Kind::Chat, "bob", &format!("line {i}"))
+    }
+
+    #[test]
+    fn what_is_written_is_read_back_after_a_restart() {
+        let dir = scratch_dir("restart");
+        let (mut writer, recent) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
+        assert!(recent.is_empty());
+        writer.append((0..5).map(say));
+        writer.write(Instant::now());
+        drop(writer);
+        let (_, recent) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
+        assert!(
+            recent
+                .iter()
+                .all(|e| e.kind == Kind::Chat && e.nick == "bob")
+        );
+        let texts: Vec<&str> = recent.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_rotate_and_only_the_newest_are_kept() {
+        let dir = scratch_dir("rotate");
+        let line_len = serde_json::to_vec(&say(0)).unwrap().len() as u64 + 1;
+        // Three lines to a segment, three segments kept.
+        let (mut writer, _) = Writer::open(&options(&dir, 3 * line_len, 3)).unwrap();
+        for i in 0..20 {
+            writer.append([say(i % 10)]);
+            writer.write(Instant::now());
+        }
+        let numbers = segments(&dir).unwrap();
+        assert_eq!(numbers, [5, 6, 7]);
+        for &n in &numbers[..2] {
+            assert_eq!(
+                fs::metadata(segment_path(&dir, n)).unwrap().len(),
+                3 * line_len
+            );
+        }
+        let (_, recent) = Writer::open(&options(&dir, 3 * line_len, 3)).unwrap();
+        // Segments 5, 6 and 7 hold lines 12..20.
+        assert_eq!(recent.len(), 8);
+        assert_eq!(recent[0].text, "line 2");
+        assert_eq!(recent[7].text, "line 9");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_earlier_lines_are_kept() {
+        let dir = scratch_dir("torn");
+        let (mut writer, _) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
+        writer.append((0..3).map(say));
+        writer.write(Instant::now());
+        drop(writer);
+        let path = segment_path(&dir, 1);
+        let whole = fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(br#"{"time_ms":1,"kind":"chat","ni"#)
+            .unwrap();
+        drop(file);
+        let (mut writer, recent) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), whole);
+        assert_eq!(recent.len(), 3);
+        writer.append([say(3)]);
+        writer.write(Instant::now());
+        drop(writer);
+        let (_, recent) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
+        let texts: Vec<&str> = recent.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["line 0", "line 1", "line 2", "line 3"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_lines_are_skipped_and_the_rest_is_read() {
+        let dir = scratch_dir("damaged");
+        let path = segment_path(&dir, 1);
+        let good = serde_json::to_string(&say(1)).unwrap();
+        fs::write(&path, format!("{good}\n\0\0\0not json\n{good}\n")).unwrap();
+        let (_, recent) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
+        assert_eq!(recent.len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_one_server_may_use_a_data_directory() {
+        let dir = scratch_dir("lock");
+        let first = DataDir::open(&dir).unwrap();
+        let second = DataDir::open(&dir).unwrap_err();
+        assert!(
+            second.to_string().contains("in use by another mpchat"),
+            "{second}"
+        );
+        drop(first);
+        DataDir::open(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fsync_policies_parse() {
+        assert_eq!("always".parse(), Ok(Fsync::Always));
+        assert_eq!("interval".parse(), Ok(Fsync::Interval));
+        assert_eq!("never".parse(), Ok(Fsync::Never));
+        assert!("sometimes".parse::<Fsync>().is_err());
+    }
+}
