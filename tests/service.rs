@@ -138,3 +138,43 @@ fn a_low_port_without_root_is_one_line_and_exit_status_1() {
         "mpchat: no permission to use port 80 (ports below 1024 need root)\n"
     );
 }
+
+#[test]
+fn a_data_directory_in_use_by_another_server_is_one_line_and_exit_status_1() {
+    let server = Server::start();
+    let data = server.data_dir();
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let (code, stderr) = run_to_exit(&["--bind", "127.0.0.1", "--data-dir", data_arg, "0"], None);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr,
+        format!(
+            "mpchat: data directory {data_arg} is in use by another mpchat (pid {})\n",
+            server.pid()
+        )
+    );
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_written_is_one_line_and_exit_status_1() {
+    if !running_as_root() || !nobody_can_run_the_binary() {
+        eprintln!("skipped: needs root to run the binary as another user");
+        return;
+    }
+    // Root's private directory, which nobody may not enter.
+    let workdir = common::Workdir::new();
+    let closed = workdir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let data = closed.join("mpchat-data");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let (code, stderr) = run_to_exit(
+        &["--bind", "127.0.0.1", "--data-dir", data_arg, "0"],
+        Some(65534),
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr,
+        format!("mpchat: cannot use data directory {data_arg}: Permission denied (os error 13)\n")
+    );
+}
