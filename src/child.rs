@@ -32,6 +32,7 @@ use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
 use crate::spawn::{LoggingIn, Stop};
+use crate::title;
 
 /// An unfinished line counts as complete once it has sat this long: the
 /// class-lab C client never sends a line end.
@@ -642,6 +643,7 @@ impl Session {
             ToChild::Line(line) => self.say(&line),
             ToChild::Registered { nick, id } => {
                 self.say(&render::hello(&nick));
+                title::set(&format!("mpchat: {nick} {}", self.peer));
                 self.phase = Phase::Chat { nick, id };
                 self.pending_nick = None;
                 // Tells the parent this connection no longer counts
@@ -662,6 +664,7 @@ impl Session {
                 return self.login_failed(reason);
             }
             ToChild::Renamed { nick: new } => {
+                title::set(&format!("mpchat: {new} {}", self.peer));
                 if let Phase::Chat { nick, .. } = &mut self.phase {
                     *nick = new;
                 }

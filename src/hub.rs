@@ -24,7 +24,7 @@ use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
 use crate::signals::Hangup;
 use crate::spawn::Stop;
-use crate::state;
+use crate::{state, title};
 
 /// Messages taken from one child per turn, so one busy child cannot starve
 /// the others.
@@ -117,6 +117,8 @@ struct Hub {
     /// SIGHUP: reopen the history's segment.
     hangup: Hangup,
     history: Writer,
+    /// The number of users the process title shows.
+    users_shown: usize,
     uid: u32,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
@@ -180,6 +182,7 @@ pub fn run(
         _stop: stop,
         hangup,
         history: writer,
+        users_shown: 0,
         uid: nix::unistd::getuid().as_raw(),
         conns: HashMap::new(),
         next_id: FIRST_CONN,
@@ -258,6 +261,17 @@ impl Hub {
             // message is on disk, even if the hub dies the next moment.
             self.save_if_changed();
             self.flush_dirty();
+            self.show_users();
+        }
+    }
+
+    /// Keeps the process title (`mpchat: hub, 3 users`) up to date.
+    fn show_users(&mut self) {
+        let users = self.room.members().len();
+        if users != self.users_shown {
+            self.users_shown = users;
+            let plural = if users == 1 { "" } else { "s" };
+            title::set(&format!("mpchat: hub, {users} user{plural}"));
         }
     }
 

@@ -32,6 +32,8 @@
 //! * [`ipc`]: the messages between children and hub, and the socket that
 //!   carries them.
 //! * [`clock`]: local wall-clock time for `[HH:MM]` stamps and schedules.
+//! * [`title`]: process titles for `ps -ef`, written over the argv and
+//!   environment strings.
 //! * [`logging`]: log lines tagged with the process role and pid.
 
 pub mod admission;
@@ -50,6 +52,7 @@ pub mod room;
 pub mod signals;
 pub mod spawn;
 pub mod state;
+pub mod title;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use mpchat::child::BacklogLimits;
 use mpchat::flood::FloodLimits;
 use mpchat::history::{self, Fsync};
 use mpchat::parent::Server;
-use mpchat::{Config, logging};
+use mpchat::{Config, logging, title};
 
 /// A fork-per-connection chat server: connect with telnet, nc or the
 /// class-lab C client.
@@ -91,6 +91,8 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    // After the command line is read: the title is written over it.
+    title::init();
     let config = Config {
         bind: cli.bind,
         port: cli.port,

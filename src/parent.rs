@@ -27,7 +27,7 @@ use crate::logging::Role;
 use crate::protocol::{CRLF, render};
 use crate::signals::{self, Signals};
 use crate::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
-use crate::{Config, child, echo, hub, ipc, privileges};
+use crate::{Config, child, echo, hub, ipc, privileges, title};
 
 /// How long the other processes get to say goodbye at shutdown before the
 /// parent kills what is left; the whole shutdown must fit in two seconds.
@@ -197,7 +197,9 @@ impl Server {
     /// process gets a [`Job`] and leaves through [`Server::run_job`], never
     /// to come back.
     pub fn serve(mut self) -> io::Result<()> {
-        log::info!("listening on {}", self.local_addr()?);
+        let addr = self.local_addr()?;
+        log::info!("listening on {addr}");
+        title::set(&format!("mpchat: listening on {addr}"));
         if let Some(job) = self.start_hub()? {
             self.run_job(job);
         }
@@ -465,6 +467,7 @@ impl Server {
         let result = match job {
             Job::Hub(hub_listener) => {
                 spawn::become_role(Role::Hub, c"mpchat-hub");
+                title::set("mpchat: hub, 0 users");
                 let dir = socket_dir.expect("the hub runs only in chat mode");
                 hub::run(
                     hub_listener,
@@ -476,6 +479,7 @@ impl Server {
             }
             Job::Client(client, peer, logging_in) => {
                 spawn::become_role(Role::Child, c"mpchat-client");
+                title::set(&format!("mpchat: login {peer}"));
                 let socket = socket_dir
                     .expect("clients chat only in chat mode")
                     .socket_path();
@@ -493,6 +497,9 @@ impl Server {
             }
             Job::Echo(client) => {
                 spawn::become_role(Role::Echo, c"mpchat-echo");
+                if let Ok(peer) = client.peer_addr() {
+                    title::set(&format!("mpchat: echo {peer}"));
+                }
                 echo::run(client, stop)
             }
         };

@@ -228,6 +228,54 @@ fn ps_shows_parent_hub_and_one_child_per_client_and_reaps_a_leaver() {
     wait_reaped(&server, 2, carol_pid);
 }
 
+/// What `ps -ef` shows for `pid`: its command line, NULs as spaces.
+fn title_of(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+    text.trim_end().to_string()
+}
+
+fn wait_for_title(pid: i32, expected: &str) {
+    wait_until(&format!("process {pid} titled {expected:?}"), || {
+        title_of(pid) == expected
+    });
+}
+
+#[test]
+fn ps_ef_says_what_each_process_is() {
+    let server = Server::start();
+    wait_for_title(
+        server.pid(),
+        &format!("mpchat: listening on {}", server.addr),
+    );
+    let hub = pids_named(&server, "mpchat-hub")[0];
+    wait_for_title(hub, "mpchat: hub, 0 users");
+
+    let mut alice = server.login("alice");
+    let alice_child = child_pid_of(&server, &alice);
+    let alice_addr = alice.stream().local_addr().unwrap();
+    wait_for_title(alice_child, &format!("mpchat: alice {alice_addr}"));
+    wait_for_title(hub, "mpchat: hub, 1 user");
+
+    let at_prompt = connect_at_prompt(&server);
+    let prompt_child = child_pid_of(&server, &at_prompt);
+    let prompt_addr = at_prompt.stream().local_addr().unwrap();
+    wait_for_title(prompt_child, &format!("mpchat: login {prompt_addr}"));
+
+    alice.send_line("/nick alicia");
+    alice.expect_stamped("* User \"alice\" has changed their nickname to \"alicia\".");
+    wait_for_title(alice_child, &format!("mpchat: alicia {alice_addr}"));
+    let _bob = server.login("bob");
+    wait_for_title(hub, "mpchat: hub, 2 users");
+    // The short names for `ps -o comm` and `top` stay as they were.
+    let comms: Vec<String> = server.processes().into_iter().map(|p| p.comm).collect();
+    assert_eq!(
+        comms.iter().filter(|c| *c == "mpchat-client").count(),
+        3,
+        "{comms:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 2. kill -9 of one client's child.
 // ---------------------------------------------------------------------------
