@@ -20,6 +20,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -31,6 +32,7 @@ use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
+use crate::scoreboard::{self, Slot, Totals};
 use crate::spawn::{LoggingIn, Stop};
 use crate::title;
 
@@ -100,6 +102,9 @@ pub struct Setup {
     pub backlog: BacklogLimits,
     /// A user who sends nothing for this long is disconnected.
     pub idle_timeout: Option<Duration>,
+    /// This child's figures, and the server's totals, for `mpchat status`.
+    pub slot: &'static Slot,
+    pub totals: &'static Totals,
 }
 
 enum Phase {
@@ -165,6 +170,8 @@ struct Session {
     client_eof: bool,
     /// Receives datagrams from the hub; see [`Link::try_recv_into`].
     buf: Vec<u8>,
+    slot: &'static Slot,
+    totals: &'static Totals,
 }
 
 /// Runs one client's session to its end.
@@ -178,6 +185,8 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         flood,
         backlog: backlog_limits,
         idle_timeout,
+        slot,
+        totals,
     } = setup;
     client.set_nonblocking(true)?;
     // Lines are small and someone is waiting for each one.
@@ -219,6 +228,8 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         last_output: now,
         client_eof: false,
         buf: Vec::new(),
+        slot,
+        totals,
     };
     session.say(render::WELCOME);
     let end = match session.converse() {
@@ -250,6 +261,7 @@ impl Session {
             }
             if self.over_backlog() {
                 log::info!("{} is not reading; disconnecting", self.peer);
+                scoreboard::bump(&self.totals.slow_disconnects);
                 self.drop_unsent();
                 return Ok(End::Say(render::NOT_READING.to_string()));
             }
@@ -353,6 +365,7 @@ impl Session {
                 }
                 Verdict::Disconnect => {
                     log::info!("{}: disconnected for excess flood", self.peer);
+                    scoreboard::bump(&self.totals.flood_disconnects);
                     // After the replies to the lines that did pass.
                     self.inbox.clear();
                     self.ending = Some(End::Say(render::EXCESS_FLOOD.to_string()));
@@ -538,6 +551,9 @@ impl Session {
                 self.last_input = Instant::now();
                 let mut lines = Vec::new();
                 self.reader.push(&chunk[..n], &mut lines);
+                self.slot
+                    .lines_in
+                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
                 self.inbox.extend(lines);
             }
             Err(e)
@@ -653,6 +669,7 @@ impl Session {
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
             ToChild::TooSlow => {
                 log::info!("{}: dropped by the hub for falling behind", self.peer);
+                scoreboard::bump(&self.totals.slow_disconnects);
                 return say_and_end(render::NOT_READING);
             }
             // After a hub restart, someone new took the nickname first.
@@ -703,6 +720,9 @@ impl Session {
                     let written = &self.backlog[self.sent..self.sent + n];
                     let lines = written.iter().filter(|&&b| b == b'\n').count();
                     self.unsent_lines = self.unsent_lines.saturating_sub(lines);
+                    self.slot
+                        .lines_out
+                        .fetch_add(lines as u64, Ordering::Relaxed);
                     self.sent += n;
                     self.last_output = Instant::now();
                 }
@@ -717,6 +737,9 @@ impl Session {
                 }
             }
         }
+        self.slot
+            .backlog
+            .store(self.unsent_lines as u64, Ordering::Relaxed);
         if self.sent == self.backlog.len() {
             self.sent = 0;
             self.backlog.clear();

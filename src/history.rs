@@ -84,6 +84,11 @@ impl Entry {
         }
     }
 
+    /// A message someone sent (rather than a join, leave and the like).
+    pub fn is_message(&self) -> bool {
+        matches!(self.kind, Kind::Chat | Kind::Me | Kind::Scheduled)
+    }
+
     pub fn time(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.time_ms)
     }

@@ -11,7 +11,7 @@
 //! end of the connection and removes the user at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +24,7 @@ use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
 use crate::signals::Hangup;
 use crate::spawn::Stop;
+use crate::status::{self, Admin};
 use crate::{state, title};
 
 /// Messages taken from one child per turn, so one busy child cannot starve
@@ -93,6 +94,8 @@ impl SocketDir {
 /// One child's connection.
 struct Conn {
     link: Link,
+    /// The child's pid, for `mpchat status`.
+    pid: u32,
     /// Encoded messages not yet taken by the child, oldest first.
     queue: VecDeque<Rc<[u8]>>,
     /// The socket was full; epoll also reports when it is writable again.
@@ -102,11 +105,22 @@ struct Conn {
     overflowed: bool,
 }
 
+/// A report on its way to `mpchat status`.
+struct Reply {
+    stream: std::os::unix::net::UnixStream,
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
 /// epoll tokens for the hub's own fds; connection ids start above them.
 const LIFELINE: u64 = 0;
 const TERMINATE: u64 = 1;
 const LISTENER: u64 = 2;
 const HANGUP: u64 = 3;
+const ADMIN: u64 = 4;
+/// Replies on the admin socket have ids from here on, far above any
+/// connection's.
+const FIRST_REPLY: u64 = 1 << 48;
 const FIRST_CONN: ConnId = 16;
 
 struct Hub {
@@ -116,6 +130,11 @@ struct Hub {
     _stop: Stop,
     /// SIGHUP: reopen the history's segment.
     hangup: Hangup,
+    /// The admin socket and what its reports are made of.
+    admin: Option<Admin>,
+    /// Reports being written to `mpchat status` clients, by id.
+    replies: HashMap<u64, Reply>,
+    next_reply: u64,
     history: Writer,
     /// The number of users the process title shows.
     users_shown: usize,
@@ -151,6 +170,7 @@ pub fn run(
     socket_dir: SocketDir,
     max_queued: usize,
     history: &history::Options,
+    admin: Option<Admin>,
 ) -> io::Result<()> {
     let hangup = Hangup::install()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -164,6 +184,9 @@ pub fn run(
     )?;
     epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
     epoll.add(&hangup, EpollEvent::new(EpollFlags::EPOLLIN, HANGUP))?;
+    if let Some(admin) = &admin {
+        epoll.add(&admin.listener, EpollEvent::new(EpollFlags::EPOLLIN, ADMIN))?;
+    }
     let (writer, recent) = Writer::open(history).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -181,6 +204,9 @@ pub fn run(
         listener,
         _stop: stop,
         hangup,
+        admin,
+        replies: HashMap::new(),
+        next_reply: FIRST_REPLY,
         history: writer,
         users_shown: 0,
         uid: nix::unistd::getuid().as_raw(),
@@ -233,6 +259,8 @@ impl Hub {
                         return Ok(false);
                     }
                     LISTENER => self.accept_all(),
+                    ADMIN => self.answer_admin(),
+                    id if id >= FIRST_REPLY => self.write_reply(id),
                     HANGUP => {
                         self.hangup.take();
                         self.history.reopen();
@@ -255,13 +283,102 @@ impl Hub {
             // Written before anyone is sent it, like the schedule below: a
             // line someone has read is in the history, even if the hub
             // dies the next moment.
-            self.history.append(self.room.take_unwritten());
+            let lines = self.room.take_unwritten();
+            if let Some(admin) = &self.admin {
+                let messages = lines.iter().filter(|e| e.is_message()).count();
+                admin
+                    .scoreboard
+                    .totals
+                    .messages
+                    .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.history.append(lines);
             self.history.write(Instant::now());
             // Saved before anyone hears of it: a confirmed scheduled
             // message is on disk, even if the hub dies the next moment.
             self.save_if_changed();
             self.flush_dirty();
             self.show_users();
+        }
+    }
+
+    /// Answers everyone waiting on the admin socket with a report. Only
+    /// the server's own user and root are answered.
+    fn answer_admin(&mut self) {
+        let Some(admin) = &self.admin else { return };
+        loop {
+            let stream = match admin.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::error!("accept on the admin socket: {e}");
+                    return;
+                }
+            };
+            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            {
+                Ok(c) if c.uid() == self.uid || c.uid() == 0 => {}
+                Ok(c) => {
+                    log::warn!("refused a status request from uid {}", c.uid());
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("refused a status request: {e}");
+                    continue;
+                }
+            }
+            let members = self.room.members().iter().filter_map(|conn| {
+                let (nick, address) = self.room.user(*conn)?;
+                Some(status::Member {
+                    nick,
+                    address,
+                    pid: self.conns.get(conn)?.pid,
+                })
+            });
+            let bytes = status::encode(&status::report(admin, members));
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let id = self.next_reply;
+            self.next_reply += 1;
+            let reply = Reply {
+                stream,
+                bytes,
+                sent: 0,
+            };
+            // Written as the socket takes it, so a slow reader never holds
+            // up the room.
+            if self
+                .epoll
+                .add(&reply.stream, EpollEvent::new(EpollFlags::EPOLLOUT, id))
+                .is_ok()
+            {
+                self.replies.insert(id, reply);
+            }
+        }
+    }
+
+    /// Writes more of a report; done (or failed), the connection closes.
+    fn write_reply(&mut self, id: u64) {
+        let Some(reply) = self.replies.get_mut(&id) else {
+            return;
+        };
+        loop {
+            match (&reply.stream).write(&reply.bytes[reply.sent..]) {
+                Ok(n) => {
+                    reply.sent += n;
+                    if reply.sent < reply.bytes.len() {
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {}
+            }
+            break;
+        }
+        if let Some(reply) = self.replies.remove(&id) {
+            let _ = self.epoll.delete(&reply.stream);
         }
     }
 
@@ -342,9 +459,9 @@ impl Hub {
     }
 
     fn admit(&mut self, link: Link) {
-        match link.peer_uid() {
-            Ok(uid) if uid == self.uid => {}
-            Ok(uid) => {
+        let pid = match link.peer() {
+            Ok((uid, pid)) if uid == self.uid => pid,
+            Ok((uid, _)) => {
                 log::warn!("refused hub connection from uid {uid}");
                 return;
             }
@@ -352,7 +469,7 @@ impl Hub {
                 log::warn!("refused hub connection: cannot read its credentials: {e}");
                 return;
             }
-        }
+        };
         let id = self.next_id;
         self.next_id += 1;
         if let Err(e) = self
@@ -366,6 +483,7 @@ impl Hub {
             id,
             Conn {
                 link,
+                pid,
                 queue: VecDeque::new(),
                 waiting_to_write: false,
                 overflowed: false,

@@ -249,9 +249,11 @@ impl Link {
         let _ = socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Both);
     }
 
-    /// The user id of the process at the other end.
-    pub fn peer_uid(&self) -> io::Result<u32> {
-        Ok(socket::getsockopt(&self.fd, sockopt::PeerCredentials)?.uid())
+    /// The user id and pid of the process at the other end (as it was
+    /// when it connected).
+    pub fn peer(&self) -> io::Result<(u32, u32)> {
+        let credentials = socket::getsockopt(&self.fd, sockopt::PeerCredentials)?;
+        Ok((credentials.uid(), credentials.pid() as u32))
     }
 }
 
@@ -359,7 +361,9 @@ mod tests {
                 Event::ClientLine(b"b c\r\n"),
             ]
         );
-        assert_eq!(hub.peer_uid().unwrap(), nix::unistd::getuid().as_raw());
+        let (uid, pid) = hub.peer().unwrap();
+        assert_eq!(uid, nix::unistd::getuid().as_raw());
+        assert_eq!(pid, std::process::id());
         drop(child);
         assert!(matches!(
             hub.try_recv::<ToHub>(&mut buf).unwrap(),

@@ -22,6 +22,9 @@
 //!   recovery, and the lock on the data directory.
 //! * [`state`]: the hub's state file, which lets a restarted hub keep the
 //!   scheduled messages.
+//! * [`scoreboard`]: counters in shared memory that every process adds
+//!   to, for `mpchat status`.
+//! * [`status`]: the admin socket and `mpchat status`.
 //! * [`room`]: the room's state and rules (nicknames, owner, commands,
 //!   scheduled messages), free of I/O so it can be tested on its own.
 //! * [`child`]: the client child: one TCP client's session.
@@ -49,9 +52,11 @@ pub mod parent;
 pub mod privileges;
 pub mod protocol;
 pub mod room;
+pub mod scoreboard;
 pub mod signals;
 pub mod spawn;
 pub mod state;
+pub mod status;
 pub mod title;
 
 use std::net::IpAddr;

@@ -1,6 +1,7 @@
 //! The `mpchat` command: parses the command line, sets up logging and runs
 //! the server. Everything else is in the library.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +18,19 @@ use mpchat::{Config, logging, title};
 /// A fork-per-connection chat server: connect with telnet, nc or the
 /// class-lab C client.
 #[derive(Debug, Parser)]
-#[command(version, about, args_override_self = true)]
+#[command(
+    version,
+    about,
+    args_override_self = true,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
     /// TCP port to listen on (0 picks a free port).
-    port: u16,
+    #[arg(required = true)]
+    port: Option<u16>,
     /// Address to listen on; IPv6 addresses work too.
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
@@ -88,14 +98,32 @@ struct Cli {
     fsync: Fsync,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Show who is connected, the totals and each process's memory, as
+    /// the server on PORT (run by this user, or by anyone for root) sees
+    /// them.
+    Status {
+        /// The port the server listens on.
+        #[arg(long)]
+        port: u16,
+        /// The same figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    if let Some(Subcommand::Status { port, json }) = cli.command {
+        return exit_code(status(port, json));
+    }
     // After the command line is read: the title is written over it.
     title::init();
     let config = Config {
         bind: cli.bind,
-        port: cli.port,
+        port: cli.port.unwrap_or_default(),
         max_clients: cli.max_clients,
         login_timeout: Duration::from_secs(cli.login_timeout),
         idle_timeout: (cli.idle_timeout > 0).then(|| Duration::from_secs(cli.idle_timeout)),
@@ -123,12 +151,35 @@ fn main() -> ExitCode {
             replay_lines: cli.history_lines.into(),
         },
     };
-    match run(config) {
+    exit_code(run(config))
+}
+
+fn exit_code(result: std::io::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mpchat: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `mpchat status`: one report, as text or JSON. A closed pipe (`| head`)
+/// is no error.
+fn status(port: u16, json: bool) -> std::io::Result<()> {
+    let report = mpchat::status::query(port)?;
+    let text = if json {
+        String::from_utf8_lossy(&mpchat::status::encode(&report)).into_owned()
+    } else {
+        mpchat::status::render(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

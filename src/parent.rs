@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -20,14 +22,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Refusal};
 use crate::history::DataDir;
 use crate::hub::SocketDir;
 use crate::logging::Role;
 use crate::protocol::{CRLF, render};
+use crate::scoreboard::{self, Scoreboard};
 use crate::signals::{self, Signals};
 use crate::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
-use crate::{Config, child, echo, hub, ipc, privileges, title};
+use crate::{Config, child, echo, hub, ipc, privileges, status, title};
 
 /// How long the other processes get to say goodbye at shutdown before the
 /// parent kills what is left; the whole shutdown must fit in two seconds.
@@ -42,8 +45,9 @@ const HUB_CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 /// Work for a freshly forked process.
 enum Job {
-    Hub(ipc::Listener),
-    Client(TcpStream, SocketAddr, Option<LoggingIn>),
+    Hub(ipc::Listener, Option<UnixListener>),
+    /// The client, its address, its login pipe and its scoreboard slot.
+    Client(TcpStream, SocketAddr, Option<LoggingIn>, usize),
     Echo(TcpStream),
 }
 
@@ -51,7 +55,8 @@ enum Job {
 #[derive(Debug, Default)]
 struct Children {
     hub: Option<Pid>,
-    clients: HashMap<Pid, SocketAddr>,
+    /// Each client child's client address and scoreboard slot.
+    clients: HashMap<Pid, (SocketAddr, usize)>,
 }
 
 /// What reaping found.
@@ -59,8 +64,9 @@ struct Children {
 struct Reaped {
     /// The hub exited, with this status.
     hub: Option<WaitStatus>,
-    /// Where the clients whose children exited came from.
-    clients: Vec<SocketAddr>,
+    /// Where the clients whose children exited came from, and their
+    /// scoreboard slots.
+    clients: Vec<(SocketAddr, usize)>,
 }
 
 impl Children {
@@ -85,12 +91,12 @@ impl Children {
             if self.hub == Some(pid) {
                 self.hub = None;
                 reaped.hub = Some(status);
-            } else if let Some(peer) = self.clients.remove(&pid) {
+            } else if let Some((peer, slot)) = self.clients.remove(&pid) {
                 match status {
                     WaitStatus::Exited(_, 0) => log::debug!("child {pid} for {peer} exited"),
                     _ => log::warn!("child {pid} for {peer} ended: {status:?}"),
                 }
-                reaped.clients.push(peer);
+                reaped.clients.push((peer, slot));
             }
         }
     }
@@ -120,6 +126,13 @@ pub struct Server {
     /// restarts (and never accepts on it), so a child that connects while
     /// a new hub is starting waits in its backlog instead of failing.
     hub_listener: Option<ipc::Listener>,
+    /// The admin socket (`mpchat status`), which the hub answers; kept
+    /// across hub restarts like the hub's socket. None in echo mode.
+    admin_listener: Option<UnixListener>,
+    admin_path: Option<PathBuf>,
+    /// Counters shared with every process, and the slots not in use.
+    scoreboard: Scoreboard,
+    free_slots: Vec<usize>,
     /// When the hub stopped, within the last [`HUB_CRASH_WINDOW`].
     hub_crashes: Vec<Instant>,
     children: Children,
@@ -162,6 +175,25 @@ impl Server {
             Some(dir) => Some(ipc::Listener::bind(&dir.socket_path())?),
             None => None,
         };
+        let (admin_listener, admin_path) = if config.echo {
+            (None, None)
+        } else {
+            let port = listener.local_addr()?.port();
+            match status::bind(port) {
+                Ok((listener, path)) => {
+                    log::info!("admin socket at {}", path.display());
+                    (Some(listener), Some(path))
+                }
+                // Chat works without it; only `mpchat status` will not.
+                Err(e) => {
+                    log::warn!("no admin socket, so no `mpchat status`: {e}");
+                    (None, None)
+                }
+            }
+        };
+        let scoreboard = Scoreboard::create(config.max_clients)?;
+        // Popped from the end: slot 0 first.
+        let free_slots = (0..config.max_clients).rev().collect();
         let (lifeline_writer, lifeline) = spawn::lifeline()?;
         let admission = Admission::new(config.limits);
         // Only once nothing can fail any more: a start that fails says
@@ -178,6 +210,10 @@ impl Server {
             socket_dir,
             data_dir,
             hub_listener,
+            admin_listener,
+            admin_path,
+            scoreboard,
+            free_slots,
             hub_crashes: Vec::new(),
             admission,
             logging_in: Vec::new(),
@@ -218,8 +254,10 @@ impl Server {
             }
             if pending.child_exited {
                 let reaped = self.children.reap();
-                for peer in &reaped.clients {
+                for &(peer, slot) in &reaped.clients {
                     self.admission.closed(peer.ip());
+                    self.scoreboard.release(slot);
+                    self.free_slots.push(slot);
                 }
                 if let Some(status) = reaped.hub {
                     if !self.hub_may_restart(status) {
@@ -277,7 +315,10 @@ impl Server {
         };
         log::info!("hub socket at {}", dir.socket_path().display());
         match spawn::fork()? {
-            Forked::Child => Ok(self.hub_listener.take().map(Job::Hub)),
+            Forked::Child => Ok(self
+                .hub_listener
+                .take()
+                .map(|hub| Job::Hub(hub, self.admin_listener.take()))),
             Forked::Parent(pid) => {
                 log::info!("hub started as pid {pid}");
                 self.children.hub = Some(pid);
@@ -316,6 +357,7 @@ impl Server {
             return false;
         }
         log::error!("the hub stopped ({status:?}); starting a new one");
+        scoreboard::bump(&self.scoreboard.totals.hub_restarts);
         true
     }
 
@@ -328,23 +370,33 @@ impl Server {
                 return None;
             }
         };
-        if self.children.clients.len() >= self.config.max_clients {
+        let totals = self.scoreboard.totals;
+        let Some(slot) = self.free_slots.pop() else {
+            // One slot per --max-clients: all taken means full.
+            scoreboard::bump(&totals.refused_full);
             self.log_throttled(format_args!("refused {peer}: server is full"));
             refuse(stream, render::SERVER_FULL);
             return None;
-        }
+        };
         let unregistered = self.logging_in.len();
         if let Err(refusal) = self
             .admission
             .check(peer.ip(), unregistered, Instant::now())
         {
+            self.free_slots.push(slot);
+            scoreboard::bump(match refusal {
+                Refusal::Address => &totals.refused_address,
+                Refusal::Busy => &totals.refused_busy,
+            });
             self.log_throttled(format_args!("refused {peer}: {}", refusal.reason()));
             refuse(stream, refusal.line());
             return None;
         }
-        match self.fork_client(stream, peer) {
+        match self.fork_client(stream, peer, slot) {
             Ok(job) => job,
             Err((stream, e)) => {
+                self.free_slots.push(slot);
+                scoreboard::bump(&totals.refused_busy);
                 self.admission.closed(peer.ip());
                 self.log_throttled(format_args!("cannot fork for {peer}: {e}"));
                 refuse(stream, render::SERVER_BUSY);
@@ -360,6 +412,7 @@ impl Server {
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
+        slot: usize,
     ) -> Result<Option<Job>, (TcpStream, io::Error)> {
         let login = if self.admission.counts_unregistered() && !self.config.echo {
             match spawn::login_pipe() {
@@ -378,7 +431,7 @@ impl Server {
                 Ok(Some(if self.config.echo {
                     Job::Echo(stream)
                 } else {
-                    Job::Client(stream, peer, logging_in)
+                    Job::Client(stream, peer, logging_in, slot)
                 }))
             }
             Ok(Forked::Parent(pid)) => {
@@ -390,7 +443,9 @@ impl Server {
                     self.logging_in.push(watch);
                 }
                 log::info!("{peer} connected (child {pid})");
-                self.children.clients.insert(pid, peer);
+                self.children.clients.insert(pid, (peer, slot));
+                self.scoreboard.claim(slot, pid.as_raw() as u32);
+                scoreboard::bump(&self.scoreboard.totals.connections);
                 Ok(None)
             }
             Err(e) => Err((stream, e)),
@@ -432,6 +487,8 @@ impl Server {
             data_dir,
             logging_in,
             hub_listener,
+            admin_listener,
+            scoreboard,
             ..
         } = self;
         // Close what belongs to the parent: the listening socket (only the
@@ -439,15 +496,19 @@ impl Server {
         // would go unnoticed), the other children's login pipes and the
         // signal self-pipe (or a signal to this process would wake the
         // parent).
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(config.bind, config.port));
         drop(listener);
         drop(lifeline_writer);
         drop(logging_in);
         // The lock on the data directory is the parent's: it must end
         // with the parent, not with the last process that inherited it.
         drop(data_dir);
-        // Only a hub takes the hub's socket (as its job); in anyone else
-        // it is the parent's copy.
+        // Only a hub takes the hub's and the admin socket (as its job); in
+        // anyone else they are the parent's copies.
         drop(hub_listener);
+        drop(admin_listener);
         let stop = match signals.forget_in_child() {
             Ok(terminate) => spawn::Stop {
                 lifeline,
@@ -458,26 +519,32 @@ impl Server {
                 exit_forked(1);
             }
         };
-        if !matches!(job, Job::Hub(_))
+        if !matches!(job, Job::Hub(..))
             && let Err(e) = signals::ignore_hangup()
         {
             log::error!("cannot set up signals: {e}");
             exit_forked(1);
         }
         let result = match job {
-            Job::Hub(hub_listener) => {
+            Job::Hub(hub_listener, admin_listener) => {
                 spawn::become_role(Role::Hub, c"mpchat-hub");
                 title::set("mpchat: hub, 0 users");
                 let dir = socket_dir.expect("the hub runs only in chat mode");
+                let admin = admin_listener.map(|listener| status::Admin {
+                    listener,
+                    scoreboard,
+                    address,
+                });
                 hub::run(
                     hub_listener,
                     stop,
                     dir,
                     config.backlog.lines,
                     &config.history,
+                    admin,
                 )
             }
-            Job::Client(client, peer, logging_in) => {
+            Job::Client(client, peer, logging_in, slot) => {
                 spawn::become_role(Role::Child, c"mpchat-client");
                 title::set(&format!("mpchat: login {peer}"));
                 let socket = socket_dir
@@ -492,6 +559,8 @@ impl Server {
                     flood: config.flood,
                     backlog: config.backlog,
                     idle_timeout: config.idle_timeout,
+                    slot: &scoreboard.slots[slot],
+                    totals: scoreboard.totals,
                 };
                 child::run(setup, &socket)
             }
@@ -521,6 +590,7 @@ impl Server {
             signals,
             lifeline_writer,
             socket_dir,
+            admin_path,
             mut children,
             ..
         } = self;
@@ -551,6 +621,9 @@ impl Server {
         }
         if let Some(dir) = socket_dir {
             dir.remove();
+        }
+        if let Some(path) = admin_path {
+            let _ = std::fs::remove_file(path);
         }
         log::info!("stopped");
     }

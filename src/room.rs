@@ -239,6 +239,13 @@ impl Room {
         &self.order
     }
 
+    /// A registered user's nickname and address.
+    pub fn user(&self, conn: ConnId) -> Option<(&str, &str)> {
+        self.users
+            .get(&conn)
+            .map(|u| (u.nick.as_str(), u.addr.as_str()))
+    }
+
     /// The room's owner: always the longest-connected user (the first to
     /// register, then whoever has been here longest once the owner leaves).
     pub fn owner(&self) -> Option<ConnId> {

@@ -1,0 +1,416 @@
+//! `mpchat status`: the admin socket, the report it carries, and the
+//! command that prints it.
+//!
+//! The parent binds the admin socket at start (and keeps it across hub
+//! restarts, like the hub's own socket); the hub answers on it, since it
+//! knows the users, and reads everything else from the [`Scoreboard`] and
+//! `/proc`. A connection gets one JSON report and is closed.
+//!
+//! The socket is found from the port alone: it is `PORT.sock` in the
+//! directory `mpchat-admin-UID` (mode 0700, like tmux's) of the first of
+//! `$XDG_RUNTIME_DIR`, `/run/mpchat` (the service's runtime directory) and
+//! the temporary directory that the server may use. `mpchat status` looks
+//! in each; run as root it also looks in every user's directory, so it
+//! finds a server that gave up root with `--user`. The hub answers only
+//! its own user and root.
+
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+use crate::scoreboard::{Scoreboard, now_ms};
+
+/// What the hub needs to answer the admin socket.
+#[derive(Debug)]
+pub struct Admin {
+    pub listener: UnixListener,
+    pub scoreboard: Scoreboard,
+    /// The address the server listens on.
+    pub address: SocketAddr,
+}
+
+/// The report, as `mpchat status --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub address: String,
+    pub server_pid: u32,
+    /// Milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    pub uptime_secs: u64,
+    /// In join order.
+    pub users: Vec<User>,
+    pub totals: Totals,
+    /// The parent, the hub, then each client's process.
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub nick: String,
+    pub address: String,
+    /// When the client connected, in milliseconds since the Unix epoch.
+    pub connected_ms: u64,
+    pub pid: u32,
+    pub lines_in: u64,
+    pub lines_out: u64,
+    /// Lines waiting for the client to read them.
+    pub backlog: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub connections: u64,
+    pub messages: u64,
+    pub refused: Refused,
+    pub flood_disconnects: u64,
+    pub slow_disconnects: u64,
+    pub hub_restarts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// --max-clients reached.
+    pub full: u64,
+    /// Per-address limits.
+    pub address: u64,
+    /// Too many logging in, or no process could be forked.
+    pub busy: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// `parent`, `hub`, a user's nickname, or `login` for a client that
+    /// has none yet.
+    pub role: String,
+    pub pid: u32,
+    /// Resident and proportional set sizes, from /proc/PID/smaps_rollup;
+    /// `None` if the process could not be read (it just exited).
+    pub rss_kib: Option<u64>,
+    pub pss_kib: Option<u64>,
+}
+
+/// A user as the hub knows them.
+pub struct Member<'a> {
+    pub nick: &'a str,
+    pub address: &'a str,
+    pub pid: u32,
+}
+
+/// Puts the report together (in the hub).
+pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> Report {
+    let board = &admin.scoreboard;
+    let now = now_ms();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let parent = nix::unistd::getppid().as_raw() as u32;
+    let hub = std::process::id();
+    let mut processes = vec![process("parent", parent), process("hub", hub)];
+    let mut users = Vec::new();
+    for member in members {
+        let slot = board.slot_of(member.pid);
+        let field = |f: fn(&crate::scoreboard::Slot) -> &std::sync::atomic::AtomicU64| {
+            slot.map_or(0, |s| load(f(s)))
+        };
+        users.push(User {
+            nick: member.nick.to_string(),
+            address: member.address.to_string(),
+            connected_ms: field(|s| &s.since_ms),
+            pid: member.pid,
+            lines_in: field(|s| &s.lines_in),
+            lines_out: field(|s| &s.lines_out),
+            backlog: field(|s| &s.backlog),
+        });
+        processes.push(process(member.nick, member.pid));
+    }
+    // Clients without a nickname yet have a slot but no user.
+    for slot in board.slots {
+        let pid = load(&slot.pid) as u32;
+        if pid != 0 && !users.iter().any(|u| u.pid == pid) {
+            processes.push(process("login", pid));
+        }
+    }
+    let totals = board.totals;
+    Report {
+        address: admin.address.to_string(),
+        server_pid: parent,
+        started_ms: board.started_ms(),
+        uptime_secs: now.saturating_sub(board.started_ms()) / 1000,
+        users,
+        totals: Totals {
+            connections: load(&totals.connections),
+            messages: load(&totals.messages),
+            refused: Refused {
+                full: load(&totals.refused_full),
+                address: load(&totals.refused_address),
+                busy: load(&totals.refused_busy),
+            },
+            flood_disconnects: load(&totals.flood_disconnects),
+            slow_disconnects: load(&totals.slow_disconnects),
+            hub_restarts: load(&totals.hub_restarts),
+        },
+        processes,
+    }
+}
+
+fn process(role: &str, pid: u32) -> Process {
+    let (rss_kib, pss_kib) = memory(pid);
+    Process {
+        role: role.to_string(),
+        pid,
+        rss_kib,
+        pss_kib,
+    }
+}
+
+/// RSS and PSS of `pid` in KiB.
+fn memory(pid: u32) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// Where admin sockets may live, in the order the server tries them.
+fn bases() -> Vec<PathBuf> {
+    let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    bases.push(PathBuf::from("/run/mpchat"));
+    bases.push(std::env::temp_dir());
+    bases.retain(|b| b.is_dir());
+    bases
+}
+
+fn socket_name(port: u16) -> String {
+    format!("{port}.sock")
+}
+
+/// Binds the admin socket for `port` (in the parent); returns it and its
+/// path, which the parent removes at shutdown.
+pub fn bind(port: u16) -> io::Result<(UnixListener, PathBuf)> {
+    let uid = nix::unistd::getuid().as_raw();
+    let mut last_error = io::Error::other("no runtime or temporary directory");
+    for base in bases() {
+        let dir = base.join(format!("mpchat-admin-{uid}"));
+        match private_dir(&dir, uid) {
+            Ok(()) => {}
+            Err(e) => {
+                last_error = e;
+                continue;
+            }
+        }
+        let path = dir.join(socket_name(port));
+        // This server holds the port, so a socket of that name is left
+        // over from one that was killed.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        return Ok((listener, path));
+    }
+    Err(last_error)
+}
+
+/// Creates `dir` mode 0700, or accepts it if it is already this user's
+/// and private; anything else (someone else's directory in /tmp) is
+/// refused.
+fn private_dir(dir: &Path, uid: u32) -> io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a private directory of ours", dir.display()),
+        ))
+    }
+}
+
+/// The admin sockets that may belong to a server on `port`: this user's,
+/// and for root everyone's.
+fn candidates(port: u16) -> Vec<PathBuf> {
+    let uid = nix::unistd::getuid().as_raw();
+    let mut found = Vec::new();
+    for base in bases() {
+        found.push(
+            base.join(format!("mpchat-admin-{uid}"))
+                .join(socket_name(port)),
+        );
+        if uid == 0
+            && let Ok(entries) = std::fs::read_dir(&base)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with("mpchat-admin-") {
+                    found.push(entry.path().join(socket_name(port)));
+                }
+            }
+        }
+    }
+    found.retain(|p| p.exists());
+    found.dedup();
+    found
+}
+
+/// Asks the server on `port` for its report (`mpchat status`).
+pub fn query(port: u16) -> io::Result<Report> {
+    let mut last_error = None;
+    for path in candidates(port) {
+        match fetch(&path) {
+            Ok(report) => return Ok(report),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no mpchat of this user is running on port {port}"),
+        )
+    }))
+}
+
+fn fetch(path: &Path) -> io::Result<Report> {
+    let mut stream = UnixStream::connect(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected answer from {}: {e}", path.display()),
+        )
+    })
+}
+
+/// The report as `mpchat status` prints it.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let started = clock::date_hhmm(ms_to_time(report.started_ms));
+    let _ = writeln!(
+        out,
+        "mpchat on {}, pid {}, started {started}, up {}",
+        report.address,
+        report.server_pid,
+        duration(report.uptime_secs)
+    );
+    let _ = writeln!(out, "\nusers: {}", report.users.len());
+    if !report.users.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<40} {:<16} {:>7} {:>9} {:>9} {:>8}",
+            "NICK", "ADDRESS", "CONNECTED", "PID", "LINES IN", "LINES OUT", "BACKLOG"
+        );
+        for u in &report.users {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<40} {:<16} {:>7} {:>9} {:>9} {:>8}",
+                u.nick,
+                u.address,
+                clock::date_hhmm(ms_to_time(u.connected_ms)),
+                u.pid,
+                u.lines_in,
+                u.lines_out,
+                u.backlog
+            );
+        }
+    }
+    let t = &report.totals;
+    let _ = writeln!(
+        out,
+        "\ntotals: connections {}, messages {}, hub restarts {}\n\
+         refused: server full {}, per-address limits {}, busy {}\n\
+         disconnected: for flooding {}, for not reading {}",
+        t.connections,
+        t.messages,
+        t.hub_restarts,
+        t.refused.full,
+        t.refused.address,
+        t.refused.busy,
+        t.flood_disconnects,
+        t.slow_disconnects
+    );
+    let _ = writeln!(
+        out,
+        "\nmemory:\n  {:<16} {:>7} {:>10} {:>10}",
+        "PROCESS", "PID", "RSS KiB", "PSS KiB"
+    );
+    let kib = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for p in &report.processes {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>7} {:>10} {:>10}",
+            p.role,
+            p.pid,
+            kib(p.rss_kib),
+            kib(p.pss_kib)
+        );
+    }
+    let pss: u64 = report.processes.iter().filter_map(|p| p.pss_kib).sum();
+    let _ = writeln!(out, "  {:<16} {:>7} {:>10} {:>10}", "total", "", "", pss);
+    out
+}
+
+fn ms_to_time(ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// `3d 04:05:06`, or `04:05:06` under a day.
+fn duration(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let hms = format!(
+        "{:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    );
+    if days > 0 {
+        format!("{days}d {hms}")
+    } else {
+        hms
+    }
+}
+
+/// Writes `report` as one JSON document (for the hub's reply).
+pub fn encode(report: &Report) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(report).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_uptime() {
+        assert_eq!(duration(0), "00:00:00");
+        assert_eq!(duration(3_725), "01:02:05");
+        assert_eq!(duration(2 * 86_400 + 61), "2d 00:01:01");
+    }
+
+    #[test]
+    fn memory_of_this_process_is_read() {
+        let (rss, pss) = memory(std::process::id());
+        assert!(rss.is_some_and(|r| r > 0) && pss.is_some_and(|p| p > 0));
+        assert_eq!(memory(u32::MAX), (None, None));
+    }
+}
