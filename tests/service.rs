@@ -178,3 +178,41 @@ fn a_data_directory_that_cannot_be_written_is_one_line_and_exit_status_1() {
         format!("mpchat: cannot use data directory {data_arg}: Permission denied (os error 13)\n")
     );
 }
+
+/// The options the systemd unit starts the server with are ones it takes.
+#[test]
+fn the_systemd_units_command_line_starts_the_server() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/mpchat.service"
+    ))
+    .expect("read the unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let workdir = common::Workdir::new();
+    let data = workdir.path().join("data");
+    let data = data.to_str().unwrap();
+    // The unit's defaults: no extra options; port 0 stands for its 9999.
+    let args: Vec<&str> = exec
+        .split_whitespace()
+        .skip(1)
+        .filter(|w| *w != "$MPCHAT_OPTIONS")
+        .map(|w| match w {
+            "${MPCHAT_PORT}" => "0",
+            "/var/lib/mpchat" => data,
+            other => other,
+        })
+        .collect();
+    assert_eq!(args.last(), Some(&"0"), "{exec}");
+    let mut all = vec!["--bind", "127.0.0.1"];
+    all.extend(args);
+    let server = Server::spawn(&all);
+    let _alice = server.login("alice");
+    assert!(
+        std::path::Path::new(data)
+            .join("history-000001.jsonl")
+            .exists()
+    );
+}
