@@ -839,4 +839,65 @@ mod tests {
         assert!(matches!(out[0].msg, ToChild::NickRefused { .. }), "{out:?}");
         assert_eq!(room.members(), [1]);
     }
+
+    fn say(room: &mut Room, conn: ConnId, text: &str) -> Vec<Delivery> {
+        room.request(conn, Request::Say(text.into()), SystemTime::now())
+    }
+
+    #[test]
+    fn a_newcomer_gets_the_history_before_the_welcome_and_the_join() {
+        let mut room = Room::new();
+        room.restore_history(Vec::new(), 2);
+        login(&mut room, 1, "alice");
+        say(&mut room, 1, "one");
+        say(&mut room, 1, "two");
+        let out = login(&mut room, 2, "bob");
+        assert_eq!(
+            texts(&out),
+            [
+                (Target::One(2), "--- last 2 messages ---".to_string()),
+                (Target::One(2), "alice: one".to_string()),
+                (Target::One(2), "alice: two".to_string()),
+                (Target::One(2), render::HISTORY_END.to_string()),
+                (Target::All, "* bob has joined the chat.".to_string()),
+            ]
+        );
+        // The welcome (Registered) comes after the replay, before the join.
+        assert!(matches!(out[4].msg, ToChild::Registered { .. }), "{out:?}");
+    }
+
+    #[test]
+    fn public_lines_are_handed_to_the_writer_once_and_whispers_never() {
+        let mut room = Room::new();
+        login(&mut room, 1, "alice");
+        login(&mut room, 2, "bob");
+        room.take_unwritten();
+        say(&mut room, 1, "hi");
+        let whisper = Request::Whisper {
+            to: "bob".into(),
+            text: "secret".into(),
+        };
+        room.request(1, whisper, SystemTime::now());
+        room.leave(2, SystemTime::now());
+        let kinds: Vec<Kind> = room.take_unwritten().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [Kind::Chat, Kind::Leave]);
+        assert!(room.take_unwritten().is_empty());
+    }
+
+    #[test]
+    fn the_room_keeps_only_the_last_lines_in_memory() {
+        let mut room = Room::new();
+        let old: Vec<Entry> = (0..250)
+            .map(|i| Entry::new(SystemTime::now(), Kind::Chat, "bob", &i.to_string()))
+            .collect();
+        room.restore_history(old, 500);
+        login(&mut room, 1, "alice");
+        let out = room.request(1, Request::History(200), SystemTime::now());
+        let lines = texts(&out);
+        assert_eq!(lines.len(), 202);
+        assert_eq!(lines[0].1, "--- last 200 messages ---");
+        // 250 restored and alice's join: the oldest 51 are gone.
+        assert_eq!(lines[1].1, "bob: 51");
+        assert_eq!(lines[200].1, "* alice has joined the chat.");
+    }
 }
