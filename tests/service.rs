@@ -5,8 +5,7 @@
 mod common;
 use common::*;
 
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 /// The real and effective uid of `pid` (the first two of its Uid line).
 fn uids(pid: i32) -> (u32, u32) {
@@ -62,29 +61,11 @@ fn started_as_root_without_user_it_warns() {
 fn try_run_to_exit(args: &[&str], uid: Option<u32>) -> Option<(Option<i32>, String)> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(binary());
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    command.args(args);
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let mut child = command.spawn().ok()?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("mpchat {args:?} did not exit within {DEADLINE:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    Some((status.code(), stderr))
+    run_command(command, DEADLINE).map(|ran| (ran.status.code(), ran.stderr))
 }
 
 fn run_to_exit(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {

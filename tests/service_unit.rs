@@ -4,12 +4,14 @@
 //! they belong. The checks that need `systemd-analyze` or `shellcheck` are
 //! skipped, with a note, on a machine without them.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+use common::{Ran, Workdir, run_command};
 
 /// How long one external command may run. Generous: each takes well under
 /// a second, but the rest of the suite may be keeping both cores busy.
@@ -36,79 +38,6 @@ fn install_script() -> PathBuf {
 
 fn unit_text() -> String {
     std::fs::read_to_string(unit_source()).expect("read scripts/mpchat.service")
-}
-
-/// A directory of this test's own under the temporary directory, removed
-/// when dropped, whether the test passed or not.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("mpchat-service-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// What a finished command did.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` to its end with no input, failing the test if it takes
-/// longer than [`DEADLINE`]; `None` if the program is not installed.
-fn run(mut command: Command) -> Option<Ran> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("cannot start {command:?}: {e}"),
-    };
-    // Read both pipes while waiting, so a chatty command never blocks on
-    // a full pipe.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {DEADLINE:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Some(Ran {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    })
 }
 
 /// The unit's settings, in order, without comments or section headers.
@@ -149,7 +78,7 @@ fn unit_for_binary(binary: &str) -> String {
 
 /// Runs `systemd-analyze verify` on `unit`, written as mpchat.service into
 /// a fresh directory; `None` if systemd-analyze is not installed.
-fn verify(unit: &str, dir: &TempDir) -> Option<(bool, Vec<String>)> {
+fn verify(unit: &str, dir: &Workdir) -> Option<(bool, Vec<String>)> {
     let path = dir.path().join("mpchat.service");
     std::fs::write(&path, unit).expect("write unit");
     let mut command = Command::new("systemd-analyze");
@@ -157,7 +86,7 @@ fn verify(unit: &str, dir: &TempDir) -> Option<(bool, Vec<String>)> {
         .arg("verify")
         .arg(&path)
         .env("SYSTEMD_LOG_COLOR", "0");
-    let ran = run(command)?;
+    let ran = run_command(command, DEADLINE)?;
     // verify also loads the host's units this one depends on (network.target
     // and the default targets); what it says about those is not ours to fix.
     let mut ours = Vec::new();
@@ -173,7 +102,7 @@ fn verify(unit: &str, dir: &TempDir) -> Option<(bool, Vec<String>)> {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    let dir = TempDir::new("verify");
+    let dir = Workdir::new();
     let unit = unit_for_binary(env!("CARGO_BIN_EXE_mpchat"));
     let Some((success, ours)) = verify(&unit, &dir) else {
         eprintln!("skipped: systemd-analyze is not installed");
@@ -191,7 +120,7 @@ fn the_unit_passes_systemd_analyze_verify() {
 /// a unit with a mistake in it.
 #[test]
 fn systemd_analyze_verify_catches_a_misspelled_setting() {
-    let dir = TempDir::new("verify-typo");
+    let dir = Workdir::new();
     let unit = unit_for_binary(env!("CARGO_BIN_EXE_mpchat"))
         .replace("\nProtectSystem=strict\n", "\nProtectSytem=strict\n");
     assert!(
@@ -299,7 +228,7 @@ fn install(destdir: &Path, settings: &[(&str, &str)]) -> (Ran, String) {
     for (key, value) in settings {
         command.env(key, value);
     }
-    let ran = run(command).expect("bash is installed");
+    let ran = run_command(command, DEADLINE).expect("bash is installed");
     let called = std::fs::read_to_string(&calls).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&stubs);
     (ran, called)
@@ -315,7 +244,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn install_sh_stages_the_binary_and_the_unit_under_destdir() {
-    let dir = TempDir::new("install-default");
+    let dir = Workdir::new();
     let destdir = dir.path().join("root");
     let binary = env!("CARGO_BIN_EXE_mpchat");
     let (ran, called) = install(
@@ -359,7 +288,7 @@ fn install_sh_stages_the_binary_and_the_unit_under_destdir() {
 
 #[test]
 fn install_sh_points_exec_start_at_another_prefix() {
-    let dir = TempDir::new("install-prefix");
+    let dir = Workdir::new();
     let destdir = dir.path().join("root");
     let (ran, called) = install(
         &destdir,
@@ -393,7 +322,7 @@ fn install_sh_points_exec_start_at_another_prefix() {
 
 #[test]
 fn install_sh_refuses_bad_settings_in_one_line() {
-    let dir = TempDir::new("install-errors");
+    let dir = Workdir::new();
     let destdir = dir.path().join("root");
     let binary = env!("CARGO_BIN_EXE_mpchat");
     let missing = dir.path().join("no-such-binary");
@@ -434,12 +363,12 @@ fn install_sh_refuses_bad_settings_in_one_line() {
 fn install_sh_passes_bash_n_and_shellcheck() {
     let mut bash = Command::new("bash");
     bash.arg("-n").arg(install_script());
-    let ran = run(bash).expect("bash is installed");
+    let ran = run_command(bash, DEADLINE).expect("bash is installed");
     assert!(ran.status.success(), "bash -n: {}", ran.stderr);
 
     let mut shellcheck = Command::new("shellcheck");
     shellcheck.arg(install_script());
-    let Some(ran) = run(shellcheck) else {
+    let Some(ran) = run_command(shellcheck, DEADLINE) else {
         eprintln!("skipped: shellcheck is not installed");
         return;
     };

@@ -3,25 +3,20 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Server, binary, send_signal, wait_until};
+use common::{DEADLINE, Server, binary, run_command, send_signal, wait_until};
 use serde_json::Value;
 
 /// Runs `mpchat status --port PORT` with `extra` options; returns the exit
 /// code, stdout and stderr.
 fn run_status(port: u16, extra: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(binary())
+    let mut command = Command::new(binary());
+    command
         .args(["status", "--port", &port.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mpchat status");
-    (
-        output.status.code(),
-        String::from_utf8(output.stdout).expect("UTF-8"),
-        String::from_utf8(output.stderr).expect("UTF-8"),
-    )
+        .args(extra);
+    let ran = run_command(command, DEADLINE).expect("run mpchat status");
+    (ran.status.code(), ran.stdout, ran.stderr)
 }
 
 fn report(server: &Server) -> Value {

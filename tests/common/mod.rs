@@ -44,6 +44,58 @@ const QUIET_DEFAULTS: &[&str] = &[
     "0",
 ];
 
+/// What a finished command did.
+pub struct Ran {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to its end with no input, failing the test if it takes
+/// longer than `deadline`; `None` if the program is not installed or may
+/// not be run (by the user it is to run as).
+pub fn run_command(mut command: Command, deadline: Duration) -> Option<Ran> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+            return None;
+        }
+        Err(e) => panic!("cannot start {command:?}: {e}"),
+    };
+    // Read both pipes while waiting, so a chatty command never blocks on
+    // a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {deadline:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Some(Ran {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    })
+}
+
 /// A directory of its own for a server to run in, removed on drop.
 ///
 /// The server's default data directory (`./mpchat-data`) lands inside it.
