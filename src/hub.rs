@@ -9,6 +9,11 @@
 //!
 //! A child that dies, however it dies, closes its socket; the hub sees the
 //! end of the connection and removes the user at once.
+//!
+//! The hub is also the only writer of the chat history (each turn's public
+//! lines go to the file before anyone is sent them; see
+//! [`crate::history`]), reopens it on SIGHUP, and answers `mpchat status`
+//! on the admin socket (see [`crate::status`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Write};
