@@ -21,6 +21,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::mpsc::{self, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -312,7 +313,8 @@ pub struct Writer {
     keep: usize,
     fsync: Fsync,
     number: u64,
-    file: File,
+    /// Shared with the flushing thread, which needs no fd of its own.
+    file: Arc<File>,
     /// Bytes of the segment that are whole lines.
     size: u64,
     /// Lines not written yet.
@@ -334,7 +336,7 @@ impl Writer {
         let path = segment_path(&dir, number);
         let size = cut_torn_line(&path)?;
         let recent = recent(&dir, &numbers)?;
-        let file = open_segment(&path)?;
+        let file = Arc::new(open_segment(&path)?);
         let syncer = match options.fsync {
             Fsync::Interval => Some(Syncer::start()?),
             Fsync::Always | Fsync::Never => None,
@@ -409,7 +411,7 @@ impl Writer {
         match open_segment(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
             Ok((size, file)) => {
                 self.sync_in_background(now);
-                self.file = file;
+                self.file = Arc::new(file);
                 self.size = size;
                 log::info!("history: reopened {}", path.display());
             }
@@ -428,7 +430,7 @@ impl Writer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.pending) {
+        if let Err(e) = (&*self.file).write_all(&self.pending) {
             // A part written before the failure would be a torn line in
             // the middle of the file once later lines follow it.
             let _ = self.file.set_len(self.size);
@@ -485,7 +487,7 @@ impl Writer {
         {
             self.failed(now, &e);
         }
-        self.file = file;
+        self.file = Arc::new(file);
         self.number += 1;
         self.size = 0;
         log::info!("history: started {}", path.display());
@@ -557,12 +559,12 @@ fn recent(dir: &Path, numbers: &[u64]) -> io::Result<Vec<Entry>> {
 struct Syncer {
     /// Room for one request: a flush already waiting covers every write
     /// made before it runs, so a second one would add nothing.
-    requests: SyncSender<File>,
+    requests: SyncSender<Arc<File>>,
 }
 
 impl Syncer {
     fn start() -> io::Result<Syncer> {
-        let (requests, incoming) = mpsc::sync_channel::<File>(1);
+        let (requests, incoming) = mpsc::sync_channel::<Arc<File>>(1);
         std::thread::Builder::new()
             .name("history-sync".into())
             .spawn(move || {
@@ -575,13 +577,8 @@ impl Syncer {
         Ok(Syncer { requests })
     }
 
-    fn sync(&self, file: &File) {
-        match file.try_clone() {
-            Ok(file) => {
-                let _ = self.requests.try_send(file);
-            }
-            Err(e) => log::error!("history: cannot flush to disk: {e}"),
-        }
+    fn sync(&self, file: &Arc<File>) {
+        let _ = self.requests.try_send(Arc::clone(file));
     }
 }
 
