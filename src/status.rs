@@ -3,8 +3,9 @@
 //!
 //! The parent binds the admin socket at start (and keeps it across hub
 //! restarts, like the hub's own socket); the hub answers on it, since it
-//! knows the users, and reads everything else from the [`Scoreboard`] and
-//! `/proc`. A connection gets one JSON report and is closed.
+//! knows the users, and reads everything else from the [`Scoreboard`]. A
+//! connection gets one JSON report and is closed; `mpchat status` adds
+//! each process's memory from `/proc`.
 //!
 //! The socket is found from the port alone: it is `PORT.sock` in the
 //! directory `mpchat-admin-UID` (mode 0700, like tmux's) of the first of
@@ -92,7 +93,8 @@ pub struct Process {
     pub role: String,
     pub pid: u32,
     /// Resident and proportional set sizes, from /proc/PID/smaps_rollup;
-    /// `None` if the process could not be read (it just exited).
+    /// `None` if the process could not be read (it just exited, or the
+    /// asking user may not read it).
     pub rss_kib: Option<u64>,
     pub pss_kib: Option<u64>,
 }
@@ -159,13 +161,13 @@ pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> R
     }
 }
 
+/// A process of the report; its memory is filled in by [`query`].
 fn process(role: &str, pid: u32) -> Process {
-    let (rss_kib, pss_kib) = memory(pid);
     Process {
         role: role.to_string(),
         pid,
-        rss_kib,
-        pss_kib,
+        rss_kib: None,
+        pss_kib: None,
     }
 }
 
@@ -270,12 +272,24 @@ fn candidates(port: u16) -> Vec<PathBuf> {
     found
 }
 
-/// Asks the server on `port` for its report (`mpchat status`).
+/// Asks the server on `port` for its report (`mpchat status`), and adds
+/// the memory of each of its processes.
+///
+/// The memory is read here, not in the hub: reading `/proc` for a
+/// thousand processes takes about a tenth of a second, which the room
+/// should not wait for. It also lets root see the memory of a server that
+/// gave up root with `--user`, whose processes no longer let even their
+/// own user read their `/proc` files.
 pub fn query(port: u16) -> io::Result<Report> {
     let mut last_error = None;
     for path in candidates(port) {
         match fetch(&path) {
-            Ok(report) => return Ok(report),
+            Ok(mut report) => {
+                for process in &mut report.processes {
+                    (process.rss_kib, process.pss_kib) = memory(process.pid);
+                }
+                return Ok(report);
+            }
             Err(e) => last_error = Some(e),
         }
     }
@@ -364,8 +378,16 @@ pub fn render(report: &Report) -> String {
             kib(p.pss_kib)
         );
     }
-    let pss: u64 = report.processes.iter().filter_map(|p| p.pss_kib).sum();
-    let _ = writeln!(out, "  {:<16} {:>7} {:>10} {:>10}", "total", "", "", pss);
+    let known: Vec<u64> = report.processes.iter().filter_map(|p| p.pss_kib).collect();
+    let pss = (!known.is_empty()).then(|| known.iter().sum());
+    let _ = writeln!(
+        out,
+        "  {:<16} {:>7} {:>10} {:>10}",
+        "total",
+        "",
+        "",
+        kib(pss)
+    );
     out
 }
 
