@@ -144,9 +144,12 @@ impl Scoreboard {
     }
 
     /// Gives slot `index` to the child `pid` (the parent, after forking).
+    ///
+    /// The slot is clear already (zeroed by the kernel, or by
+    /// [`Scoreboard::release`]) and is not cleared again: the child may
+    /// have counted its first lines by the time the parent gets here.
     pub fn claim(&self, index: usize, pid: u32) {
         if let Some(slot) = self.slots.get(index) {
-            slot.clear();
             slot.since_ms.store(now_ms(), Ordering::Relaxed);
             slot.pid.store(pid.into(), Ordering::Relaxed);
         }

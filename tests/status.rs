@@ -61,7 +61,14 @@ fn status_lists_users_totals_and_the_memory_of_every_process() {
     let alice_pid = pid_titled(&server, &format!("mpchat: alice {alice_addr}"));
     let login_pid = pid_titled(&server, &format!("mpchat: login {login_addr}"));
 
-    let r = report(&server);
+    // alice typed her nickname and three lines, and was sent the welcome,
+    // her greeting, two joins and her three lines. Her child counts a line
+    // out just after writing it, so she may have read it a moment before.
+    let mut r = Value::Null;
+    wait_until("alice's seven lines out counted", || {
+        r = report(&server);
+        r.pointer("/users/0/lines_out").and_then(Value::as_u64) == Some(7)
+    });
     assert_eq!(r["address"], server.addr.to_string());
     assert_eq!(u64_at(&r, "/server_pid"), server.pid() as u64);
     assert!(u64_at(&r, "/uptime_secs") < 60);
@@ -71,8 +78,6 @@ fn status_lists_users_totals_and_the_memory_of_every_process() {
     assert_eq!(users[0]["address"], alice_addr.as_str());
     assert_eq!(users[1]["address"], bob_addr.as_str());
     assert_eq!(u64_at(&users[0], "/pid"), alice_pid);
-    // alice typed her nickname and three lines, and was sent the welcome,
-    // her greeting, two joins and her three lines.
     assert_eq!(u64_at(&users[0], "/lines_in"), 4);
     assert_eq!(u64_at(&users[0], "/lines_out"), 7);
     assert_eq!(u64_at(&users[0], "/backlog"), 0);
