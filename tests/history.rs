@@ -425,7 +425,7 @@ fn sighup_reopens_the_segment_after_it_was_moved_away() {
 #[test]
 fn killing_the_hub_under_heavy_traffic_damages_no_line() {
     const SENDERS: usize = 4;
-    const MAX_LINES: usize = 20_000;
+    const MAX_LINES: usize = 200_000;
     let server = start(&[
         "--history-lines",
         "0",
@@ -436,18 +436,23 @@ fn killing_the_hub_under_heavy_traffic_damages_no_line() {
     ]);
     let mut watcher = server.login("watcher");
     let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<std::thread::JoinHandle<Client>> = (0..SENDERS)
+    // Each sender's thread gives back its client and how many lines it
+    // sent.
+    let senders: Vec<std::thread::JoinHandle<(Client, usize)>> = (0..SENDERS)
         .map(|s| {
             let mut client = server.login(&format!("s{s}"));
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                for i in 0..MAX_LINES {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    client.send_line(&format!("line {i}"));
+                // Bursts of 50 lines, a millisecond apart, until told to
+                // stop: traffic that goes on through the hub's death.
+                let mut sent = 0;
+                while sent < MAX_LINES && !stop.load(Ordering::Relaxed) {
+                    let burst: String = (sent..sent + 50).map(|i| format!("line {i}\n")).collect();
+                    client.send_bytes(burst.as_bytes());
+                    sent += 50;
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                client
+                (client, sent)
             })
         })
         .collect();
@@ -469,7 +474,12 @@ fn killing_the_hub_under_heavy_traffic_damages_no_line() {
             .any(|p| p.comm == "mpchat-hub" && p.pid != hub.pid)
     });
     stop.store(true, Ordering::Relaxed);
-    let _senders: Vec<Client> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let senders: Vec<(Client, usize)> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    // The traffic was still flowing when the new hub was up.
+    assert!(
+        senders.iter().all(|(_, sent)| *sent < MAX_LINES),
+        "a sender ran out of lines before the hub was killed"
+    );
     let mut late = server.login("late");
     late.send_line("after the restart");
     late.read_until(|l| l.ends_with("late: after the restart"));
