@@ -36,6 +36,22 @@ use crate::{state, title};
 /// the others.
 const MAX_READS_PER_TURN: usize = 64;
 
+/// Where the server's private runtime directories (the hub's socket, the
+/// admin socket) may go, in the order they are tried: `$XDG_RUNTIME_DIR`,
+/// `/run/mpchat` (the systemd unit's runtime directory), then the
+/// temporary directory. Only those that exist.
+pub fn runtime_bases() -> Vec<PathBuf> {
+    let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    bases.push(PathBuf::from("/run/mpchat"));
+    bases.push(std::env::temp_dir());
+    bases.retain(|b| b.is_dir());
+    bases.dedup();
+    bases
+}
+
 /// The private directory that holds the hub's socket.
 ///
 /// Created mode 0700, so only the server's own user can reach the socket
@@ -46,20 +62,17 @@ pub struct SocketDir {
 }
 
 impl SocketDir {
-    /// Creates a fresh directory under `$XDG_RUNTIME_DIR`, or the system's
-    /// temporary directory if there is none, or it is not ours (it is
-    /// root's after `--user`).
+    /// Creates a fresh directory in the first of [`runtime_bases`] that
+    /// lets us (`$XDG_RUNTIME_DIR` is root's after `--user`, say).
     pub fn create() -> io::Result<SocketDir> {
-        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir());
-        if let Some(base) = runtime {
+        let mut last_error = io::Error::other("no runtime or temporary directory");
+        for base in runtime_bases() {
             match SocketDir::create_in(&base) {
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => last_error = e,
                 other => return other,
             }
         }
-        SocketDir::create_in(&std::env::temp_dir())
+        Err(last_error)
     }
 
     fn create_in(base: &std::path::Path) -> io::Result<SocketDir> {

@@ -15,6 +15,7 @@
 //! relaxed ordering: each is a statistic on its own, and a reader only
 //! needs each value to be whole, not all of them to be of one instant.
 
+use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,11 +163,15 @@ impl Scoreboard {
         }
     }
 
-    /// The slot of the child `pid`, if it has one.
-    pub fn slot_of(&self, pid: u32) -> Option<&'static Slot> {
+    /// The slots in use, by their child's pid, in one pass.
+    pub fn in_use(&self) -> HashMap<u32, &'static Slot> {
         self.slots
             .iter()
-            .find(|s| s.pid.load(Ordering::Relaxed) == u64::from(pid))
+            .filter_map(|slot| match slot.pid.load(Ordering::Relaxed) {
+                0 => None,
+                pid => Some((pid as u32, slot)),
+            })
+            .collect()
     }
 }
 
@@ -193,10 +198,10 @@ mod tests {
             }
         }
         assert_eq!(board.totals.messages.load(Ordering::Relaxed), 1);
-        let slot = board.slot_of(4242).unwrap();
+        let slot = board.in_use()[&4242];
         assert_eq!(slot.lines_out.load(Ordering::Relaxed), 7);
         board.release(2);
-        assert!(board.slot_of(4242).is_none());
+        assert!(board.in_use().is_empty());
         assert!(board.started_ms() > 0);
     }
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
+use crate::hub::runtime_bases;
 use crate::scoreboard::{Scoreboard, now_ms};
 
 /// What the hub needs to answer the admin socket.
@@ -114,9 +115,10 @@ pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> R
     let parent = nix::unistd::getppid().as_raw() as u32;
     let hub = std::process::id();
     let mut processes = vec![process("parent", parent), process("hub", hub)];
+    let mut clients = board.in_use();
     let mut users = Vec::new();
     for member in members {
-        let slot = board.slot_of(member.pid);
+        let slot = clients.remove(&member.pid);
         let field = |f: fn(&crate::scoreboard::Slot) -> &std::sync::atomic::AtomicU64| {
             slot.map_or(0, |s| load(f(s)))
         };
@@ -131,13 +133,10 @@ pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> R
         });
         processes.push(process(member.nick, member.pid));
     }
-    // Clients without a nickname yet have a slot but no user.
-    for slot in board.slots {
-        let pid = load(&slot.pid) as u32;
-        if pid != 0 && !users.iter().any(|u| u.pid == pid) {
-            processes.push(process("login", pid));
-        }
-    }
+    // What is left: clients without a nickname yet.
+    let mut logging_in: Vec<u32> = clients.into_keys().collect();
+    logging_in.sort_unstable();
+    processes.extend(logging_in.into_iter().map(|pid| process("login", pid)));
     let totals = board.totals;
     Report {
         address: admin.address.to_string(),
@@ -171,29 +170,42 @@ fn process(role: &str, pid: u32) -> Process {
     }
 }
 
-/// RSS and PSS of `pid` in KiB.
-fn memory(pid: u32) -> (Option<u64>, Option<u64>) {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
-        return (None, None);
-    };
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    (field("Rss:"), field("Pss:"))
+/// A process's memory, in KiB, from `/proc/PID/smaps_rollup`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Every page mapped and present.
+    pub rss_kib: u64,
+    /// Each shared page divided among the processes sharing it.
+    pub pss_kib: u64,
+    /// Pages no other process maps: what the process alone costs.
+    pub uss_kib: u64,
 }
 
-/// Where admin sockets may live, in the order the server tries them.
-fn bases() -> Vec<PathBuf> {
-    let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    bases.push(PathBuf::from("/run/mpchat"));
-    bases.push(std::env::temp_dir());
-    bases.retain(|b| b.is_dir());
-    bases
+impl Memory {
+    /// The memory of `pid`; `None` if it cannot be read (gone, or not
+    /// ours to read).
+    pub fn of(pid: u32) -> Option<Memory> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        Some(Memory::parse(&text))
+    }
+
+    pub fn parse(rollup: &str) -> Memory {
+        let mut m = Memory::default();
+        for line in rollup.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(key), Some(Ok(kib))) = (words.next(), words.next().map(str::parse::<u64>))
+            else {
+                continue;
+            };
+            match key {
+                "Rss:" => m.rss_kib += kib,
+                "Pss:" => m.pss_kib += kib,
+                "Private_Clean:" | "Private_Dirty:" => m.uss_kib += kib,
+                _ => {}
+            }
+        }
+        m
+    }
 }
 
 fn socket_name(port: u16) -> String {
@@ -205,7 +217,7 @@ fn socket_name(port: u16) -> String {
 pub fn bind(port: u16) -> io::Result<(UnixListener, PathBuf)> {
     let uid = nix::unistd::getuid().as_raw();
     let mut last_error = io::Error::other("no runtime or temporary directory");
-    for base in bases() {
+    for base in runtime_bases() {
         let dir = base.join(format!("mpchat-admin-{uid}"));
         match private_dir(&dir, uid) {
             Ok(()) => {}
@@ -251,7 +263,7 @@ fn private_dir(dir: &Path, uid: u32) -> io::Result<()> {
 fn candidates(port: u16) -> Vec<PathBuf> {
     let uid = nix::unistd::getuid().as_raw();
     let mut found = Vec::new();
-    for base in bases() {
+    for base in runtime_bases() {
         found.push(
             base.join(format!("mpchat-admin-{uid}"))
                 .join(socket_name(port)),
@@ -286,7 +298,9 @@ pub fn query(port: u16) -> io::Result<Report> {
         match fetch(&path) {
             Ok(mut report) => {
                 for process in &mut report.processes {
-                    (process.rss_kib, process.pss_kib) = memory(process.pid);
+                    let memory = Memory::of(process.pid);
+                    process.rss_kib = memory.map(|m| m.rss_kib);
+                    process.pss_kib = memory.map(|m| m.pss_kib);
                 }
                 return Ok(report);
             }
@@ -431,8 +445,15 @@ mod tests {
 
     #[test]
     fn memory_of_this_process_is_read() {
-        let (rss, pss) = memory(std::process::id());
-        assert!(rss.is_some_and(|r| r > 0) && pss.is_some_and(|p| p > 0));
-        assert_eq!(memory(u32::MAX), (None, None));
+        let m = Memory::of(std::process::id()).unwrap();
+        assert!(m.rss_kib > 0 && m.pss_kib > 0 && m.uss_kib > 0);
+        assert_eq!(Memory::of(u32::MAX), None);
+    }
+
+    #[test]
+    fn rollup_sums_private() {
+        let text = "00400000-7fff [rollup]\nRss: 100 kB\nPss: 60 kB\nPss_Anon: 10 kB\nPrivate_Clean: 5 kB\nPrivate_Dirty: 20 kB\n";
+        let m = Memory::parse(text);
+        assert_eq!((m.rss_kib, m.pss_kib, m.uss_kib), (100, 60, 25));
     }
 }

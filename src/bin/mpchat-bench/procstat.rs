@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 
+use mpchat::status::Memory;
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::unistd::{SysconfVar, sysconf};
 
@@ -265,10 +266,9 @@ pub struct MemSnap {
 pub fn tree_memory(root: i32) -> Result<MemSnap, String> {
     let mut snap = MemSnap::default();
     for (pid, _) in tree(root)? {
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        let Some(m) = Memory::of(pid as u32) else {
             continue;
         };
-        let m = parse_rollup(&text);
         snap.processes += 1;
         snap.uss_kib += m.uss_kib;
         snap.pss_kib += m.pss_kib;
@@ -282,26 +282,6 @@ pub fn tree_memory(root: i32) -> Result<MemSnap, String> {
     Ok(snap)
 }
 
-fn parse_rollup(text: &str) -> MemSnap {
-    let mut m = MemSnap::default();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let (Some(key), Some(val)) = (words.next(), words.next()) else {
-            continue;
-        };
-        let Ok(kib) = val.parse::<u64>() else {
-            continue;
-        };
-        match key {
-            "Rss:" => m.rss_kib += kib,
-            "Pss:" => m.pss_kib += kib,
-            "Private_Clean:" | "Private_Dirty:" => m.uss_kib += kib,
-            _ => {}
-        }
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,13 +292,6 @@ mod tests {
         let s = parse_stat(line).expect("parses");
         assert_eq!(s.ppid, 7);
         assert_eq!((s.own, s.children), (11 + 22, 33 + 44));
-    }
-
-    #[test]
-    fn rollup_sums_private() {
-        let text = "00400000-7fff [rollup]\nRss: 100 kB\nPss: 60 kB\nPss_Anon: 10 kB\nPrivate_Clean: 5 kB\nPrivate_Dirty: 20 kB\n";
-        let m = parse_rollup(text);
-        assert_eq!((m.rss_kib, m.pss_kib, m.uss_kib), (100, 60, 25));
     }
 
     #[test]
