@@ -168,16 +168,13 @@ fn exit_code(result: std::io::Result<()>) -> ExitCode {
 /// is no error.
 fn status(port: u16, json: bool) -> std::io::Result<()> {
     let report = mpchat::status::query(port)?;
-    let text = if json {
-        String::from_utf8_lossy(&mpchat::status::encode(&report)).into_owned()
+    let bytes = if json {
+        mpchat::status::encode(&report)
     } else {
-        mpchat::status::render(&report)
+        mpchat::status::render(&report).into_bytes()
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }

@@ -502,8 +502,9 @@ impl Server {
         drop(listener);
         drop(lifeline_writer);
         drop(logging_in);
-        // The lock on the data directory is the parent's: it must end
-        // with the parent, not with the last process that inherited it.
+        // The data directory's lock file: its POSIX lock is the parent's
+        // alone (a fork does not pass it on, and closing this copy of the
+        // fd does not release it), so the copy is just one more fd to close.
         drop(data_dir);
         // Only a hub takes the hub's and the admin socket (as its job); in
         // anyone else they are the parent's copies.
