@@ -514,3 +514,82 @@ fn killing_the_hub_under_heavy_traffic_damages_no_line() {
         );
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` where mounting is not allowed (not root, or in a container
+    /// without the privilege).
+    fn mount(path: PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir(&path).ok()?;
+        let mut mount = std::process::Command::new("mount");
+        mount.args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ]);
+        mount.arg(&path);
+        let ran = common::run_command(mount, common::DEADLINE)?;
+        ran.status.success().then_some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a process of a failed test may still hold a file open.
+        let mut umount = std::process::Command::new("umount");
+        umount.arg("-l").arg(&self.path);
+        let _ = common::run_command(umount, common::DEADLINE);
+    }
+}
+
+#[test]
+fn a_full_disk_stops_no_chat_and_loses_no_line() {
+    let workdir = common::Workdir::new();
+    let Some(disk) = SmallDisk::mount(workdir.path().join("small"), "256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let data = disk.path.join("data");
+    let server = start(&["--data-dir", data.to_str().unwrap()]);
+    let mut alice = server.login("alice");
+    alice.send_line("before");
+    alice.expect_stamped("alice: before");
+    // Fill the disk to the last byte.
+    let filler = disk.path.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![b'x'; 4096];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    // More than the rest of the segment's last page (tmpfs allocates by
+    // the page) can hold.
+    let padding = "x".repeat(100);
+    for i in 0..100 {
+        alice.send_line(&format!("while full {i} {padding}"));
+        alice.expect_stamped(&format!("alice: while full {i} {padding}"));
+    }
+    server.wait_for_log("history: cannot write");
+    // Room again: what waited is written, whole, in order.
+    std::fs::remove_file(&filler).unwrap();
+    alice.send_line("after");
+    alice.expect_stamped("alice: after");
+    wait_until("the last line in the history", || {
+        entries(&data).iter().any(|e| field(e, "text") == "after")
+    });
+    let texts: Vec<String> = entries(&data)
+        .iter()
+        .filter(|e| field(e, "kind") == "chat")
+        .map(|e| field(e, "text").to_string())
+        .collect();
+    let mut expected = vec!["before".to_string()];
+    expected.extend((0..100).map(|i| format!("while full {i} {padding}")));
+    expected.push("after".to_string());
+    assert_eq!(texts, expected);
+    drop(alice);
+    drop(server);
+}
