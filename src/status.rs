@@ -341,32 +341,42 @@ pub fn render(report: &Report) -> String {
         duration(report.uptime_secs)
     );
     let _ = writeln!(out, "\nusers: {}", report.users.len());
-    if !report.users.is_empty() {
+    // One format per table, for its header and its rows alike.
+    let mut user_row = |cells: [&str; 7]| {
+        let [nick, address, since, pid, lines_in, lines_out, backlog] = cells;
         let _ = writeln!(
             out,
-            "  {:<16} {:<40} {:<16} {:>7} {:>9} {:>9} {:>8}",
-            "NICK", "ADDRESS", "CONNECTED", "PID", "LINES IN", "LINES OUT", "BACKLOG"
+            "  {nick:<16} {address:<40} {since:<16} {pid:>7} {lines_in:>9} {lines_out:>9} {backlog:>8}"
         );
-        for u in &report.users {
-            let _ = writeln!(
-                out,
-                "  {:<16} {:<40} {:<16} {:>7} {:>9} {:>9} {:>8}",
-                u.nick,
-                u.address,
-                clock::date_hhmm(ms_to_time(u.connected_ms)),
-                u.pid,
-                u.lines_in,
-                u.lines_out,
-                u.backlog
-            );
-        }
+    };
+    if !report.users.is_empty() {
+        user_row([
+            "NICK",
+            "ADDRESS",
+            "CONNECTED",
+            "PID",
+            "LINES IN",
+            "LINES OUT",
+            "BACKLOG",
+        ]);
+    }
+    for u in &report.users {
+        user_row([
+            &u.nick,
+            &u.address,
+            &clock::date_hhmm(ms_to_time(u.connected_ms)),
+            &u.pid.to_string(),
+            &u.lines_in.to_string(),
+            &u.lines_out.to_string(),
+            &u.backlog.to_string(),
+        ]);
     }
     let t = &report.totals;
     let _ = writeln!(
         out,
         "\ntotals: connections {}, messages {}, hub restarts {}\n\
          refused: server full {}, per-address limits {}, busy {}\n\
-         disconnected: for flooding {}, for not reading {}",
+         disconnected: for flooding {}, for not reading {}\n\nmemory:",
         t.connections,
         t.messages,
         t.hub_restarts,
@@ -376,32 +386,23 @@ pub fn render(report: &Report) -> String {
         t.flood_disconnects,
         t.slow_disconnects
     );
-    let _ = writeln!(
-        out,
-        "\nmemory:\n  {:<16} {:>7} {:>10} {:>10}",
-        "PROCESS", "PID", "RSS KiB", "PSS KiB"
-    );
+    let mut process_row = |cells: [&str; 4]| {
+        let [role, pid, rss, pss] = cells;
+        let _ = writeln!(out, "  {role:<16} {pid:>7} {rss:>10} {pss:>10}");
+    };
     let kib = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    process_row(["PROCESS", "PID", "RSS KiB", "PSS KiB"]);
     for p in &report.processes {
-        let _ = writeln!(
-            out,
-            "  {:<16} {:>7} {:>10} {:>10}",
-            p.role,
-            p.pid,
-            kib(p.rss_kib),
-            kib(p.pss_kib)
-        );
+        process_row([
+            &p.role,
+            &p.pid.to_string(),
+            &kib(p.rss_kib),
+            &kib(p.pss_kib),
+        ]);
     }
     let known: Vec<u64> = report.processes.iter().filter_map(|p| p.pss_kib).collect();
     let pss = (!known.is_empty()).then(|| known.iter().sum());
-    let _ = writeln!(
-        out,
-        "  {:<16} {:>7} {:>10} {:>10}",
-        "total",
-        "",
-        "",
-        kib(pss)
-    );
+    process_row(["total", "", "", &kib(pss)]);
     out
 }
 
