@@ -246,10 +246,13 @@ pub fn run(
     let parent_gone = hub.serve()?;
     hub.history.close();
     // The parent cleans up, and restarts a hub that stopped while it
-    // lives, so the directory stays; but if the parent died, nobody else
-    // will remove it.
+    // lives, so the directory and the admin socket stay; but if the parent
+    // died, nobody else will remove them.
     if parent_gone {
         socket_dir.remove();
+        if let Some(path) = hub.admin.as_ref().and_then(status::Admin::path) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(())
 }

@@ -39,6 +39,14 @@ pub struct Admin {
     pub address: SocketAddr,
 }
 
+impl Admin {
+    /// Where the admin socket is.
+    pub fn path(&self) -> Option<PathBuf> {
+        let address = self.listener.local_addr().ok()?;
+        address.as_pathname().map(Path::to_path_buf)
+    }
+}
+
 /// The report, as `mpchat status --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {

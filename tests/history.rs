@@ -382,11 +382,16 @@ fn a_torn_last_line_is_cut_off_at_the_next_start_and_nothing_else_is_lost() {
 }
 
 /// Drops a server whose processes are already dead (the group was
-/// killed), leaving its working directory for the next one.
+/// killed), leaving its working directory for the next one. What the dead
+/// server could not clean up itself is removed here.
 fn drop_without_cleanup(server: Server) {
     wait_until("every process of the killed server gone", || {
         server.processes().iter().all(|p| p.state == 'Z')
     });
+    let hub_socket = server.logged_path("hub socket");
+    let _ = std::fs::remove_file(&hub_socket);
+    let _ = std::fs::remove_dir(hub_socket.parent().unwrap());
+    let _ = std::fs::remove_file(server.logged_path("admin socket"));
     drop(server);
 }
 

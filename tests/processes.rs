@@ -24,12 +24,8 @@ const SERVER_FULL: &str = "Server is full, try again later.";
 /// The one socket directory of a running server, from its log line
 /// `hub socket at <dir>/hub.sock`.
 fn the_socket_dir(server: &Server) -> PathBuf {
-    const PREFIX: &str = "hub socket at ";
-    server.wait_for_log(PREFIX);
-    let log = server.log_text();
-    let line = log.lines().find(|l| l.contains(PREFIX)).unwrap();
-    let socket = PathBuf::from(&line[line.find(PREFIX).unwrap() + PREFIX.len()..]);
-    assert_eq!(socket.file_name().unwrap(), "hub.sock", "{line}");
+    let socket = server.logged_path("hub socket");
+    assert_eq!(socket.file_name().unwrap(), "hub.sock");
     socket.parent().unwrap().to_path_buf()
 }
 
@@ -376,6 +372,7 @@ fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
     let port = server.port();
     let audience = Audience::gather(&server);
     let dir = the_socket_dir(&server);
+    let admin = server.logged_path("admin socket");
     let others: Vec<Proc> = server.processes().into_iter().skip(1).collect();
 
     let started = Instant::now();
@@ -412,8 +409,10 @@ fn killing_the_parent_stops_the_hub_and_children_and_frees_the_port() {
     assert!(running.is_empty(), "still running: {running:?}");
 
     audience.expect_goodbye();
-    // With the parent gone, the hub cleans up its own directory.
+    // With the parent gone, the hub cleans up its own directory, and the
+    // admin socket.
     assert!(!dir.exists(), "{} was not removed", dir.display());
+    assert!(!admin.exists(), "{} was not removed", admin.display());
 
     // A new server takes the same port at once and works.
     let port_arg = port.to_string();

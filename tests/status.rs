@@ -208,15 +208,7 @@ fn the_admin_socket_is_private_and_removed_at_shutdown() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut server = Server::start();
     let name = format!("{}.sock", server.port());
-    let mut socket = None;
-    wait_until("the admin socket in the server's log", || {
-        socket = server
-            .log_text()
-            .lines()
-            .find_map(|l| l.split("admin socket at ").nth(1).map(str::to_string));
-        socket.is_some()
-    });
-    let socket = std::path::PathBuf::from(socket.unwrap());
+    let socket = server.logged_path("admin socket");
     assert!(socket.ends_with(&name), "{}", socket.display());
     let dir = socket.parent().unwrap();
     let dir_meta = std::fs::metadata(dir).unwrap();

@@ -257,6 +257,16 @@ impl Server {
         });
     }
 
+    /// The path the server logged as `<what> at <path>` (`hub socket`,
+    /// `admin socket`), waiting for the line.
+    pub fn logged_path(&self, what: &str) -> PathBuf {
+        let prefix = format!("{what} at ");
+        self.wait_for_log(&prefix);
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains(&prefix)).unwrap();
+        PathBuf::from(&line[line.find(&prefix).unwrap() + prefix.len()..])
+    }
+
     /// Opens a raw connection.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
