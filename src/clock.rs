@@ -33,6 +33,18 @@ fn local(t: SystemTime) -> libc::tm {
     tm
 }
 
+/// Milliseconds since the Unix epoch, as the state file, the history and
+/// the scoreboard store times (0 for a time before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The time [`unix_ms`] stored.
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
 /// `HH:MM` in local time.
 pub fn hhmm(t: SystemTime) -> String {
     let tm = local(t);

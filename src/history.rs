@@ -23,12 +23,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::mpsc::{self, SyncSender};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 use serde::{Deserialize, Serialize};
 
+use crate::clock;
 use crate::protocol::render;
 
 /// Lines a user can ask for with `/history N`, at most; also what the hub
@@ -74,11 +75,8 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
-        let time_ms = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Entry {
-            time_ms,
+            time_ms: clock::unix_ms(time),
             kind,
             nick: nick.to_string(),
             text: text.to_string(),
@@ -91,7 +89,7 @@ impl Entry {
     }
 
     pub fn time(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.time_ms)
+        clock::from_unix_ms(self.time_ms)
     }
 
     /// The line users see, with `stamp` for its time. Live lines and

@@ -197,10 +197,7 @@ impl Room {
             .schedule
             .iter()
             .map(|s| SavedMessage {
-                due_ms: s
-                    .due
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                due_ms: clock::unix_ms(s.due),
                 seq: s.seq,
                 author: s.author,
                 author_nick: s.author_nick.clone(),
@@ -220,7 +217,7 @@ impl Room {
             .schedule
             .into_iter()
             .map(|s| Scheduled {
-                due: SystemTime::UNIX_EPOCH + Duration::from_millis(s.due_ms),
+                due: clock::from_unix_ms(s.due_ms),
                 seq: s.seq,
                 author: s.author,
                 author_nick: s.author_nick,

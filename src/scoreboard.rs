@@ -19,9 +19,11 @@ use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+
+use crate::clock;
 
 /// The server's totals since it started.
 #[repr(C)]
@@ -95,9 +97,7 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    clock::unix_ms(SystemTime::now())
 }
 
 impl Scoreboard {

@@ -340,7 +340,7 @@ fn fetch(path: &Path) -> io::Result<Report> {
 /// The report as `mpchat status` prints it.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let started = clock::date_hhmm(ms_to_time(report.started_ms));
+    let started = clock::date_hhmm(clock::from_unix_ms(report.started_ms));
     let _ = writeln!(
         out,
         "mpchat on {}, pid {}, started {started}, up {}",
@@ -372,7 +372,7 @@ pub fn render(report: &Report) -> String {
         user_row([
             &u.nick,
             &u.address,
-            &clock::date_hhmm(ms_to_time(u.connected_ms)),
+            &clock::date_hhmm(clock::from_unix_ms(u.connected_ms)),
             &u.pid.to_string(),
             &u.lines_in.to_string(),
             &u.lines_out.to_string(),
@@ -412,10 +412,6 @@ pub fn render(report: &Report) -> String {
     let pss = (!known.is_empty()).then(|| known.iter().sum());
     process_row(["total", "", "", &kib(pss)]);
     out
-}
-
-fn ms_to_time(ms: u64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// `3d 04:05:06`, or `04:05:06` under a day.
