@@ -284,6 +284,37 @@ fn c1_controls_and_bidi_overrides_are_removed() {
     next_is(&mut alice, &mut bob, "after");
 }
 
+/// U+009B, the one-character CSI, is removed and the text after it kept,
+/// wherever a line goes: chat, whisper, scheduled message, nickname.
+#[test]
+fn the_one_character_csi_costs_no_text_after_it() {
+    let server = Server::start();
+    let mut carol = server.login("carol");
+    let mut dave = server.connect();
+    dave.expect("Welcome to mpchat! Enter your nickname:");
+    dave.send_line("da\u{9b}ve");
+    dave.expect("Hello, dave! Type /help for commands.");
+    dave.expect_stamped("* dave has joined the chat.");
+    carol.expect_stamped("* dave has joined the chat.");
+
+    carol.send_line("s08A\u{9b}s08Z and \u{9b}2J after");
+    for client in [&mut carol, &mut dave] {
+        client.expect_stamped("carol: s08As08Z and 2J after");
+    }
+    carol.send_line("/whisper dave w1\u{9b}s w2");
+    carol.expect_stamped("[Whisper to dave] w1s w2");
+    dave.expect_stamped("[Whisper from carol] w1s w2");
+    carol.send_line("/schedule +1 later\u{9b}m on");
+    let confirmation = carol.read_line();
+    assert!(
+        confirmation.starts_with("Message scheduled for "),
+        "{confirmation:?}"
+    );
+    for client in [&mut carol, &mut dave] {
+        client.expect_stamped("[Scheduled by carol] laterm on");
+    }
+}
+
 // 4. Invalid UTF-8 ---------------------------------------------------------
 
 #[test]

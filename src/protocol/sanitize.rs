@@ -8,6 +8,13 @@
 //! isolate characters that can make text read differently from what it is.
 //! TAB becomes a space. Invalid UTF-8 becomes U+FFFD.
 //!
+//! Removing a sequence never costs the text after it. A control sequence
+//! (`ESC [`) is removed only as far as ECMA-48 lets one reach: parameter
+//! bytes, then intermediate bytes, then one final byte; one that breaks off
+//! before its final byte loses only its `ESC [`. The one-character CSI,
+//! U+009B, is removed on its own like every other C1 control: without it
+//! what follows is plain text, and it is what the user typed.
+//!
 //! The result never contains a control character, so sanitizing it again
 //! changes nothing.
 
@@ -15,8 +22,6 @@ use std::iter::Peekable;
 use std::str::Chars;
 
 const ESC: char = '\u{1b}';
-/// The one-character (C1) form of `ESC [`.
-const CSI: char = '\u{9b}';
 /// BEL and the C1 string terminator end an OSC string.
 const BEL: char = '\u{7}';
 const ST: char = '\u{9c}';
@@ -31,7 +36,6 @@ pub fn sanitize(bytes: &[u8]) -> String {
         match c {
             '\t' => out.push(' '),
             ESC => skip_escape(&mut chars),
-            CSI => skip_csi(&mut chars),
             c if is_forbidden(c) => {}
             c => out.push(c),
         }
@@ -55,17 +59,7 @@ fn skip_escape(chars: &mut Peekable<Chars>) {
         // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \).
         Some(']' | 'P' | 'X' | '^' | '_') => {
             chars.next();
-            while let Some(c) = chars.next() {
-                if c == BEL || c == ST {
-                    break;
-                }
-                if c == ESC {
-                    if chars.peek() == Some(&'\\') {
-                        chars.next();
-                    }
-                    break;
-                }
-            }
+            skip_string(chars);
         }
         // Other escapes: intermediate bytes, then one final byte.
         Some(' '..='~') => {
@@ -81,20 +75,41 @@ fn skip_escape(chars: &mut Peekable<Chars>) {
     }
 }
 
-/// Skips a control sequence's parameter and intermediate bytes and its final
-/// byte. Stops early at anything else, which is then treated as text.
-fn skip_csi(chars: &mut Peekable<Chars>) {
-    while let Some(&c) = chars.peek() {
-        match c {
-            '0'..='?' | ' '..='/' => {
-                chars.next();
-            }
-            '@'..='~' => {
-                chars.next();
-                return;
-            }
-            _ => return,
+/// Skips a control string and its terminator: BEL, ST, or ESC (with the
+/// `\` of an `ESC \`). A string still open at the end of the line is not
+/// skipped: only its introducer goes, and the text after it stays.
+fn skip_string(chars: &mut Peekable<Chars>) {
+    let mut ahead = chars.clone();
+    while let Some(c) = ahead.next() {
+        if c == BEL || c == ST {
+            *chars = ahead;
+            return;
         }
+        if c == ESC {
+            if ahead.peek() == Some(&'\\') {
+                ahead.next();
+            }
+            *chars = ahead;
+            return;
+        }
+    }
+}
+
+/// Skips the rest of a control sequence after its `ESC [`: parameter bytes
+/// (0x30-0x3F), intermediate bytes (0x20-0x2F) and one final byte
+/// (0x40-0x7E), in that order. If anything else comes first, or the line
+/// ends, it was no sequence: nothing is skipped, and the rest is text.
+fn skip_csi(chars: &mut Peekable<Chars>) {
+    let mut ahead = chars.clone();
+    let mut c = ahead.next();
+    while matches!(c, Some('0'..='?')) {
+        c = ahead.next();
+    }
+    while matches!(c, Some(' '..='/')) {
+        c = ahead.next();
+    }
+    if matches!(c, Some('@'..='~')) {
+        *chars = ahead;
     }
 }
 
@@ -114,7 +129,25 @@ mod tests {
     #[test]
     fn csi_sequences_are_removed_whole() {
         assert_eq!(s("\x1b[2J\x1b[Hhi \x1b[1;31mred\x1b[0m"), "hi red");
-        assert_eq!(s("a\u{9b}2Jb"), "ab");
+        assert_eq!(s("a\x1b[ qb"), "ab");
+    }
+
+    #[test]
+    fn a_broken_control_sequence_costs_only_its_introducer() {
+        // A parameter byte after an intermediate one, a letter outside
+        // ASCII, the end of the line: no final byte, so no sequence.
+        assert_eq!(s("a\x1b[1 2mb"), "a1 2mb");
+        assert_eq!(s("a\x1b[12\u{e9}t\u{e9}"), "a12\u{e9}t\u{e9}");
+        assert_eq!(s("a\x1b[12"), "a12");
+        assert_eq!(s("a\x1b]0;never closed"), "a0;never closed");
+    }
+
+    #[test]
+    fn the_one_character_csi_is_removed_and_the_text_after_it_kept() {
+        assert_eq!(s("s08A\u{9b}s08Z"), "s08As08Z");
+        assert_eq!(s("a\u{9b}2Jb"), "a2Jb");
+        assert_eq!(s("\u{9b}\u{9b}x\u{9b}"), "x");
+        assert_eq!(s("x \u{9b}12 hello world"), "x 12 hello world");
     }
 
     #[test]
@@ -154,6 +187,10 @@ mod tests {
             "\x1b[\x1b[31mx",
             "[31m\x1b",
             "\u{9b}\u{1b}]x\u{9c}y",
+            "s08A\u{9b}s08Z",
+            "\u{9b}\u{9b}[2J",
+            "\x1b\u{9b}[2J",
+            "\x1b[1 2m\x1b[",
             "\x1b\u{202e}[2J",
             "a\tb\r\nc",
             "\x1b]unterminated",
