@@ -350,6 +350,12 @@ impl Drop for Server {
         }
         send_signal(-self.pid(), libc::SIGKILL);
         let _ = self.child.wait();
+        // A failed test shows what the server said, the end of it.
+        if thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail = &log[log.len().saturating_sub(40)..];
+            eprintln!("--- the server's last log lines ---\n{}", tail.join("\n"));
+        }
     }
 }
 
