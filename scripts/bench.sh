@@ -4,7 +4,9 @@
 # mpchat-bench command behind every figure.
 #
 #   fan-out  N=100 (10 senders x 1000 messages) and N=1000 (10 x 100) at
-#            full speed, N=100 paced at 1000 msg/s; mpchat and ngircd
+#            full speed, N=100 paced at 1000 msg/s; mpchat and ngircd.
+#            N=100 (10 x 1000 of 80 B) with senders that write as fast as
+#            their sockets take the bytes (no window), for lost lines; mpchat
 #   connect  connect/register/first reply/close cycles, 1 and 16 in flight;
 #            mpchat, mpchat --echo, the C echo server, ngircd (8 at most)
 #   memory   USS/PSS per idle client at N=1000; same four servers
@@ -296,6 +298,14 @@ if want fanout; then
                 --clients "$fan_large" --senders "$senders" --messages "$fan_large_msgs"
             run fanout "n$paced_n-paced" "$server" "$k" "$fan_limit" "${spawn[@]}" \
                 --clients "$paced_n" --senders "$senders" --messages "$paced_msgs" --rate "$paced_rate"
+            # No window: each sender writes as fast as its socket takes the
+            # bytes, as a paste or a bot does. A server that drops clients
+            # who fall behind loses lines here (the run then fails).
+            if [[ $server == mpchat ]]; then
+                run fanout "n$fan_small-nowindow" "$server" "$k" "$fan_limit" "${spawn[@]}" \
+                    --clients "$fan_small" --senders "$senders" --messages "$fan_small_msgs" \
+                    --size 80 --window 0
+            fi
         done
     done
 fi

@@ -106,7 +106,32 @@ def order_word(orders):
 
 def fig_key(fig):
     n = int(fig.split("-")[0][1:]) if fig.startswith("n") else 0
-    return ("paced" in fig, n)
+    return ("paced" in fig, "nowindow" in fig, n)
+
+
+def lost_cell(rs):
+    """The worst run's lost deliveries, with their share of the expected."""
+    fs = [r["r"]["fanout"] for r in rs if r["r"] and r["r"].get("fanout")]
+    if not fs:
+        return "–"
+    worst = max(fs, key=lambda f: f["lost"])
+    if not worst["lost"]:
+        return "0"
+    share = 100.0 * worst["lost"] / worst["expected"] if worst["expected"] else 0.0
+    return f"**{fmt(worst['lost'], 0)}** ({share:.1f}%)"
+
+
+def dropped_cell(rs):
+    """The most clients the server disconnected in one run (of them senders)."""
+    fs = [r["r"]["fanout"] for r in rs if r["r"] and r["r"].get("fanout")]
+    if not fs:
+        return "–"
+    worst = max(fs, key=lambda f: f.get("dropped_clients", 0))
+    n = worst.get("dropped_clients", 0)
+    if not n:
+        return "0"
+    senders = worst.get("dropped_senders")
+    return f"**{n}**" + ("" if senders is None else f" ({senders} senders)")
 
 
 out = []
@@ -153,6 +178,13 @@ undercount = []
 for fig in sorted(fan, key=fig_key):
     m, n = fan[fig].get("mpchat", []), fan[fig].get("ngircd", [])
     paced = "paced" in fig
+    if "nowindow" in fig:
+        # Senders without a window: the figure that matters is the loss.
+        fs = [r["r"]["fanout"] for r in m if r["r"] and r["r"].get("fanout")]
+        worst = max((f["lost"] for f in fs), default=None)
+        target(f"fan-out {fig}: deliveries lost (worst run), mpchat", worst, None, None, "0",
+               None if worst is None else worst == 0, 0)
+        continue
     if not paced:
         a = median(m, lambda r: r["fanout"]["deliveries_per_s"])
         b = median(n, lambda r: r["fanout"]["deliveries_per_s"])
@@ -212,9 +244,14 @@ if fan:
       "IRC does not). Server CPU per delivery is (whole machine's busy time − mpchat-bench's "
       "own CPU) / deliveries, so it includes anything else running on the machine; \"tree\" is "
       "the server processes' own CPU (schedstat) / deliveries, which does not. "
-      "\"one order\": every receiver saw the messages in the same order, in every run.\n")
-    w("| figure | server | runs ok | delivered/s | p50 ms | p99 ms | CPU µs/delivery | (tree) | lost | one order |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+      "\"one order\": every receiver saw the messages in the same order, in every run. "
+      "Senders keep at most 64 messages on their way, except in the \"no window\" row, where "
+      "each writes as fast as its socket takes the bytes (a paste, a bot): a server that "
+      "drops clients who fall behind loses lines there. \"lost\": deliveries that never "
+      "arrived in the worst run; \"dropped\": clients the server disconnected in the worst "
+      "run.\n")
+    w("| figure | server | runs ok | delivered/s | p50 ms | p99 ms | CPU µs/delivery | (tree) | lost | dropped | one order |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
     for fig in sorted(fan, key=fig_key):
         for server in ORDER:
             rs = fan[fig].get(server)
@@ -225,8 +262,9 @@ if fan:
             if f0:
                 n = (next(r["r"] for r in rs if r["r"] and r["r"].get("fanout"))["connect"]["clients"])
                 speed = "full speed" if f0["rate"] == 0 else f"{f0['rate']} msg/s"
-                desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}, {speed}"
-            lost = [r["r"]["fanout"]["lost"] for r in rs if r["r"] and r["r"].get("fanout")]
+                size = "" if f0.get("size", 64) == 64 else f" of {f0['size']} B"
+                window = ", no window" if f0.get("window") == 0 else ""
+                desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}{size}, {speed}{window}"
             # yes / NO / "same, incomplete" (every receiver agreed, but not
             # everything arrived, so one order is not shown).
             orders = []
@@ -242,7 +280,8 @@ if fan:
               f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p99_ms'], 2)} "
               f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['machine_us'], 2)} "
               f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['tree_us'], 2)} "
-              f"| {max(lost) if lost else '–'} "
+              f"| {lost_cell(rs)} "
+              f"| {dropped_cell(rs)} "
               f"| {order_word(orders)} |")
     w("")
 

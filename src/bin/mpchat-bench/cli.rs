@@ -80,7 +80,12 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     pub size: usize,
     /// A sender sends message k only once message k-W has come back (to
-    /// itself, or for IRC to the next client).
+    /// itself, or for IRC to the next client). 0 is no window: each sender
+    /// writes as fast as its socket takes the bytes, as a paste or a bot
+    /// does, keeping its send buffer full until all its messages are
+    /// written, and never waits for its messages to come back (all clients
+    /// still read everything). With --rate, a sender keeps to the rate
+    /// whatever has come back.
     #[arg(long, value_name = "W", default_value_t = 64)]
     pub window: u32,
 
@@ -203,6 +208,7 @@ pub struct Plan {
     pub rate: u64,
     pub timeout: Duration,
     pub size: usize,
+    /// Messages a sender may have on their way; 0: no window.
     pub window: u32,
     pub connect_only: bool,
     pub hold: Duration,
@@ -392,9 +398,6 @@ impl Plan {
             }
             if self.messages == 0 {
                 return Err("--messages must be at least 1".into());
-            }
-            if self.window == 0 {
-                return Err("--window must be at least 1".into());
             }
             if self.expected_deliveries() > MAX_DELIVERIES {
                 return Err(format!(

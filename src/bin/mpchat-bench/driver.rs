@@ -5,6 +5,14 @@
 //!
 //! Every loop here ends by count or by time: each phase takes a deadline,
 //! and the stop flag (SIGINT/SIGTERM) is checked on every turn.
+//!
+//! A sender queues its messages a batch at a time, and the next batch only
+//! once the last one is all written, so what waits for a full socket is at
+//! most one batch: the socket's send buffer holds the backlog, not the
+//! generator. With a window (`--window W`) a sender has at most W messages
+//! on their way. Without one (`--window 0`) it writes whenever epoll says
+//! its socket takes more, until every message is written, as a paste or a
+//! bot would: the server's buffers and limits then get the whole load.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -27,16 +35,20 @@ const MAX_READS: usize = 16;
 const READ_SIZE: usize = 64 * 1024;
 /// A line this long without a line end is not the protocol we speak.
 const MAX_LINE: usize = 64 * 1024;
-/// A sender stops queueing while this much of its output is unwritten.
-const OUT_HIGH: usize = 64 * 1024;
-/// Most messages a sender queues for one write.
-const BATCH: u32 = 256;
+/// A sender queues messages until a batch holds this many bytes (or its
+/// messages run out), and queues no more until the batch is all written.
+const BATCH_BYTES: usize = 16 * 1024;
 /// Longest kept "last line" of a connection, to explain why it ended.
 const INFO_MAX: usize = 160;
 /// With messages outstanding and nothing sent or delivered for this long
 /// (or three send intervals at a slow --rate), the run is stuck: report
 /// rather than wait for the timeout.
 const STALL_NS: u64 = 10_000_000_000;
+/// Once the server has disconnected a client that had not got everything
+/// (or a sender that had not sent everything), the run cannot complete:
+/// when no sender has more to send, it ends once nothing has been delivered
+/// for this long, rather than waiting for the stall.
+const CUT_QUIET_NS: u64 = 2_000_000_000;
 
 /// Why a phase ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,6 +58,9 @@ pub enum Ended {
     TimedOut,
     Interrupted,
     Stalled,
+    /// The server disconnected clients before they got (or sent) all their
+    /// messages, and the rest had stopped arriving.
+    Disconnected,
 }
 
 impl Ended {
@@ -55,6 +70,7 @@ impl Ended {
             Ended::TimedOut => "timed out",
             Ended::Interrupted => "interrupted",
             Ended::Stalled => "stalled",
+            Ended::Disconnected => "ended early (clients disconnected)",
         }
     }
 }
@@ -104,6 +120,69 @@ struct Conn {
     info: Vec<u8>,
 }
 
+/// How many of its messages a sender may have queued by a given time: the
+/// pacing decision of the fan-out, without I/O.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub senders: usize,
+    pub messages: u32,
+    /// Messages per second over all senders; 0 is full speed.
+    pub rate: u64,
+    /// Messages a sender may have on their way; 0 is no window.
+    pub window: u32,
+    pub start_ns: u64,
+}
+
+impl Pacing {
+    /// Time between two messages of one sender at the rate (0: full speed).
+    pub fn interval_ns(&self) -> f64 {
+        if self.rate > 0 {
+            self.senders as f64 * 1e9 / self.rate as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Messages of sender `s` due by `now_ns`: all at full speed; at a rate,
+    /// one per interval, the senders' turns spread evenly over it.
+    fn due(&self, s: usize, now_ns: u64) -> u32 {
+        if self.rate == 0 {
+            return self.messages;
+        }
+        let interval = self.interval_ns();
+        let offset = interval * s as f64 / self.senders as f64;
+        let elapsed = now_ns.saturating_sub(self.start_ns) as f64 - offset;
+        if elapsed < 0.0 {
+            0
+        } else {
+            ((elapsed / interval) as u64 + 1).min(u64::from(self.messages)) as u32
+        }
+    }
+
+    /// One past the last seq sender `s` may have queued by `now_ns`, with
+    /// `acked` of its messages back.
+    pub fn limit(&self, s: usize, now_ns: u64, acked: u32) -> u32 {
+        let windowed = if self.window == 0 {
+            self.messages
+        } else {
+            acked.saturating_add(self.window)
+        };
+        self.messages.min(windowed).min(self.due(s, now_ns))
+    }
+}
+
+/// The fan-out's senders while it runs.
+struct Sending {
+    pacing: Pacing,
+    /// Per sender: the slot of its connection.
+    slots: Vec<Option<usize>>,
+    /// Per sender: the next seq to queue.
+    next: Vec<u32>,
+    sent: u64,
+    first_send_ns: Option<u64>,
+    last_send_ns: Option<u64>,
+}
+
 /// Results of a fan-out run beyond what the tally holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Traffic {
@@ -124,13 +203,17 @@ pub struct Driver {
     conns: Vec<Option<Conn>>,
     gens: Vec<u32>,
     free: Vec<usize>,
-    again: Vec<u64>,
+    /// Sockets with more to read, and the flags they were reported with.
+    again: Vec<(u64, EpollFlags)>,
     close_on_register: bool,
     pub counts: Counts,
     failures: BTreeMap<String, Failure>,
     pub connect_lat: Histogram,
     pub register_lat: Histogram,
     pub tally: Option<Tally>,
+    sending: Option<Sending>,
+    /// Clients (by id) closed after registering while a tally ran.
+    pub gone: Vec<u32>,
     /// Benchmark messages seen when no tally was running.
     pub stray: u64,
     last_rx_ns: u64,
@@ -167,6 +250,8 @@ impl Driver {
             connect_lat: Histogram::new(),
             register_lat: Histogram::new(),
             tally: None,
+            sending: None,
+            gone: Vec::new(),
             stray: 0,
             last_rx_ns: 0,
             progress,
@@ -278,6 +363,9 @@ impl Driver {
         };
         if registered {
             self.counts.dropped += 1;
+            if self.tally.is_some() {
+                self.gone.push(conn.id);
+            }
         } else {
             self.counts.failed += 1;
         }
@@ -296,8 +384,8 @@ impl Driver {
             let ev = self.events[i];
             self.dispatch(ev.data(), ev.events());
         }
-        for token in std::mem::take(&mut self.again) {
-            self.dispatch(token, EpollFlags::EPOLLIN);
+        for (token, flags) in std::mem::take(&mut self.again) {
+            self.dispatch(token, flags);
         }
         Ok(())
     }
@@ -333,19 +421,33 @@ impl Driver {
                 | EpollFlags::EPOLLRDHUP
                 | EpollFlags::EPOLLHUP
                 | EpollFlags::EPOLLERR,
-        ) && let Some(why) = self.read_ready(slot, token)
+        ) && let Some(why) = self.read_ready(slot, token, flags)
         {
             return self.close(slot, why);
         }
-        if let Some(conn) = self.conns[slot].as_mut()
-            && let Err(why) = flush(conn)
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if let Err(why) = flush(conn) {
+            return self.close(slot, why);
+        }
+        // Without a window, a sender writes whenever its socket takes more.
+        let id = conn.id as usize;
+        if flags.contains(EpollFlags::EPOLLOUT)
+            && let Some(sending) = &self.sending
+            && sending.pacing.window == 0
+            && sending.slots.get(id) == Some(&Some(slot))
         {
-            self.close(slot, why);
+            self.refill(id);
         }
     }
 
     /// Reads what the socket holds and handles every complete line.
-    fn read_ready(&mut self, slot: usize, token: u64) -> Option<CloseWhy> {
+    fn read_ready(&mut self, slot: usize, token: u64, flags: EpollFlags) -> Option<CloseWhy> {
+        // The peer closed or reset the connection: what it sent before and
+        // then the end must be read now, for no new edge will come.
+        let ending =
+            flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
         let conn = self.conns[slot].as_mut()?;
         let mut ctx = LineCtx {
             proto: &self.proto,
@@ -366,8 +468,8 @@ impl Driver {
                         return Some(why);
                     }
                     // A short read emptied the socket; new data brings a
-                    // new edge.
-                    if n < self.scratch.len() {
+                    // new edge (but an end already reported does not).
+                    if n < self.scratch.len() && !ending {
                         return None;
                     }
                 }
@@ -376,8 +478,78 @@ impl Driver {
                 Err(e) => return Some(CloseWhy::Io("read", e)),
             }
         }
-        self.again.push(token);
+        self.again.push((token, flags));
         None
+    }
+
+    /// Queues and writes sender `s`'s due messages: a batch at a time, the
+    /// next only once the last is all written, until the socket is full or
+    /// nothing more is due.
+    fn refill(&mut self, s: usize) {
+        let Some(sending) = self.sending.as_mut() else {
+            return;
+        };
+        let Some(slot) = sending.slots.get(s).copied().flatten() else {
+            return;
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let acked = self.tally.as_ref().map_or(0, |t| t.acked[s]);
+        let result = loop {
+            if let Err(why) = flush(conn) {
+                break Err(why);
+            }
+            if !conn.out.is_empty() {
+                // The socket is full; its next edge brings us back.
+                break Ok(());
+            }
+            let now = self.clock.now_ns();
+            let limit = sending.pacing.limit(s, now, acked);
+            let first = sending.next[s];
+            if first >= limit {
+                break Ok(());
+            }
+            let mut q = first;
+            while q < limit && conn.out.len() < BATCH_BYTES {
+                self.proto.write_message(&mut conn.out, s as u32, q, now);
+                q += 1;
+            }
+            sending.next[s] = q;
+            sending.sent += u64::from(q - first);
+            sending.first_send_ns.get_or_insert(now);
+            sending.last_send_ns = Some(now);
+        };
+        if let Err(why) = result {
+            self.close(slot, why);
+        }
+    }
+
+    /// True when the run can no longer complete and nothing more will be
+    /// sent: a client the server disconnected during the fan-out had not
+    /// got all it should, or (a sender) not queued all its messages, and
+    /// every sender has queued all its messages or is gone.
+    fn cut_off(&self) -> bool {
+        let (Some(tally), Some(sending)) = (&self.tally, &self.sending) else {
+            return false;
+        };
+        let sending_over = sending
+            .slots
+            .iter()
+            .zip(&sending.next)
+            .all(|(slot, &next)| {
+                next >= sending.pacing.messages
+                    || slot.is_none_or(|slot| self.conns[slot].is_none())
+            });
+        sending_over
+            && self.gone.iter().any(|&id| {
+                let id = id as usize;
+                tally.missing(id) > 0
+                    || sending
+                        .next
+                        .get(id)
+                        .is_some_and(|&n| n < sending.pacing.messages)
+            })
     }
 
     fn view(&self, phase: &'static str) -> View {
@@ -469,7 +641,8 @@ impl Driver {
 
     /// The fan-out: clients 0..senders each send `messages` messages, all
     /// at once or at `rate` messages per second in total, never more than
-    /// `window` ahead of what has come back. Deliveries go to `tally`.
+    /// `window` ahead of what has come back (0: no window). Deliveries go
+    /// to `tally`.
     pub fn fanout(
         &mut self,
         tally: Tally,
@@ -482,6 +655,7 @@ impl Driver {
         self.close_on_register = false;
         let expected = tally.expected();
         self.tally = Some(tally);
+        self.gone.clear();
         let mut slots = vec![None; senders];
         for (slot, conn) in self.conns.iter().enumerate() {
             if let Some(c) = conn
@@ -490,84 +664,60 @@ impl Driver {
                 slots[c.id as usize] = Some(slot);
             }
         }
-        let mut next = vec![0u32; senders];
         let start = self.now_ns();
-        let interval_ns = if rate > 0 {
-            senders as f64 * 1e9 / rate as f64
-        } else {
-            0.0
+        let pacing = Pacing {
+            senders,
+            messages,
+            rate,
+            window,
+            start_ns: start,
         };
-        let mut traffic = Traffic {
-            ended: Ended::Done,
+        self.sending = Some(Sending {
+            pacing,
+            slots,
+            next: vec![0; senders],
             sent: 0,
             first_send_ns: None,
             last_send_ns: None,
-        };
+        });
+        let mut ended = Ended::Done;
         let to_send = senders as u64 * u64::from(messages);
         // A slow --rate leaves long gaps between sends that are no stall.
-        let stall_ns = STALL_NS.max((3.0 * interval_ns) as u64);
+        let stall_ns = STALL_NS.max((3.0 * pacing.interval_ns()) as u64);
         let mut last_progress = start;
         let mut last_count = (0u64, 0u64);
         loop {
             let now = self.now_ns();
             if self.stopped() {
-                traffic.ended = Ended::Interrupted;
+                ended = Ended::Interrupted;
                 break;
             }
             if now >= deadline_ns {
-                traffic.ended = Ended::TimedOut;
+                ended = Ended::TimedOut;
                 break;
             }
+            let sent = self.sending.as_ref().map_or(0, |s| s.sent);
             let received = self.tally.as_ref().map_or(0, |t| t.received);
-            if (traffic.sent, received) != last_count {
-                last_count = (traffic.sent, received);
+            if (sent, received) != last_count {
+                last_count = (sent, received);
                 last_progress = now;
             } else if now - last_progress >= stall_ns {
-                traffic.ended = Ended::Stalled;
+                ended = Ended::Stalled;
+                break;
+            } else if now - last_progress >= CUT_QUIET_NS && self.cut_off() {
+                ended = Ended::Disconnected;
                 break;
             }
-            if traffic.sent == to_send && received >= expected {
+            if sent == to_send && received >= expected {
                 break;
             }
             for s in 0..senders {
-                let due = if rate == 0 {
-                    messages
-                } else {
-                    let offset = interval_ns * s as f64 / senders as f64;
-                    let elapsed = now.saturating_sub(start) as f64 - offset;
-                    if elapsed < 0.0 {
-                        0
-                    } else {
-                        ((elapsed / interval_ns) as u64 + 1).min(u64::from(messages)) as u32
-                    }
-                };
-                let acked = self.tally.as_ref().map_or(0, |t| t.acked[s]);
-                let limit = messages.min(acked.saturating_add(window)).min(due);
-                let Some(slot) = slots[s] else { continue };
-                let Some(conn) = self.conns[slot].as_mut() else {
-                    continue;
-                };
-                if next[s] >= limit || conn.out.len() - conn.out_pos > OUT_HIGH {
-                    continue;
-                }
-                let end = limit.min(next[s].saturating_add(BATCH));
-                let send_ns = self.clock.now_ns();
-                for q in next[s]..end {
-                    self.proto
-                        .write_message(&mut conn.out, s as u32, q, send_ns);
-                }
-                traffic.sent += u64::from(end - next[s]);
-                traffic.first_send_ns.get_or_insert(send_ns);
-                traffic.last_send_ns = Some(send_ns);
-                next[s] = end;
-                if let Err(why) = flush(conn) {
-                    self.close(slot, why);
-                }
+                self.refill(s);
             }
             self.turn(if rate > 0 { 1 } else { 20 })?;
             let view = View {
                 to_send,
-                sent: traffic.sent,
+                sent: self.sending.as_ref().map_or(0, |s| s.sent),
                 expected,
                 delivered: self.tally.as_ref().map_or(0, |t| t.received),
                 rate_of: self.tally.as_ref().map_or(0, |t| t.received),
@@ -575,7 +725,16 @@ impl Driver {
             };
             self.progress.tick(self.now_ns(), &view);
         }
-        Ok(traffic)
+        let sending = self
+            .sending
+            .take()
+            .ok_or("internal: the fanout senders went missing")?;
+        Ok(Traffic {
+            ended,
+            sent: sending.sent,
+            first_send_ns: sending.first_send_ns,
+            last_send_ns: sending.last_send_ns,
+        })
     }
 
     /// Connect cycles: `cycles` times connect, register, wait for the first
@@ -726,4 +885,50 @@ fn handle_line(conn: &mut Conn, line: &[u8], ctx: &mut LineCtx) -> Result<(), Cl
         Seen::Failed(text) => return Err(CloseWhy::Refused(text)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacing(rate: u64, window: u32) -> Pacing {
+        Pacing {
+            senders: 2,
+            messages: 1000,
+            rate,
+            window,
+            start_ns: 5_000,
+        }
+    }
+
+    #[test]
+    fn a_window_keeps_a_sender_w_ahead_of_what_came_back() {
+        let p = pacing(0, 64);
+        assert_eq!(p.limit(0, 5_000, 0), 64);
+        assert_eq!(p.limit(1, 5_000, 100), 164);
+        assert_eq!(p.limit(0, 5_000, 990), 1000);
+        assert_eq!(p.limit(0, 5_000, u32::MAX), 1000);
+    }
+
+    #[test]
+    fn no_window_lets_a_sender_send_everything_at_once() {
+        let p = pacing(0, 0);
+        assert_eq!(p.limit(0, 5_000, 0), 1000);
+        assert_eq!(p.limit(1, 0, 0), 1000);
+    }
+
+    #[test]
+    fn a_rate_spreads_the_senders_over_each_interval() {
+        // 2 senders at 1000/s in total: one message per sender every 2 ms,
+        // sender 1 a millisecond after sender 0.
+        let p = pacing(1000, 0);
+        assert_eq!(p.interval_ns(), 2_000_000.0);
+        assert_eq!(p.limit(0, 5_000, 0), 1);
+        assert_eq!(p.limit(1, 5_000, 0), 0);
+        assert_eq!(p.limit(1, 5_000 + 1_000_000, 0), 1);
+        assert_eq!(p.limit(0, 5_000 + 4_000_000, 0), 3);
+        assert_eq!(p.limit(0, 5_000 + 10_000_000_000, 0), 1000);
+        // With a window too, the lower of the two holds.
+        assert_eq!(pacing(1000, 2).limit(0, 5_000 + 10_000_000, 0), 2);
+    }
 }

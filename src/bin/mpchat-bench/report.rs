@@ -104,6 +104,8 @@ pub struct FanoutReport {
     pub receivers_per_message: usize,
     /// Messages per second over all senders; 0 is full speed.
     pub rate: u64,
+    /// Messages a sender may have on their way; 0 is no window (each
+    /// sender writes as fast as its socket takes them).
     pub window: u32,
     pub size: usize,
     pub ended: Ended,
@@ -120,6 +122,8 @@ pub struct FanoutReport {
     pub order: OrderSummary,
     /// Registered clients the server disconnected during the run.
     pub dropped_clients: u64,
+    /// How many of them were senders.
+    pub dropped_senders: u64,
     pub send_s: f64,
     pub send_per_s: f64,
     /// From the first send to the last delivery.
@@ -362,12 +366,19 @@ fn fanout_table(t: &mut String, f: &FanoutReport) {
     } else {
         format!("{} msg/s in total", f.rate)
     };
+    let window = if f.window == 0 && f.rate == 0 {
+        "no window (as fast as each socket takes them)".to_string()
+    } else if f.window == 0 {
+        "no window".to_string()
+    } else {
+        format!("window {}", f.window)
+    };
     row(
         t,
         "traffic",
         format!(
-            "{} senders × {} messages of {} B to {} receivers, {rate}, window {}",
-            f.senders, f.messages_per_sender, f.size, f.receivers_per_message, f.window
+            "{} senders × {} messages of {} B to {} receivers, {rate}, {window}",
+            f.senders, f.messages_per_sender, f.size, f.receivers_per_message
         ),
     );
     row(
@@ -400,7 +411,14 @@ fn fanout_table(t: &mut String, f: &FanoutReport) {
         row(t, "foreign messages", f.foreign.to_string());
     }
     if f.dropped_clients > 0 {
-        row(t, "clients dropped", f.dropped_clients.to_string());
+        row(
+            t,
+            "clients dropped",
+            format!(
+                "{} disconnected by the server ({} of them senders)",
+                f.dropped_clients, f.dropped_senders
+            ),
+        );
     }
     row(
         t,

@@ -188,6 +188,12 @@ impl<'a> Scenario<'a> {
         let order = tally.order_summary();
         let lost = expected.saturating_sub(tally.received);
         let dropped = self.driver.counts.dropped - dropped_before;
+        let dropped_senders = self
+            .driver
+            .gone
+            .iter()
+            .filter(|&&id| (id as usize) < p.senders)
+            .count() as u64;
         let f = FanoutReport {
             senders: p.senders,
             messages_per_sender: p.messages,
@@ -205,6 +211,7 @@ impl<'a> Scenario<'a> {
             foreign: tally.foreign,
             order: order.clone(),
             dropped_clients: dropped,
+            dropped_senders,
             send_s: secs(send_ns),
             send_per_s: rate(traffic.sent, send_ns),
             delivery_s: secs(delivery_ns),
@@ -236,7 +243,7 @@ impl<'a> Scenario<'a> {
         }
         if dropped > 0 {
             report.problems.push(format!(
-                "{dropped} clients were disconnected during the traffic"
+                "the server disconnected {dropped} clients during the traffic ({dropped_senders} of them senders)"
             ));
         }
         if tally.reordered > 0 {
@@ -362,6 +369,9 @@ fn rate(count: u64, over_ns: u64) -> f64 {
 fn ended_word(e: Ended) -> &'static str {
     match e {
         Ended::Stalled => "stalled (nothing sent or delivered for 10 s)",
+        Ended::Disconnected => {
+            "ended early (the server disconnected clients before they got or sent everything)"
+        }
         other => other.word(),
     }
 }

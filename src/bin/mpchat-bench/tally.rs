@@ -215,6 +215,20 @@ impl Tally {
         Outcome::New
     }
 
+    /// Deliveries `receiver` should get and has not got (yet). A receiver
+    /// the server disconnected with some missing will never get them.
+    pub fn missing(&self, receiver: usize) -> u64 {
+        if receiver >= self.receivers {
+            return 0;
+        }
+        let senders = if self.self_delivery || receiver >= self.senders {
+            self.senders
+        } else {
+            self.senders - 1
+        };
+        (senders as u64 * u64::from(self.messages)).saturating_sub(self.per_receiver[receiver])
+    }
+
     /// Compares each receiver that should see every message (with IRC,
     /// those that do not send) against the first such receiver.
     pub fn order_summary(&self) -> OrderSummary {
@@ -289,5 +303,22 @@ mod tests {
         t.record(2, 0, 0, 0, 1);
         assert_eq!(t.expected(), 2);
         assert!(t.order_summary().one_global_order);
+    }
+
+    #[test]
+    fn missing_deliveries_per_receiver() {
+        // IRC: two senders, so a sender expects only the other's messages.
+        let mut t = Tally::new(3, 2, 2, false);
+        assert_eq!((t.missing(0), t.missing(1), t.missing(2)), (2, 2, 4));
+        t.record(0, 1, 0, 0, 1);
+        t.record(0, 1, 0, 0, 1);
+        t.record(2, 0, 1, 0, 1);
+        assert_eq!((t.missing(0), t.missing(2)), (1, 3));
+        assert_eq!(t.missing(9), 0);
+        // The line protocol echoes a sender's own messages.
+        let mut t = Tally::new(2, 1, 2, true);
+        t.record(0, 0, 0, 0, 1);
+        t.record(0, 0, 1, 0, 1);
+        assert_eq!((t.missing(0), t.missing(1)), (0, 2));
     }
 }
