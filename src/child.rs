@@ -4,8 +4,18 @@
 //! lines ([`crate::protocol`]), answers what it can by itself (`/help`,
 //! usage lines, nickname syntax), sends the rest to the hub, and writes the
 //! hub's lines back to the client. Everything towards the client goes
-//! through a bounded backlog, so a client that stops reading can only ever
-//! slow down its own child, and is cut off when the backlog is full.
+//! through a backlog, so a client that stops reading can only ever slow
+//! down its own child. The child never blocks on the hub either: requests
+//! the hub's socket does not take yet wait in an outbox, and meanwhile the
+//! child stops reading its client (TCP holds the client back) but goes on
+//! taking the hub's lines, so a hub that waits for this child to catch up
+//! is never waiting on a child that waits for it.
+//!
+//! A client is cut off for falling behind by progress, not by a burst: when
+//! its socket has taken no byte for the stall timeout while lines wait, or
+//! when more than the hard bound in bytes waits, because it reads more
+//! slowly than the room talks. A reader that is merely busy for a moment
+//! keeps everything.
 //!
 //! The session ends when the client leaves (`/quit`, `END`, EOF, error), is
 //! kicked, floods, falls too far behind, takes too long to log in or sits
@@ -41,6 +51,18 @@ use crate::title;
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Failed nickname attempts before the child gives up on a client.
 pub const MAX_LOGIN_FAILURES: u32 = 5;
+/// A client with more than this waiting is behind: for a while the child
+/// stops taking lines from the hub, so the hub, once this child's queue
+/// there is full, holds the room's senders back until the client has
+/// caught up (to a quarter of this). A reader that is only busy for a
+/// moment thus slows the senders down instead of losing anything. (Less
+/// than half of `--max-backlog-bytes`, when that is smaller.)
+const BEHIND_AT: usize = 256 * 1024;
+/// How long the room waits for a client that is behind. One that has not
+/// caught up by then reads more slowly than the room talks: the child
+/// takes the hub's lines again, and the client is cut off if what waits
+/// for it passes the hard bound.
+const CATCH_UP_TIME: Duration = Duration::from_secs(1);
 /// Written bytes at the front of the backlog are dropped once there are
 /// this many, so a client that reads slowly but steadily, never catching
 /// up, does not make the buffer grow without end.
@@ -77,16 +99,26 @@ const REJOIN_RETRY: Duration = Duration::from_millis(50);
 /// How long a farewell may take to reach the client. The whole shutdown
 /// must fit in two seconds.
 const FAREWELL_TIME: Duration = Duration::from_millis(1000);
+/// The same for the line that tells a client it was cut off for falling
+/// behind: it queues behind what the kernel holds for the client (a few
+/// hundred KiB), and the socket has room for it only once a slow reader
+/// has read a good part of that (a reader of 80 KB/s: about a second). A
+/// client that reads nothing keeps its child this long; a shutdown
+/// meanwhile ends the wait at once.
+const FELL_BEHIND_FAREWELL_TIME: Duration = Duration::from_secs(3);
 /// How long to wait for the client's own close after ours, so that its
 /// unread input does not make our close a reset that loses the farewell.
 const LINGER_TIME: Duration = Duration::from_millis(200);
 
-/// How much may wait in the child for a client that does not read, before
-/// it is cut off: lines and bytes, whichever comes first (0: no limit).
+/// When a client that does not keep up is cut off.
 #[derive(Debug, Clone, Copy)]
 pub struct BacklogLimits {
-    pub lines: usize,
+    /// Bytes that may wait in the child beyond what the kernel buffers
+    /// (0: no limit): the memory one client may cost.
     pub bytes: usize,
+    /// How long the client's socket may take nothing while lines wait
+    /// (`None`: forever).
+    pub stall: Option<Duration>,
 }
 
 /// What the child needs, handed over by the parent after the fork.
@@ -122,6 +154,9 @@ enum Phase {
 /// How a session ends: with a last line for the client, or without one.
 enum End {
     Say(String),
+    /// Cut off for not keeping up: the last line says so, and may take
+    /// longer to arrive, behind everything the kernel still holds.
+    FellBehind,
     Silently,
 }
 
@@ -134,6 +169,9 @@ struct Session {
     client: TcpStream,
     peer: SocketAddr,
     hub: Link,
+    /// Requests for the hub that its socket has not taken yet, encoded.
+    outbox: VecDeque<Vec<u8>>,
+    outbox_bytes: usize,
     /// Where to reach a new hub if this one goes away.
     hub_socket: PathBuf,
     /// The nickname asked for and not yet answered, to ask a new hub
@@ -149,6 +187,11 @@ struct Session {
     /// Lines in the backlog not yet written in full.
     unsent_lines: usize,
     backlog_limits: BacklogLimits,
+    /// Since when the client's socket has taken nothing while bytes wait
+    /// for it (`None` while nothing waits).
+    stalled_since: Option<Instant>,
+    /// Since when the client has been behind (see [`BEHIND_AT`]).
+    behind_since: Option<Instant>,
     /// Requests sent to the hub, and how many of them it has finished.
     requests: u64,
     answered: u64,
@@ -206,6 +249,8 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         client,
         peer,
         hub,
+        outbox: VecDeque::new(),
+        outbox_bytes: 0,
         hub_socket: hub_socket.to_path_buf(),
         pending_nick: None,
         stop,
@@ -215,6 +260,8 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         sent: 0,
         unsent_lines: 0,
         backlog_limits,
+        stalled_since: None,
+        behind_since: None,
         requests: 0,
         answered: 0,
         held: VecDeque::new(),
@@ -259,11 +306,11 @@ impl Session {
                 log::info!("{} closed the connection", self.peer);
                 return Ok(End::Silently);
             }
-            if self.over_backlog() {
-                log::info!("{} is not reading; disconnecting", self.peer);
+            if let Some(why) = self.falling_behind(Instant::now()) {
+                log::info!("{} is not reading: {why}; disconnecting", self.peer);
                 scoreboard::bump(&self.totals.slow_disconnects);
                 self.drop_unsent();
-                return Ok(End::Say(render::NOT_READING.to_string()));
+                return Ok(End::FellBehind);
             }
             if let Some(end) = self.wait_and_handle()? {
                 return Ok(end);
@@ -271,11 +318,18 @@ impl Session {
         }
     }
 
-    /// The client has fallen further behind than the limits allow.
-    fn over_backlog(&self) -> bool {
-        let BacklogLimits { lines, bytes } = self.backlog_limits;
-        (lines > 0 && self.unsent_lines > lines)
-            || (bytes > 0 && self.backlog.len() - self.sent > bytes)
+    /// Why the client must be cut off for not keeping up, if it must:
+    /// its socket has taken nothing for the stall timeout, or more waits
+    /// for it than the hard bound.
+    fn falling_behind(&self, now: Instant) -> Option<String> {
+        let BacklogLimits { bytes, stall } = self.backlog_limits;
+        let waiting = self.backlog.len() - self.sent;
+        if bytes > 0 && waiting > bytes {
+            return Some(format!("{waiting} bytes waiting"));
+        }
+        let since = self.stalled_since?;
+        let stall = stall?;
+        (now >= since + stall).then(|| format!("nothing taken for {} s", stall.as_secs()))
     }
 
     /// Forgets the lines a client that is being cut off for not reading
@@ -285,6 +339,7 @@ impl Session {
         let unsent = &self.backlog[self.sent..];
         let keep = unsent.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
         self.backlog.truncate(self.sent + keep);
+        self.backlog.shrink_to_fit();
         self.unsent_lines = usize::from(keep > 0);
     }
 
@@ -295,9 +350,13 @@ impl Session {
 
     /// Carries out received lines, in order, until none are left or the
     /// next one must wait for the hub: a nickname attempt needs the answer
-    /// to the one before, and a quit must come after every earlier reply.
+    /// to the one before, a quit must come after every earlier reply, and
+    /// nothing more is asked of a hub that has a datagram's worth of
+    /// requests from us not yet taken.
     fn work_through_inbox(&mut self) -> io::Result<Option<End>> {
-        while let Some(line) = self.inbox.pop_front() {
+        while self.outbox_bytes < ipc::MAX_DATAGRAM
+            && let Some(line) = self.inbox.pop_front()
+        {
             let text = sanitize(&line.bytes);
             let must_wait = match self.phase {
                 Phase::Login { .. } => self.hub_busy(),
@@ -334,7 +393,7 @@ impl Session {
         }
         let addr = self.peer.to_string();
         self.pending_nick = Some(text.clone());
-        self.request(ToHub::Login { nick: text, addr })?;
+        self.request(ToHub::Login { nick: text, addr });
         Ok(None)
     }
 
@@ -404,13 +463,35 @@ impl Session {
                 return Ok(say_and_end(render::bye(nick)));
             }
         };
-        self.request(ToHub::Request(request))?;
+        self.request(ToHub::Request(request));
         Ok(None)
     }
 
-    fn request(&mut self, request: ToHub) -> io::Result<()> {
-        self.hub.send(&request)?;
+    /// Queues a request for the hub; it is sent before the child next
+    /// waits, with the others queued by then, in one datagram.
+    fn request(&mut self, request: ToHub) {
+        let bytes = ipc::encode(&request);
+        self.outbox_bytes += bytes.len();
+        self.outbox.push_back(bytes);
         self.requests += 1;
+    }
+
+    /// Sends queued requests as far as the hub's socket takes them, without
+    /// waiting. A hub that is gone is noticed on the receiving side, which
+    /// reaches the new one.
+    fn send_to_hub(&mut self) -> io::Result<()> {
+        while !self.outbox.is_empty() {
+            let batch = ipc::next_batch(&self.outbox);
+            let (count, bytes) = (batch.len(), batch.iter().map(|b| b.len()).sum::<usize>());
+            match self.hub.try_send_batch(&batch) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) if ipc::is_gone(&e) => break,
+                Err(e) => return Err(e),
+            }
+            self.outbox.drain(..count);
+            self.outbox_bytes -= bytes;
+        }
         Ok(())
     }
 
@@ -426,24 +507,29 @@ impl Session {
     /// Waits for the client, the hub, a stop or a deadline, and takes
     /// in what arrived.
     fn wait_and_handle(&mut self) -> io::Result<Option<End>> {
-        // One write for everything queued since the last wait.
+        // One write for everything queued since the last wait, each way.
         if let Err(e) = self.flush() {
             log::debug!("{}: {e}", self.peer);
         }
+        self.send_to_hub()?;
         let mut client_events = PollFlags::empty();
-        // Read more only once the lines already read are carried out, so a
-        // client that sends faster than the room takes it is held back by
-        // TCP instead of filling this process's memory.
-        if !self.client_eof && self.inbox.is_empty() && self.ending.is_none() {
+        if self.reading_client() {
             client_events |= PollFlags::POLLIN;
         }
         if self.sent < self.backlog.len() {
             client_events |= PollFlags::POLLOUT;
         }
+        let mut hub_events = PollFlags::empty();
+        if !self.waiting_for_catch_up() {
+            hub_events |= PollFlags::POLLIN;
+        }
+        if !self.outbox.is_empty() {
+            hub_events |= PollFlags::POLLOUT;
+        }
         let [lifeline, terminate] = self.stop.poll_fds();
         let mut fds = [
             PollFd::new(self.client.as_fd(), client_events),
-            PollFd::new(self.hub.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.hub.as_fd(), hub_events),
             lifeline,
             terminate,
         ];
@@ -455,7 +541,7 @@ impl Session {
             return Ok(say_and_end(render::SHUTTING_DOWN));
         }
         let [client, hub] = [&fds[0], &fds[1]].map(|f| f.revents().unwrap_or(PollFlags::empty()));
-        if !hub.is_empty()
+        if hub.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             && let Some(end) = self.take_from_hub()?
         {
             return Ok(Some(end));
@@ -471,15 +557,26 @@ impl Session {
         self.check_timers()
     }
 
-    /// An unfinished line is waiting for its end. While lines are queued the
-    /// client is not being read, so the rest of it may be unread; the
-    /// fragment clock only runs while the child is reading.
-    fn fragment_pending(&self) -> bool {
-        self.inbox.is_empty() && self.reader.has_partial()
+    /// The child reads more from its client only once the lines already
+    /// read are carried out and the hub has taken their requests, so a
+    /// client that sends faster than the room takes it is held back by TCP
+    /// instead of filling this process's memory.
+    fn reading_client(&self) -> bool {
+        !self.client_eof && self.inbox.is_empty() && self.outbox.is_empty() && self.ending.is_none()
     }
 
-    /// The nearest deadline: the fragment rule or the login timeout.
+    /// An unfinished line is waiting for its end. While the client is not
+    /// being read, the rest of it may be unread: the fragment clock only
+    /// runs while the child is reading.
+    fn fragment_pending(&self) -> bool {
+        self.reading_client() && self.reader.has_partial()
+    }
+
+    /// The nearest deadline: the fragment rule, the login, idle and stall
+    /// timeouts, giving buffers back, or the end of the wait for a client
+    /// to catch up.
     fn timeout(&self) -> PollTimeout {
+        let now = Instant::now();
         let deadlines = [
             self.fragment_pending()
                 .then(|| self.last_input + FRAGMENT_TIMEOUT),
@@ -487,11 +584,17 @@ impl Session {
             self.idle_deadline(),
             self.buffers_to_release()
                 .then(|| self.last_output + RELEASE_AFTER),
+            self.stalled_since
+                .zip(self.backlog_limits.stall)
+                .map(|(since, stall)| since + stall),
+            self.waiting_for_catch_up()
+                .then(|| self.behind_since.map(|since| since + CATCH_UP_TIME))
+                .flatten(),
         ];
         let Some(deadline) = deadlines.into_iter().flatten().min() else {
             return PollTimeout::NONE;
         };
-        let wait = deadline.saturating_duration_since(Instant::now());
+        let wait = deadline.saturating_duration_since(now);
         PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
     }
 
@@ -623,6 +726,9 @@ impl Session {
                 }
             }
         };
+        // What the old hub was not sent is lost with what it was.
+        self.outbox.clear();
+        self.outbox_bytes = 0;
         self.answered = self.requests;
         while let Some((_, line)) = self.held.pop_front() {
             self.say(&line);
@@ -641,7 +747,7 @@ impl Session {
             (Phase::Login { .. }, None) => None,
         };
         if let Some(request) = again {
-            self.request(request)?;
+            self.request(request);
         }
         Ok(None)
     }
@@ -670,7 +776,7 @@ impl Session {
             ToChild::TooSlow => {
                 log::info!("{}: dropped by the hub for falling behind", self.peer);
                 scoreboard::bump(&self.totals.slow_disconnects);
-                return say_and_end(render::NOT_READING);
+                return Some(End::FellBehind);
             }
             // After a hub restart, someone new took the nickname first.
             ToChild::NickRefused { .. } if matches!(self.phase, Phase::Chat { .. }) => {
@@ -712,8 +818,55 @@ impl Session {
         self.unsent_lines += 1;
     }
 
-    /// Writes as much of the backlog as the socket takes without waiting.
+    /// Writes as much of the backlog as the socket takes without waiting,
+    /// and notes since when the client has taken nothing.
     fn flush(&mut self) -> io::Result<()> {
+        let taken = self.sent;
+        let result = self.write_backlog();
+        self.note_if_behind();
+        if self.sent == self.backlog.len() {
+            self.stalled_since = None;
+        } else if self.sent > taken {
+            // It took some: the clock starts again.
+            self.stalled_since = Some(self.last_output);
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+        self.slot
+            .backlog
+            .store(self.unsent_lines as u64, Ordering::Relaxed);
+        if self.sent == self.backlog.len() {
+            self.sent = 0;
+            self.backlog.clear();
+        } else if self.sent >= COMPACT_AT {
+            self.backlog.drain(..self.sent);
+            self.sent = 0;
+        }
+        result
+    }
+
+    /// Notes when the client falls behind, and when it has caught up.
+    fn note_if_behind(&mut self) {
+        let waiting = self.backlog.len() - self.sent;
+        let behind_at = match self.backlog_limits.bytes {
+            0 => BEHIND_AT,
+            bound => BEHIND_AT.min(bound / 2),
+        };
+        if waiting <= behind_at / 4 {
+            self.behind_since = None;
+        } else if waiting > behind_at && self.behind_since.is_none() {
+            self.behind_since = Some(Instant::now());
+        }
+    }
+
+    /// The client is behind, and the room still waits for it to catch up:
+    /// the hub's lines are left in the socket meanwhile.
+    fn waiting_for_catch_up(&self) -> bool {
+        self.behind_since
+            .is_some_and(|since| since.elapsed() < CATCH_UP_TIME)
+    }
+
+    fn write_backlog(&mut self) -> io::Result<()> {
         while self.sent < self.backlog.len() {
             match (&self.client).write(&self.backlog[self.sent..]) {
                 Ok(n) => {
@@ -737,16 +890,6 @@ impl Session {
                 }
             }
         }
-        self.slot
-            .backlog
-            .store(self.unsent_lines as u64, Ordering::Relaxed);
-        if self.sent == self.backlog.len() {
-            self.sent = 0;
-            self.backlog.clear();
-        } else if self.sent >= COMPACT_AT {
-            self.backlog.drain(..self.sent);
-            self.sent = 0;
-        }
         Ok(())
     }
 
@@ -754,12 +897,21 @@ impl Session {
     fn close(mut self, end: End) {
         // Let the room know right away, not after the goodbye below.
         self.hub.shutdown();
-        if let End::Say(line) = end {
-            self.say(&line);
-        }
-        let deadline = Instant::now() + FAREWELL_TIME;
-        while self.sent < self.backlog.len() && wait_for(&self.client, PollFlags::POLLOUT, deadline)
-        {
+        // Only a farewell of the child's own is cut short by a shutdown;
+        // the shutdown's farewell is the one to say then.
+        let (patience, stop_ends_it) = match end {
+            End::Say(line) => {
+                self.say(&line);
+                (FAREWELL_TIME, false)
+            }
+            End::FellBehind => {
+                self.say(render::NOT_READING);
+                (FELL_BEHIND_FAREWELL_TIME, true)
+            }
+            End::Silently => (FAREWELL_TIME, false),
+        };
+        let deadline = Instant::now() + patience;
+        while self.sent < self.backlog.len() && self.wait_to_say_farewell(deadline, stop_ends_it) {
             if self.flush().is_err() {
                 break;
             }
@@ -774,6 +926,30 @@ impl Session {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+impl Session {
+    /// Waits until the client's socket takes more of the farewell; false
+    /// once `deadline` passes, or, if `stop_ends_it`, at a stop.
+    fn wait_to_say_farewell(&self, deadline: Instant, stop_ends_it: bool) -> bool {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return false;
+        }
+        let timeout =
+            PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+        let [lifeline, terminate] = self.stop.poll_fds();
+        let mut fds = [
+            PollFd::new(self.client.as_fd(), PollFlags::POLLOUT),
+            lifeline,
+            terminate,
+        ];
+        // After a stop its fds stay ready: they are polled only if a stop
+        // is news.
+        let watched = if stop_ends_it { 3 } else { 1 };
+        let ready = matches!(poll(&mut fds[..watched], timeout), Ok(n) if n > 0);
+        ready && !(stop_ends_it && Stop::requested(&fds[1..]))
     }
 }
 

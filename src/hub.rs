@@ -3,9 +3,18 @@
 //! The hub listens on a Unix-domain socket inside a private directory (see
 //! [`SocketDir`]); each client's child connects to it after the fork. The
 //! hub never blocks on one child: every socket is non-blocking, and what a
-//! child has not taken yet waits in that child's bounded queue. A line for
-//! many receivers is rendered and encoded once, and the same bytes are
-//! queued for each of them.
+//! child has not taken yet waits in that child's queue. A line for many
+//! receivers is rendered and encoded once, and the same bytes are queued
+//! for each of them.
+//!
+//! A child takes its lines as fast as it is scheduled, but for a moment
+//! while its own client catches up (see [`crate::child`]), so a queue
+//! grows only while a child is busy, or its client is. The queues are
+//! bounded without losing a line: while one is at [`QUEUE_LIMIT`], the hub
+//! reads nobody's requests, so the senders wait (their children stop
+//! reading their clients, and TCP holds the clients back) until that child
+//! has caught up. A child that takes nothing at all for the stall timeout
+//! has stopped, not fallen behind: it is dropped, and the room goes on.
 //!
 //! A child that dies, however it dies, closes its socket; the hub sees the
 //! end of the connection and removes the user at once.
@@ -16,7 +25,7 @@
 //! on the admin socket (see [`crate::status`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +44,17 @@ use crate::{state, title};
 /// Messages taken from one child per turn, so one busy child cannot starve
 /// the others.
 const MAX_READS_PER_TURN: usize = 64;
+/// What may wait for one child beyond its socket's buffer before the hub
+/// stops reading requests until it catches up: a few batches, enough that
+/// a child that is merely not scheduled yet rarely holds anyone up. Each
+/// message counts its length and its place in the queue, though the bytes
+/// themselves are shared by every child they go to.
+const QUEUE_LIMIT: usize = 256 * 1024;
+const PLACE_IN_QUEUE: usize = std::mem::size_of::<Rc<[u8]>>();
+/// Stalled children are looked for at most this often.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+/// Places an empty queue keeps between bursts; a longer one is given back.
+const QUEUE_KEPT: usize = 64;
 
 /// Where the server's private runtime directories (the hub's socket, the
 /// admin socket) may go, in the order they are tried: `$XDG_RUNTIME_DIR`,
@@ -114,13 +134,23 @@ struct Conn {
     link: Link,
     /// The child's pid, for `mpchat status`.
     pid: u32,
-    /// Encoded messages not yet taken by the child, oldest first.
+    /// Encoded messages not yet taken by the child, oldest first, and
+    /// what they count against [`QUEUE_LIMIT`].
     queue: VecDeque<Rc<[u8]>>,
+    queued: usize,
     /// The socket was full; epoll also reports when it is writable again.
     waiting_to_write: bool,
-    /// The queue reached the hub's bound: the child has stopped reading,
-    /// and is dropped at the next flush.
-    overflowed: bool,
+    /// Since when the socket has taken nothing while messages wait.
+    stalled_since: Option<Instant>,
+    /// Its requests are left unread until no queue is full; epoll does
+    /// not report them meanwhile.
+    deferred: bool,
+}
+
+impl Conn {
+    fn is_full(&self) -> bool {
+        self.queued >= QUEUE_LIMIT
+    }
 }
 
 /// A report on its way to `mpchat status`.
@@ -161,6 +191,15 @@ struct Hub {
     next_id: ConnId,
     /// Connections given new messages since the last flush.
     dirty: Vec<ConnId>,
+    /// Connections whose queue is full: while there are any, no requests
+    /// are read.
+    full: usize,
+    /// Connections whose requests wait for that.
+    deferred: Vec<ConnId>,
+    /// A child that takes nothing for this long is dropped.
+    stall: Option<Duration>,
+    /// When to look for stalled children next.
+    stall_check: Option<Instant>,
     room: Room,
     buf: Vec<u8>,
     /// Where the scheduled messages are saved, and which change of them
@@ -172,21 +211,17 @@ struct Hub {
     /// minute, so it does not fill the log either).
     save_failed: Option<std::time::Instant>,
     save_error_logged: Option<std::time::Instant>,
-    /// Messages queued for one child (beyond what its socket holds) before
-    /// the hub gives up on it: `--max-backlog`. A child reads its socket
-    /// even while its own client is slow, so only a stopped or starved
-    /// child gets here.
-    max_queued: usize,
 }
 
 /// Runs the hub until the parent is gone or it is told to stop.
 ///
-/// `max_queued` bounds the messages waiting for one child; 0 is no bound.
+/// A child that takes nothing for `stall` while messages wait for it is
+/// dropped (`None`: never).
 pub fn run(
     listener: Listener,
     stop: Stop,
     socket_dir: SocketDir,
-    max_queued: usize,
+    stall: Option<Duration>,
     history: &history::Options,
     admin: Option<Admin>,
 ) -> io::Result<()> {
@@ -231,17 +266,16 @@ pub fn run(
         conns: HashMap::new(),
         next_id: FIRST_CONN,
         dirty: Vec::new(),
+        full: 0,
+        deferred: Vec::new(),
+        stall,
+        stall_check: None,
         room,
         buf: Vec::new(),
         state_path,
         saved_changes,
         save_failed: None,
         save_error_logged: None,
-        max_queued: if max_queued == 0 {
-            usize::MAX
-        } else {
-            max_queued
-        },
     };
     let parent_gone = hub.serve()?;
     hub.history.close();
@@ -288,10 +322,12 @@ impl Hub {
                     }
                     id => {
                         let flags = event.events();
-                        if flags.intersects(
-                            EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
-                        ) {
-                            self.read_from(id);
+                        // A child that is gone is heard to its end even
+                        // while queues are full: epoll would report it
+                        // again at once, and it waits for no one.
+                        let hung_up = flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
+                        if hung_up || flags.contains(EpollFlags::EPOLLIN) {
+                            self.read_from(id, hung_up);
                         }
                         if flags.contains(EpollFlags::EPOLLOUT) {
                             self.dirty.push(id);
@@ -314,11 +350,23 @@ impl Hub {
                     .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
             }
             self.history.append(lines);
-            self.history.write(Instant::now());
+            let now = Instant::now();
+            self.history.write(now);
             // Saved before anyone hears of it: a confirmed scheduled
             // message is on disk, even if the hub dies the next moment.
             self.save_if_changed();
+            self.drop_stalled(now);
             self.flush_dirty();
+            if self.full == 0 && !self.deferred.is_empty() {
+                self.resume();
+            }
+            // A count off by one would stop the room for good; the tests
+            // run debug builds, which check it every turn.
+            debug_assert_eq!(
+                self.full,
+                self.conns.values().filter(|c| c.is_full()).count(),
+                "full queues miscounted"
+            );
             self.show_users();
         }
     }
@@ -447,17 +495,16 @@ impl Hub {
         }
     }
 
-    /// Until the next scheduled message is due or the history must be
-    /// flushed to disk, or forever.
+    /// Until the next scheduled message is due, the history must be
+    /// flushed to disk or a child may have stalled, or forever.
     fn timeout(&self) -> PollTimeout {
         let due = self
             .room
             .next_due()
             .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
-        let flush = self
-            .history
-            .wake_by()
-            .map(|at| at.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        let flush = self.history.wake_by().into_iter().chain(self.stall_check);
+        let flush = flush.map(|at| at.saturating_duration_since(now));
         let Some(wait) = due.into_iter().chain(flush).min() else {
             return PollTimeout::NONE;
         };
@@ -506,15 +553,21 @@ impl Hub {
                 link,
                 pid,
                 queue: VecDeque::new(),
+                queued: 0,
                 waiting_to_write: false,
-                overflowed: false,
+                stalled_since: None,
+                deferred: false,
             },
         );
     }
 
-    /// Takes and carries out the requests waiting on one connection.
-    fn read_from(&mut self, id: ConnId) {
+    /// Takes and carries out the requests waiting on one connection; while
+    /// a queue is full, only those of a connection that has `hung_up`.
+    fn read_from(&mut self, id: ConnId, hung_up: bool) {
         for _ in 0..MAX_READS_PER_TURN {
+            if self.full > 0 && !hung_up {
+                return self.defer(id);
+            }
             let Some(conn) = self.conns.get(&id) else {
                 return;
             };
@@ -542,8 +595,61 @@ impl Hub {
         }
     }
 
+    /// Leaves a connection's requests unread until no queue is full.
+    fn defer(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !conn.deferred {
+            conn.deferred = true;
+            self.deferred.push(id);
+            self.watch(id);
+        }
+    }
+
+    /// No queue is full any more: the deferred requests are read again
+    /// (epoll reports them at the next wait).
+    fn resume(&mut self) {
+        log::debug!(
+            "queues caught up; reading {} connections again",
+            self.deferred.len()
+        );
+        for id in std::mem::take(&mut self.deferred) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.deferred = false;
+                self.watch(id);
+            }
+        }
+    }
+
+    /// Tells epoll what to report for a connection: its requests unless
+    /// they are deferred, and room in its socket while messages wait.
+    fn watch(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let mut flags = EpollFlags::empty();
+        if !conn.deferred {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if conn.waiting_to_write {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        if let Err(e) = self
+            .epoll
+            .modify(&conn.link, &mut EpollEvent::new(flags, id))
+        {
+            log::error!("cannot watch connection {id}: {e}");
+            self.close(id);
+        }
+    }
+
     fn close(&mut self, id: ConnId) {
-        self.conns.remove(&id);
+        if let Some(conn) = self.conns.remove(&id)
+            && conn.is_full()
+        {
+            self.full -= 1;
+        }
         let out = self.room.leave(id, SystemTime::now());
         self.deliver(out);
     }
@@ -552,15 +658,46 @@ impl Hub {
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             let frame: Rc<[u8]> = delivery.msg.encode().into();
-            let (conns, dirty, max) = (&mut self.conns, &mut self.dirty, self.max_queued);
+            let (conns, dirty, full) = (&mut self.conns, &mut self.dirty, &mut self.full);
             match delivery.to {
-                Target::One(id) => enqueue(conns, dirty, max, id, &frame),
+                Target::One(id) => enqueue(conns, dirty, full, id, &frame),
                 Target::All => {
                     for &id in self.room.members() {
-                        enqueue(conns, dirty, max, id, &frame);
+                        enqueue(conns, dirty, full, id, &frame);
                     }
                 }
             }
+        }
+    }
+
+    /// Drops the children that have taken nothing for the stall timeout
+    /// while messages waited for them: they have stopped. Their children,
+    /// if they ever run again, are turned away (see [`Room::too_slow`]).
+    fn drop_stalled(&mut self, now: Instant) {
+        let Some(stall) = self.stall else { return };
+        if self.stall_check.is_none_or(|at| now < at) {
+            return;
+        }
+        let mut stalled = Vec::new();
+        let mut next = None::<Instant>;
+        for (&id, conn) in &self.conns {
+            let Some(since) = conn.stalled_since else {
+                continue;
+            };
+            if now >= since + stall {
+                stalled.push((id, conn.pid));
+            } else {
+                next = Some(next.map_or(since + stall, |at| at.min(since + stall)));
+            }
+        }
+        self.stall_check = next.map(|at| at.max(now + STALL_CHECK));
+        for (id, pid) in stalled {
+            log::warn!(
+                "connection {id} (pid {pid}) stopped reading: nothing taken for {} s; dropping it",
+                stall.as_secs()
+            );
+            self.room.too_slow(id);
+            self.close(id);
         }
     }
 
@@ -576,41 +713,40 @@ impl Hub {
 
     fn flush_dirty_once(&mut self) {
         let mut dead = Vec::new();
+        // Read only if a queue is left waiting, which is rare.
+        let mut now = None;
         for id in std::mem::take(&mut self.dirty) {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if conn.overflowed {
-                log::warn!("connection {id} stopped reading; dropping it");
-                // Its child will find the socket closed and try to rejoin:
-                // the room must know to turn it away.
-                self.room.too_slow(id);
-                dead.push(id);
-                continue;
+            let was_full = conn.is_full();
+            let flushed = flush(conn);
+            // Counted before anything else: a send can fail after others
+            // have emptied the queue.
+            if was_full && !conn.is_full() {
+                self.full -= 1;
             }
-            match flush(conn) {
-                Ok(()) => {}
+            let took = match flushed {
+                Ok(took) => took,
                 Err(e) => {
                     log::debug!("connection {id}: {e}");
                     dead.push(id);
                     continue;
                 }
+            };
+            if conn.queue.is_empty() {
+                conn.stalled_since = None;
+            } else if took || conn.stalled_since.is_none() {
+                let now = *now.get_or_insert_with(Instant::now);
+                conn.stalled_since = Some(now);
+                if let Some(stall) = self.stall {
+                    self.stall_check.get_or_insert(now + stall);
+                }
             }
             let want = !conn.queue.is_empty();
             if want != conn.waiting_to_write {
                 conn.waiting_to_write = want;
-                let flags = if want {
-                    EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
-                } else {
-                    EpollFlags::EPOLLIN
-                };
-                if let Err(e) = self
-                    .epoll
-                    .modify(&conn.link, &mut EpollEvent::new(flags, id))
-                {
-                    log::error!("cannot watch connection {id}: {e}");
-                    dead.push(id);
-                }
+                self.watch(id);
             }
         }
         for id in dead {
@@ -619,56 +755,46 @@ impl Hub {
     }
 }
 
-/// Queues one message for a connection, noting that it has news; a
-/// connection whose queue is full is marked to be dropped instead.
+/// Queues one message for a connection, noting that it has news and
+/// whether its queue is now full.
 fn enqueue(
     conns: &mut HashMap<ConnId, Conn>,
     dirty: &mut Vec<ConnId>,
-    max_queued: usize,
+    full: &mut usize,
     id: ConnId,
     frame: &Rc<[u8]>,
 ) {
     let Some(conn) = conns.get_mut(&id) else {
         return;
     };
-    if conn.overflowed {
-        return;
-    }
-    if conn.queue.len() >= max_queued {
-        conn.overflowed = true;
-        dirty.push(id);
-        return;
-    }
     if conn.queue.is_empty() {
         dirty.push(id);
     }
+    let was_full = conn.is_full();
     conn.queue.push_back(Rc::clone(frame));
+    conn.queued += frame.len() + PLACE_IN_QUEUE;
+    if !was_full && conn.is_full() {
+        *full += 1;
+    }
 }
 
-/// Sends a connection's queue until it is empty or the socket is full.
-fn flush(conn: &mut Conn) -> io::Result<()> {
+/// Sends a connection's queue until it is empty or the socket is full;
+/// true if the socket took anything.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    let mut took = false;
     while !conn.queue.is_empty() {
-        let batch = next_batch(&conn.queue);
+        let batch = ipc::next_batch(&conn.queue);
         if !conn.link.try_send_batch(&batch)? {
             break;
         }
-        let sent = batch.len();
-        conn.queue.drain(..sent);
+        let (count, bytes) = (batch.len(), batch.iter().map(|b| b.len()).sum::<usize>());
+        conn.queue.drain(..count);
+        conn.queued -= bytes + count * PLACE_IN_QUEUE;
+        took = true;
     }
-    Ok(())
-}
-
-/// The messages at the front of a queue that fit in one datagram.
-fn next_batch(queue: &VecDeque<Rc<[u8]>>) -> Vec<IoSlice<'_>> {
-    let mut bytes = 0;
-    queue
-        .iter()
-        .take(ipc::MAX_BATCH)
-        .take_while(|frame| {
-            bytes += frame.len();
-            // Always at least one, however long.
-            bytes == frame.len() || bytes <= ipc::MAX_DATAGRAM
-        })
-        .map(|frame| IoSlice::new(frame))
-        .collect()
+    if conn.queue.is_empty() && conn.queue.capacity() > QUEUE_KEPT {
+        // A burst's queue is given back, not kept for every idle child.
+        conn.queue = VecDeque::new();
+    }
+    Ok(took)
 }

@@ -13,10 +13,13 @@
 //! [`Link::try_send_batch`]), so a busy room costs one system call per
 //! child per batch, not per line.
 //!
-//! A child sends [`ToHub`] requests (blocking: if the hub is busy, only that
-//! child waits) and receives [`ToChild`] events. The hub sends without ever
-//! blocking and queues what a child has not taken yet (see [`crate::hub`]).
+//! A child sends [`ToHub`] requests and receives [`ToChild`] events. Neither
+//! side ever blocks on the other: each sends what the socket takes and
+//! queues the rest, in batches made by [`next_batch`] (see [`crate::hub`]
+//! and [`crate::child`]). A hub waiting for a child to take its lines must
+//! never find that child waiting for the hub to take a request.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -117,6 +120,30 @@ pub fn events(datagram: &[u8]) -> impl Iterator<Item = io::Result<Event<'_>>> {
     })
 }
 
+/// The encoded messages at the front of a queue that fit in one datagram:
+/// always at least one, and at most [`MAX_BATCH`].
+pub fn next_batch<T: AsRef<[u8]>>(queue: &VecDeque<T>) -> Vec<IoSlice<'_>> {
+    let mut bytes = 0;
+    queue
+        .iter()
+        .take(MAX_BATCH)
+        .map(AsRef::as_ref)
+        .take_while(|message| {
+            bytes += message.len();
+            bytes == message.len() || bytes <= MAX_DATAGRAM
+        })
+        .map(IoSlice::new)
+        .collect()
+}
+
+/// The other end of the connection is gone (a send's error).
+pub fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
+    )
+}
+
 /// Encodes a message as JSON with its line end.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     // Serializing these plain enums of strings and numbers cannot fail.
@@ -160,17 +187,6 @@ impl Link {
         let addr = UnixAddr::new(path)?;
         socket::connect(fd.as_raw_fd(), &addr)?;
         Ok(Link { fd })
-    }
-
-    /// Sends one message, waiting for room in the socket if need be.
-    pub fn send(&self, msg: &ToHub) -> io::Result<()> {
-        loop {
-            match socket::send(self.fd.as_raw_fd(), &encode(msg), MsgFlags::MSG_NOSIGNAL) {
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(_) => return Ok(()),
-            }
-        }
     }
 
     /// Sends encoded messages as one datagram without waiting: `Ok(false)`
@@ -333,9 +349,8 @@ mod tests {
         let listener = Listener::bind(&path).unwrap();
         let child = Link::connect(&path).unwrap();
         let hub = listener.accept().unwrap().expect("pending connection");
-        child
-            .send(&ToHub::Request(Request::Say("hi".into())))
-            .unwrap();
+        let hi = encode(&ToHub::Request(Request::Say("hi".into())));
+        assert!(child.try_send_batch(&[IoSlice::new(&hi)]).unwrap());
         let mut buf = Vec::new();
         match hub.try_recv::<ToHub>(&mut buf).unwrap() {
             Received::Data(m) => assert_eq!(m, [ToHub::Request(Request::Say("hi".into()))]),

@@ -79,8 +79,9 @@ pub struct Config {
     pub limits: admission::Limits,
     /// Lines per user, applied in each child.
     pub flood: flood::FloodLimits,
-    /// What may wait for a client that does not read (and, in lines, in
-    /// the hub for a child that does not).
+    /// When a client that does not keep up is cut off: it takes nothing
+    /// for a while, or too much waits for it. The hub applies the same
+    /// stall rule to a child.
     pub backlog: child::BacklogLimits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,

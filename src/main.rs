@@ -62,13 +62,18 @@ struct Cli {
     /// Lines a second a user may send after the burst (0: no limit).
     #[arg(long, default_value_t = 2.0, value_name = "N", value_parser = lines_per_second)]
     flood_rate: f64,
-    /// Lines waiting for a client that does not read before it is
-    /// disconnected (0: no limit).
-    #[arg(long, default_value_t = 2000, value_name = "LINES")]
-    max_backlog: usize,
-    /// The same in bytes; whichever limit comes first (0: no limit).
+    /// Seconds a client may take no bytes at all while lines wait for it
+    /// before it is disconnected (0: never).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    stall_timeout: u64,
+    /// Bytes that may wait for a client that reads, but more slowly than
+    /// the room talks, before it is disconnected (0: no limit).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     max_backlog_bytes: usize,
+    /// Retired: a count of lines bounded neither memory nor time. Accepted,
+    /// with a warning, so existing command lines still start.
+    #[arg(long, value_name = "LINES", hide = true)]
+    max_backlog: Option<usize>,
     /// Run the class-lab echo server instead of the chat.
     #[arg(long)]
     echo: bool,
@@ -119,6 +124,12 @@ fn main() -> ExitCode {
     if let Some(Subcommand::Status { port, json }) = cli.command {
         return exit_code(status(port, json));
     }
+    if cli.max_backlog.is_some() {
+        log::warn!(
+            "--max-backlog is no longer used and is ignored: a client is cut off when it takes \
+             nothing for --stall-timeout seconds, or has more than --max-backlog-bytes waiting"
+        );
+    }
     // After the command line is read: the title is written over it.
     title::init();
     let config = Config {
@@ -138,8 +149,8 @@ fn main() -> ExitCode {
             rate: cli.flood_rate,
         },
         backlog: BacklogLimits {
-            lines: cli.max_backlog,
             bytes: cli.max_backlog_bytes,
+            stall: (cli.stall_timeout > 0).then(|| Duration::from_secs(cli.stall_timeout)),
         },
         echo: cli.echo,
         user: cli.user,

@@ -540,7 +540,7 @@ impl Server {
                     hub_listener,
                     stop,
                     dir,
-                    config.backlog.lines,
+                    config.backlog.stall,
                     &config.history,
                     admin,
                 )

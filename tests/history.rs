@@ -431,14 +431,7 @@ fn sighup_reopens_the_segment_after_it_was_moved_away() {
 fn killing_the_hub_under_heavy_traffic_damages_no_line() {
     const SENDERS: usize = 4;
     const MAX_LINES: usize = 200_000;
-    let server = start(&[
-        "--history-lines",
-        "0",
-        "--max-backlog",
-        "0",
-        "--max-backlog-bytes",
-        "0",
-    ]);
+    let server = start(&["--history-lines", "0", "--max-backlog-bytes", "0"]);
     let mut watcher = server.login("watcher");
     let stop = Arc::new(AtomicBool::new(false));
     // Each sender's thread gives back its client and how many lines it

@@ -105,6 +105,16 @@ fn pids_named(server: &Server, comm: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The hub's pid, once it has taken its name (a moment after the fork).
+fn the_hub(server: &Server) -> i32 {
+    let mut hub = None;
+    wait_until("the hub", || {
+        hub = pids_named(server, "mpchat-hub").first().copied();
+        hub.is_some()
+    });
+    hub.unwrap()
+}
+
 /// Asserts the server's tree is exactly the parent, the hub and `clients`
 /// client children, each a child of the parent, and nothing is a zombie.
 fn assert_chat_tree(server: &Server, clients: usize) {
@@ -244,7 +254,7 @@ fn ps_ef_says_what_each_process_is() {
         server.pid(),
         &format!("mpchat: listening on {}", server.addr),
     );
-    let hub = pids_named(&server, "mpchat-hub")[0];
+    let hub = the_hub(&server);
     wait_for_title(hub, "mpchat: hub, 0 users");
 
     let mut alice = server.login("alice");
@@ -989,7 +999,7 @@ fn a_client_that_stops_reading_is_cut_off_and_slows_nobody() {
 #[test]
 fn a_client_cut_off_for_not_reading_is_told_why() {
     const MAX_LINES: usize = 20_000;
-    let server = Server::start_with(&["--max-backlog", "100"]);
+    let server = Server::start_with(&["--max-backlog-bytes", "40000"]);
     let [mut talker, mut slow] = server.login_all(["talker", "slow"]);
     // `slow` reads nothing until it is gone from the room. The talker waits
     // for each of its lines to come back, so only the non-reader falls
@@ -1030,12 +1040,12 @@ fn a_client_cut_off_for_not_reading_is_told_why() {
 #[test]
 fn a_stopped_child_is_dropped_by_the_hub_and_does_not_come_back() {
     const MAX_LINES: usize = 50_000;
-    let server = Server::start_with(&["--max-backlog", "50"]);
+    let server = Server::start_with(&["--stall-timeout", "2"]);
     let [mut talker, mut slow] = server.login_all(["talker", "slow"]);
     let slow_pid = child_pid_of(&server, &slow);
-    // A stopped child reads nothing from the hub, so the hub's queue for
-    // it grows (once the socket between them is full) until it is over
-    // the limit.
+    // A stopped child reads nothing from the hub, so once the socket
+    // between them is full it takes nothing for the stall timeout (while
+    // its queue fills up, the hub stops reading the talker's lines).
     send_signal(slow_pid, libc::SIGSTOP);
     let payload = "z".repeat(100);
     let mut sent = 0;
@@ -1127,7 +1137,7 @@ fn two_thousand_visits_leak_no_memory_fd_or_process() {
             host.expect_stamped(&format!("* v{i} has left the chat."));
         }
     };
-    let hub = pids_named(&server, "mpchat-hub")[0];
+    let hub = the_hub(&server);
     visits(0..WARM_UP);
     wait_for_clients(&server, 1);
     let (parent_fds, hub_fds, hub_rss) = (open_fds(server.pid()), open_fds(hub), rss_kib(hub));
