@@ -55,6 +55,10 @@ const PLACE_IN_QUEUE: usize = std::mem::size_of::<Rc<[u8]>>();
 const STALL_CHECK: Duration = Duration::from_secs(1);
 /// Places an empty queue keeps between bursts; a longer one is given back.
 const QUEUE_KEPT: usize = 64;
+/// How long after a burst's queues are given back the hub returns its free
+/// heap to the kernel (at most this often, as trimming costs a walk of
+/// the heap).
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// Where the server's private runtime directories (the hub's socket, the
 /// admin socket) may go, in the order they are tried: `$XDG_RUNTIME_DIR`,
@@ -200,6 +204,8 @@ struct Hub {
     stall: Option<Duration>,
     /// When to look for stalled children next.
     stall_check: Option<Instant>,
+    /// When to give the memory of the last burst back to the kernel.
+    trim_at: Option<Instant>,
     room: Room,
     buf: Vec<u8>,
     /// Where the scheduled messages are saved, and which change of them
@@ -270,6 +276,7 @@ pub fn run(
         deferred: Vec::new(),
         stall,
         stall_check: None,
+        trim_at: None,
         room,
         buf: Vec::new(),
         state_path,
@@ -357,6 +364,7 @@ impl Hub {
             self.save_if_changed();
             self.drop_stalled(now);
             self.flush_dirty();
+            self.trim_if_due(now);
             if self.full == 0 && !self.deferred.is_empty() {
                 self.resume();
             }
@@ -503,7 +511,9 @@ impl Hub {
             .next_due()
             .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
         let now = Instant::now();
-        let flush = self.history.wake_by().into_iter().chain(self.stall_check);
+        let flush = (self.history.wake_by().into_iter())
+            .chain(self.stall_check)
+            .chain(self.trim_at);
         let flush = flush.map(|at| at.saturating_duration_since(now));
         let Some(wait) = due.into_iter().chain(flush).min() else {
             return PollTimeout::NONE;
@@ -701,6 +711,18 @@ impl Hub {
         }
     }
 
+    /// Gives the heap a burst left free back to the kernel, rather than
+    /// keep it dirty for the rest of the hub's life.
+    fn trim_if_due(&mut self, now: Instant) {
+        if self.trim_at.is_some_and(|at| now >= at) {
+            self.trim_at = None;
+            // SAFETY: malloc_trim only returns free heap pages to the
+            // kernel; it has no preconditions and takes glibc's own locks
+            // against the history's flushing thread.
+            unsafe { libc::malloc_trim(0) };
+        }
+    }
+
     /// Sends what the connections given new messages have queued, as far
     /// as each socket takes it; a full socket is watched until writable.
     /// A connection found dead here is closed, and the room told: that
@@ -736,6 +758,13 @@ impl Hub {
             };
             if conn.queue.is_empty() {
                 conn.stalled_since = None;
+                if conn.queue.capacity() > QUEUE_KEPT {
+                    // A burst's queue is given back, not kept for every
+                    // idle child.
+                    conn.queue = VecDeque::new();
+                    let now = *now.get_or_insert_with(Instant::now);
+                    self.trim_at.get_or_insert(now + TRIM_AFTER);
+                }
             } else if took || conn.stalled_since.is_none() {
                 let now = *now.get_or_insert_with(Instant::now);
                 conn.stalled_since = Some(now);
@@ -791,10 +820,6 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
         conn.queue.drain(..count);
         conn.queued -= bytes + count * PLACE_IN_QUEUE;
         took = true;
-    }
-    if conn.queue.is_empty() && conn.queue.capacity() > QUEUE_KEPT {
-        // A burst's queue is given back, not kept for every idle child.
-        conn.queue = VecDeque::new();
     }
     Ok(took)
 }
