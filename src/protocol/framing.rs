@@ -165,8 +165,10 @@ impl LineReader {
             cut -= 1;
             next = self.line[cut];
         }
-        if is_continuation(next) {
-            // Not UTF-8 anyway: the sanitizer will replace it.
+        if next < 0xc0 {
+            // No character's first byte before the continuation bytes: not
+            // UTF-8 anyway (the sanitizer replaces them), and nothing to
+            // keep together.
             cut = MAX_LINE;
         }
         self.line.truncate(cut);
@@ -289,6 +291,15 @@ mod tests {
         let out = lines(&[&input]);
         assert_eq!(out[0].bytes.len(), 511);
         assert!(std::str::from_utf8(&out[0].bytes).is_ok());
+    }
+
+    #[test]
+    fn a_stray_continuation_byte_at_the_cut_costs_no_other_byte() {
+        let mut input = vec![b'x'; 512];
+        input.extend_from_slice(b"\x80 and more\n");
+        let out = lines(&[&input]);
+        assert_eq!(out[0].bytes, vec![b'x'; 512]);
+        assert!(out[0].truncated);
     }
 
     #[test]
