@@ -291,3 +291,14 @@ fn a_reader_slower_than_the_room_is_cut_off_at_the_hard_bound_and_told_why() {
     alice.send_line("/users");
     alice.expect("Users in chat: alice");
 }
+
+/// The retired `--max-backlog` still starts a server, which says it is
+/// ignored and why.
+#[test]
+fn the_retired_max_backlog_option_starts_with_a_warning() {
+    let server = Server::start_with(&["--max-backlog", "100"]);
+    server.wait_for_log("--max-backlog is no longer used and is ignored");
+    let mut alice = server.login("alice");
+    alice.send_line("still chatting");
+    alice.expect_stamped("alice: still chatting");
+}
