@@ -6,58 +6,60 @@
 //!
 //! # Layout
 //!
-//! Each kind of process has its own module, so "what happens when a client
-//! connects" can be read top-down: [`parent::Server::serve`] accepts and
-//! forks, [`child::run`] runs the session, [`hub::run`] shares the room.
+//! One folder per process role, and two that every role shares, so "what
+//! happens when a client connects" reads top-down: [`parent::Server::serve`]
+//! accepts and forks, [`session::run`] runs the client's session in the
+//! child, [`hub::run`] shares the room.
 //!
-//! * [`parent`]: the parent's accept / fork / reap loop and shutdown.
-//! * [`admission`]: who gets in: per-address limits and the cap on
-//!   connections still logging in, decided before any fork.
-//! * [`privileges`]: giving up root after binding the port (`--user`).
-//! * [`spawn`]: `fork()` itself, the lifeline pipe children watch, and what
-//!   a freshly forked process resets.
-//! * [`signals`]: signals turned into events on a self-pipe.
-//! * [`hub`]: the hub process: its socket, its connections, fan-out, timers.
-//! * [`history`]: the chat history on disk: segments, rotation, crash
-//!   recovery, and the lock on the data directory.
-//! * [`state`]: the hub's state file, which lets a restarted hub keep the
-//!   scheduled messages.
-//! * [`scoreboard`]: counters in shared memory that every process adds
-//!   to, for `mpchat status`.
-//! * [`status`]: the admin socket and `mpchat status`.
-//! * [`room`]: the room's state and rules (nicknames, owner, commands,
-//!   scheduled messages), free of I/O so it can be tested on its own.
-//! * [`child`]: the client child: one TCP client's session.
-//! * [`flood`]: the per-user line rate limit, applied in the child.
-//! * [`echo`]: the class-lab echo child (`mpchat --echo`).
-//! * [`protocol`]: the wire protocol: framing, sanitizing, command parsing
-//!   and every line the server renders.
-//! * [`ipc`]: the messages between children and hub, and the socket that
-//!   carries them.
-//! * [`clock`]: local wall-clock time for `[HH:MM]` stamps and schedules.
-//! * [`title`]: process titles for `ps -ef`, written over the argv and
-//!   environment strings.
-//! * [`logging`]: log lines tagged with the process role and pid.
+//! ```text
+//! main.rs     command line -> Config -> parent::Server
+//! parent/     the parent: accept / fork / reap, hub restarts, shutdown;
+//!             admission (who gets in, before any fork), privileges (--user)
+//! hub/        the hub process: its socket and connections, fan-out and
+//!             bounded queues, timers; history (the files, the data
+//!             directory's lock), schedule_file, status (the admin socket
+//!             and `mpchat status`)
+//! room/       the room's rules without I/O: nicknames, owner, commands,
+//!             schedules, replay; entry (one public line), saved (the
+//!             schedule as kept on disk)
+//! session/    the client child: the session loop, its backlog and stall
+//!             rules, the outbox to the hub; flood (the line rate limit),
+//!             echo (the class-lab echo child)
+//! protocol/   the wire protocols: framing, sanitize, command, render for
+//!             clients; ipc for the child-hub messages and their socket
+//! os/         what every process takes from the system: spawn (fork, the
+//!             lifeline, a new process's first steps), signals (self-pipes),
+//!             title (ps), scoreboard (shared memory), clock, logging
+//! ```
+//!
+//! Which folder may use which is written at the top of each folder's
+//! module and checked by `scripts/check_layout.py` in CI: `os` uses
+//! nothing else, `protocol` only `os`, `room` only `protocol` and `os`,
+//! `session` and `hub` never each other nor `parent`, and `parent` uses the
+//! other two only for what it hands them across a fork. The folders are
+//! private; what the binaries need is re-exported below, and `protocol` is
+//! public for the fuzz targets.
 
-pub mod admission;
-pub mod child;
-pub mod clock;
-pub mod echo;
-pub mod flood;
-pub mod history;
-pub mod hub;
-pub mod ipc;
-pub mod logging;
-pub mod parent;
-pub mod privileges;
+mod hub;
+mod os;
+mod parent;
 pub mod protocol;
-pub mod room;
-pub mod scoreboard;
-pub mod signals;
-pub mod spawn;
-pub mod state;
-pub mod status;
-pub mod title;
+mod room;
+mod session;
+
+// What the binaries use; everything else stays inside the crate.
+pub use hub::history::{Fsync, Options as HistoryOptions};
+pub use os::{logging, title};
+pub use parent::Server;
+pub use parent::admission::Limits;
+pub use session::BacklogLimits;
+pub use session::flood::FloodLimits;
+
+/// `mpchat status`: asks a running server for its report, and the memory
+/// figures, which the load generator reads the same way.
+pub mod status {
+    pub use crate::hub::status::{Memory, encode, query, render};
+}
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -76,17 +78,17 @@ pub struct Config {
     /// A registered user who sends nothing for this long is disconnected.
     pub idle_timeout: Option<Duration>,
     /// Per-address and logging-in limits, applied before forking.
-    pub limits: admission::Limits,
+    pub limits: parent::admission::Limits,
     /// Lines per user, applied in each child.
-    pub flood: flood::FloodLimits,
+    pub flood: session::flood::FloodLimits,
     /// When a client that does not keep up is cut off: it takes nothing
     /// for a while, or too much waits for it. The hub applies the same
     /// stall rule to a child.
-    pub backlog: child::BacklogLimits,
+    pub backlog: session::BacklogLimits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
     /// The user to serve as, when started as root.
     pub user: Option<String>,
     /// Where and how the chat history is kept.
-    pub history: history::Options,
+    pub history: hub::history::Options,
 }

@@ -8,12 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mpchat::admission::Limits;
-use mpchat::child::BacklogLimits;
-use mpchat::flood::FloodLimits;
-use mpchat::history::{self, Fsync};
-use mpchat::parent::Server;
-use mpchat::{Config, logging, title};
+use mpchat::{
+    BacklogLimits, Config, FloodLimits, Fsync, HistoryOptions, Limits, Server, logging, title,
+};
 
 /// A fork-per-connection chat server: connect with telnet, nc or the
 /// class-lab C client.
@@ -154,7 +151,7 @@ fn main() -> ExitCode {
         },
         echo: cli.echo,
         user: cli.user,
-        history: history::Options {
+        history: HistoryOptions {
             dir: cli.data_dir,
             segment_bytes: cli.history_segment_bytes,
             keep: cli.history_keep as usize,

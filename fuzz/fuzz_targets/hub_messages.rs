@@ -1,4 +1,4 @@
-//! The messages between children and the hub (`mpchat::ipc`): a datagram
+//! The messages between children and the hub (`mpchat::protocol::ipc`): a datagram
 //! of arbitrary bytes split with `events`, and arbitrary bytes decoded as
 //! `ToHub` and as `ToChild`. Nothing may panic, and whatever decodes must
 //! survive encoding: decoded again it is the same value, and on the wire
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpchat::ipc::{self, Event, ToChild, ToHub};
+use mpchat::protocol::ipc::{self, Event, ToChild, ToHub};
 
 fuzz_target!(|data: &[u8]| {
     // A datagram from the hub, as a child splits it. Every piece is a

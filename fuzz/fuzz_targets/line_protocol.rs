@@ -17,7 +17,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpchat::ipc::{self, ToHub};
+use mpchat::protocol::ipc::{self, ToHub};
 use mpchat::protocol::command::{
     self, Command, MAX_NICK_CHARS, MAX_SCHEDULE_SECONDS, Request, When,
 };
@@ -288,7 +288,7 @@ fn check_request(text: &str, request: &Request) {
             }
         }
         Request::ScheduleCancel(n) => assert!(*n >= 1),
-        Request::History(n) => assert!((1..=mpchat::history::MAX_LINES).contains(n)),
+        Request::History(n) => assert!((1..=mpchat::protocol::command::MAX_HISTORY).contains(n)),
         Request::Users | Request::ScheduleList => {}
     }
 }

@@ -27,7 +27,7 @@ pub enum Command {
     Unknown(String),
 }
 
-/// A command for the room, carried to the hub (see [`crate::ipc::ToHub`]).
+/// A command for the room, carried to the hub (see [`crate::protocol::ipc::ToHub`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Any line that is not a command: a public chat message.
@@ -52,6 +52,9 @@ pub enum Request {
 
 /// Lines `/history` shows without a number.
 pub const DEFAULT_HISTORY: usize = 50;
+/// Lines a user can ask for with `/history N`, at most; also what the hub
+/// keeps in memory and reads back from the files when it starts.
+pub const MAX_HISTORY: usize = 200;
 
 /// When a scheduled message is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,9 +115,7 @@ fn parse_history(args: &str) -> Command {
         return Command::Request(Request::History(DEFAULT_HISTORY));
     }
     match args.parse::<usize>() {
-        Ok(n) if (1..=crate::history::MAX_LINES).contains(&n) => {
-            Command::Request(Request::History(n))
-        }
+        Ok(n) if (1..=MAX_HISTORY).contains(&n) => Command::Request(Request::History(n)),
         _ => Command::Usage(render::USAGE_HISTORY),
     }
 }

@@ -1,4 +1,5 @@
-//! The wire protocol between a client and its child process.
+//! The wire protocols: between a client and its child process, and
+//! between the children and the hub.
 //!
 //! Clients are people on `telnet` or `nc` and the class-lab C client, so the
 //! protocol is plain text: the server sends UTF-8 lines ending in `\r\n`, and
@@ -8,9 +9,14 @@
 //! * [`sanitize`]: a line's bytes to text that is safe to show to others.
 //! * [`command`]: text to a [`command::Command`], and nickname rules.
 //! * [`render`]: every line the server sends, in one place.
+//! * [`ipc`]: the messages between a client's child and the hub, and the
+//!   socket that carries them.
+//!
+//! May use: `os` only. Checked by `scripts/check_layout.py`.
 
 pub mod command;
 pub mod framing;
+pub mod ipc;
 pub mod render;
 pub mod sanitize;
 

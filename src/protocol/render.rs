@@ -2,7 +2,7 @@
 //!
 //! Lines are returned without their `\r\n`; the child adds it when writing.
 //! Public lines carry an `[HH:MM]` stamp of the server's local time, which
-//! the caller passes in already formatted (see [`crate::clock`]).
+//! the caller passes in already formatted (see [`crate::os::clock`]).
 
 use super::framing::MAX_LINE;
 

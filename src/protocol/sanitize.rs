@@ -43,11 +43,9 @@ pub fn sanitize(bytes: &[u8]) -> String {
     out.trim().to_string()
 }
 
-/// Characters that must never reach another terminal (nor the operator's,
-/// through the log; see [`crate::logging::escape_controls`]).
-pub fn is_forbidden(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
+/// Characters that must never reach another terminal: defined beside the
+/// log, which keeps them from the operator's.
+pub use crate::os::logging::is_forbidden;
 
 /// Skips what follows an ESC that belongs to the sequence it starts.
 fn skip_escape(chars: &mut Peekable<Chars>) {

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 
-use crate::clock;
+use crate::os::clock;
 
 /// The server's totals since it started.
 #[repr(C)]

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::spawn::Stop;
+use crate::os::spawn::Stop;
 
 /// Echoes until the client closes or the process is told to stop.
 pub fn run(client: TcpStream, stop: Stop) -> io::Result<()> {

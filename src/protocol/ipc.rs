@@ -16,7 +16,7 @@
 //! A child sends [`ToHub`] requests and receives [`ToChild`] events. Neither
 //! side ever blocks on the other: each sends what the socket takes and
 //! queues the rest, in batches made by [`next_batch`] (see [`crate::hub`]
-//! and [`crate::child`]). A hub waiting for a child to take its lines must
+//! and [`crate::session`]). A hub waiting for a child to take its lines must
 //! never find that child waiting for the hub to take a request.
 
 use std::collections::VecDeque;

@@ -7,6 +7,13 @@
 //! signal self-pipe and one login pipe per client still at the nickname
 //! prompt, and every forked process leaves the loop for good in one place
 //! ([`Server::serve`], through `run_job`).
+//!
+//! May use: `hub` and `session`, only for what it hands them across a fork
+//! (their entry points, and the sockets and files it opens for them),
+//! `protocol` and `os`. Checked by `scripts/check_layout.py`.
+
+pub mod admission;
+pub mod privileges;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -22,15 +29,19 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::admission::{Admission, Refusal};
-use crate::history::DataDir;
 use crate::hub::SocketDir;
-use crate::logging::Role;
+use crate::hub::history::DataDir;
+use crate::hub::status;
+use crate::os::logging::Role;
+use crate::os::scoreboard::{self, Scoreboard};
+use crate::os::signals::{self, Signals};
+use crate::os::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
+use crate::os::title;
+use crate::parent::admission::{Admission, Refusal};
+use crate::protocol::ipc;
 use crate::protocol::{CRLF, render};
-use crate::scoreboard::{self, Scoreboard};
-use crate::signals::{self, Signals};
-use crate::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
-use crate::{Config, child, echo, hub, ipc, privileges, status, title};
+use crate::session::echo;
+use crate::{Config, hub, session};
 
 /// How long the other processes get to say goodbye at shutdown before the
 /// parent kills what is left; the whole shutdown must fit in two seconds.
@@ -551,7 +562,7 @@ impl Server {
                 let socket = socket_dir
                     .expect("clients chat only in chat mode")
                     .socket_path();
-                let setup = child::Setup {
+                let setup = session::Setup {
                     client,
                     peer,
                     stop,
@@ -563,7 +574,7 @@ impl Server {
                     slot: &scoreboard.slots[slot],
                     totals: scoreboard.totals,
                 };
-                child::run(setup, &socket)
+                session::run(setup, &socket)
             }
             Job::Echo(client) => {
                 spawn::become_role(Role::Echo, c"mpchat-echo");

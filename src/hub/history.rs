@@ -23,91 +23,21 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::mpsc::{self, SyncSender};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
-use serde::{Deserialize, Serialize};
 
-use crate::clock;
-use crate::protocol::render;
-
-/// Lines a user can ask for with `/history N`, at most; also what the hub
-/// keeps in memory.
-pub const MAX_LINES: usize = 200;
+use crate::protocol::command::MAX_HISTORY;
+use crate::room::Entry;
 
 /// How much of a segment's end is read to find its last lines: far more
-/// than [`MAX_LINES`] of the longest lines the protocol allows.
+/// than [`MAX_HISTORY`] of the longest lines the protocol allows.
 const TAIL_BYTES: u64 = 4 << 20;
 
 /// Bytes that may wait for a disk that refuses them before they are given
 /// up (and the loss logged), so a full disk cannot grow the hub forever.
 const MAX_PENDING: usize = 4 << 20;
-
-/// What kind of public line an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Chat,
-    Me,
-    Scheduled,
-    Join,
-    Leave,
-    Rename,
-    Kick,
-    /// Someone became the room owner.
-    Owner,
-}
-
-/// One public line, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: u64,
-    pub kind: Kind,
-    /// Who it is about: the speaker, who joined, left or was kicked, the
-    /// old nickname of a rename, the author of a scheduled message.
-    pub nick: String,
-    /// The message; for a rename the new nickname, for a kick who kicked.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub text: String,
-}
-
-impl Entry {
-    pub fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
-        Entry {
-            time_ms: clock::unix_ms(time),
-            kind,
-            nick: nick.to_string(),
-            text: text.to_string(),
-        }
-    }
-
-    /// A message someone sent (rather than a join, leave and the like).
-    pub fn is_message(&self) -> bool {
-        matches!(self.kind, Kind::Chat | Kind::Me | Kind::Scheduled)
-    }
-
-    pub fn time(&self) -> SystemTime {
-        clock::from_unix_ms(self.time_ms)
-    }
-
-    /// The line users see, with `stamp` for its time. Live lines and
-    /// replayed ones are rendered by this one function, so they look alike.
-    pub fn render(&self, stamp: &str) -> String {
-        let (nick, text) = (self.nick.as_str(), self.text.as_str());
-        match self.kind {
-            Kind::Chat => render::chat(stamp, nick, text),
-            Kind::Me => render::action(stamp, nick, text),
-            Kind::Scheduled => render::scheduled(stamp, nick, text),
-            Kind::Join => render::joined(stamp, nick),
-            Kind::Leave => render::left(stamp, nick),
-            Kind::Rename => render::renamed(stamp, nick, text),
-            Kind::Kick => render::kicked_by(stamp, nick, text),
-            Kind::Owner => render::new_owner(stamp, nick),
-        }
-    }
-}
 
 /// When written lines are forced to the disk (`--fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,7 +256,7 @@ pub struct Writer {
 
 impl Writer {
     /// Opens the newest segment for appending (mending a torn last line
-    /// first) and returns the last [`MAX_LINES`] entries of the history.
+    /// first) and returns the last [`MAX_HISTORY`] entries of the history.
     pub fn open(options: &Options) -> io::Result<(Writer, Vec<Entry>)> {
         let dir = options.dir.clone();
         let numbers = segments(&dir)?;
@@ -526,13 +456,13 @@ fn open_segment(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// The last [`MAX_LINES`] entries over the segments `numbers` (oldest
+/// The last [`MAX_HISTORY`] entries over the segments `numbers` (oldest
 /// first), newest segments read first.
 fn recent(dir: &Path, numbers: &[u64]) -> io::Result<Vec<Entry>> {
     let mut damaged = 0;
     let mut entries: Vec<Entry> = Vec::new();
     for &number in numbers.iter().rev() {
-        let want = MAX_LINES - entries.len();
+        let want = MAX_HISTORY - entries.len();
         if want == 0 {
             break;
         }
@@ -583,6 +513,8 @@ impl Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::Kind;
+    use std::time::SystemTime;
 
     fn scratch_dir(name: &str) -> PathBuf {
         let dir =

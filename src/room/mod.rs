@@ -6,16 +6,23 @@
 //!
 //! Users are identified by their connection's [`ConnId`], never by
 //! nickname, since a nickname can change.
+//!
+//! May use: `protocol` and `os` only: no sockets, no files, no clock of
+//! its own (the time is passed in). Checked by `scripts/check_layout.py`.
+
+pub mod entry;
+pub mod saved;
+
+pub use entry::{Entry, Kind};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use crate::clock;
-use crate::history::{self, Entry, Kind};
-use crate::ipc::{ToChild, ToHub};
-use crate::protocol::command::{Request, When, check_nick, nick_key};
+use crate::os::clock;
+use crate::protocol::command::{MAX_HISTORY, Request, When, check_nick, nick_key};
+use crate::protocol::ipc::{ToChild, ToHub};
 use crate::protocol::render;
-use crate::state::{SavedMessage, State};
+use saved::{SavedMessage, State};
 
 /// The hub's name for one child connection.
 pub type ConnId = u64;
@@ -93,7 +100,7 @@ pub struct Room {
     /// Users the hub dropped because their child stopped reading: their
     /// child must not rejoin when it finds its socket closed.
     too_slow: HashSet<u64>,
-    /// The last public lines, oldest first, at most [`history::MAX_LINES`].
+    /// The last public lines, oldest first, at most [`MAX_HISTORY`].
     recent: VecDeque<Entry>,
     /// Public lines the hub has not yet handed to the history's writer.
     unwritten: Vec<Entry>,
@@ -135,8 +142,8 @@ impl Room {
     pub fn restore_history(&mut self, entries: Vec<Entry>, replay_lines: usize) {
         self.recent = entries.into();
         self.recent
-            .drain(..self.recent.len().saturating_sub(history::MAX_LINES));
-        self.replay_lines = replay_lines.min(history::MAX_LINES);
+            .drain(..self.recent.len().saturating_sub(MAX_HISTORY));
+        self.replay_lines = replay_lines.min(MAX_HISTORY);
     }
 
     /// The public lines since the last call, for the history's writer.
@@ -148,7 +155,7 @@ impl Room {
     fn public(&mut self, now: SystemTime, kind: Kind, nick: &str, text: &str) -> Delivery {
         let entry = Entry::new(now, kind, nick, text);
         let rendered = entry.render(&clock::hhmm(now));
-        if self.recent.len() == history::MAX_LINES {
+        if self.recent.len() == MAX_HISTORY {
             self.recent.pop_front();
         }
         self.recent.push_back(entry.clone());

@@ -131,7 +131,8 @@ impl Admission {
         }
     }
 
-    /// Number of addresses remembered (for tests).
+    /// Number of addresses remembered.
+    #[cfg(test)]
     pub fn remembered(&self) -> usize {
         self.addresses.len()
     }

@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock;
 use crate::hub::runtime_bases;
-use crate::scoreboard::{Scoreboard, now_ms};
+use crate::os::clock;
+use crate::os::scoreboard::{Scoreboard, now_ms};
 
 /// What the hub needs to answer the admin socket.
 #[derive(Debug)]
@@ -127,7 +127,7 @@ pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> R
     let mut users = Vec::new();
     for member in members {
         let slot = clients.remove(&member.pid);
-        let field = |f: fn(&crate::scoreboard::Slot) -> &std::sync::atomic::AtomicU64| {
+        let field = |f: fn(&crate::os::scoreboard::Slot) -> &std::sync::atomic::AtomicU64| {
             slot.map_or(0, |s| load(f(s)))
         };
         users.push(User {

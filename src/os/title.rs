@@ -17,7 +17,7 @@
 //! A forked process inherits a copy-on-write copy of the area, so each
 //! process writes its own title without touching its parent's. The short
 //! name in `ps -o comm` and `top` is separate: it is the kernel's `comm`,
-//! set with `prctl(PR_SET_NAME)` (see [`crate::spawn::become_role`]).
+//! set with `prctl(PR_SET_NAME)` (see [`crate::os::spawn::become_role`]).
 //!
 //! A title is a convenience, never a reason to fail: if anything is not as
 //! expected, [`init`] says why at debug level and [`set`] does nothing.

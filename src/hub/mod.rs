@@ -8,7 +8,7 @@
 //! for each of them.
 //!
 //! A child takes its lines as fast as it is scheduled, but for a moment
-//! while its own client catches up (see [`crate::child`]), so a queue
+//! while its own client catches up (see [`crate::session`]), so a queue
 //! grows only while a child is busy, or its client is. The queues are
 //! bounded without losing a line: while one is at [`QUEUE_LIMIT`], the hub
 //! reads nobody's requests, so the senders wait (their children stop
@@ -21,8 +21,15 @@
 //!
 //! The hub is also the only writer of the chat history (each turn's public
 //! lines go to the file before anyone is sent them; see
-//! [`crate::history`]), reopens it on SIGHUP, and answers `mpchat status`
-//! on the admin socket (see [`crate::status`]).
+//! [`crate::hub::history`]), reopens it on SIGHUP, and answers `mpchat status`
+//! on the admin socket (see [`crate::hub::status`]).
+//!
+//! May use: `room`, `protocol` and `os`; never `session` or `parent`.
+//! Checked by `scripts/check_layout.py`.
+
+pub mod history;
+pub mod schedule_file;
+pub mod status;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -33,13 +40,13 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::history::{self, Writer};
-use crate::ipc::{self, Link, Listener, Received, ToChild, ToHub};
+use crate::os::signals::Hangup;
+use crate::os::spawn::Stop;
+use crate::os::title;
+use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
-use crate::signals::Hangup;
-use crate::spawn::Stop;
-use crate::status::{self, Admin};
-use crate::{state, title};
+use history::Writer;
+use status::Admin;
 
 /// Messages taken from one child per turn, so one busy child cannot starve
 /// the others.
@@ -255,7 +262,7 @@ pub fn run(
     // In the data directory, so the schedule outlives the whole server.
     let state_path = history.dir.join("schedule.json");
     let mut room = Room::new();
-    room.restore(state::load(&state_path));
+    room.restore(schedule_file::load(&state_path));
     room.restore_history(recent, history.replay_lines);
     let saved_changes = room.schedule_changes();
     let mut hub = Hub {
@@ -482,7 +489,7 @@ impl Hub {
         {
             return;
         }
-        match state::save(&self.state_path, &self.room.saved()) {
+        match schedule_file::save(&self.state_path, &self.room.saved()) {
             Ok(()) => {
                 self.saved_changes = changes;
                 self.save_failed = None;

@@ -24,6 +24,13 @@
 //! seeing the child's socket close, tells the room. If the hub goes away,
 //! the child reaches the new one the parent starts and puts its user back
 //! in the room: the client notices nothing but a pause.
+//!
+//! May use: `protocol` and `os`; never `hub` or `parent`: it reaches the hub
+//! only through the messages of `protocol::ipc`. Checked by
+//! `scripts/check_layout.py`.
+
+pub mod echo;
+pub mod flood;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -35,16 +42,16 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::flood::{Flood, FloodLimits, Verdict};
-use crate::ipc::{self, Event, Link, Received, ToChild, ToHub};
+use crate::os::scoreboard::{self, Slot, Totals};
+use crate::os::spawn::{LoggingIn, Stop};
+use crate::os::title;
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
+use crate::protocol::ipc::{self, Event, Link, Received, ToChild, ToHub};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
-use crate::scoreboard::{self, Slot, Totals};
-use crate::spawn::{LoggingIn, Stop};
-use crate::title;
+use crate::session::flood::{Flood, FloodLimits, Verdict};
 
 /// An unfinished line counts as complete once it has sat this long: the
 /// class-lab C client never sends a line end.

@@ -11,27 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-/// Everything in the file.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    /// The next scheduled message's sequence number.
-    pub next_seq: u64,
-    pub schedule: Vec<SavedMessage>,
-}
-
-/// One pending scheduled message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedMessage {
-    /// Due time, in milliseconds since the Unix epoch.
-    pub due_ms: u64,
-    pub seq: u64,
-    /// The author's user id (see [`crate::ipc::ToChild::Registered`]).
-    pub author: u64,
-    pub author_nick: String,
-    pub text: String,
-}
+use crate::room::saved::State;
 
 /// Replaces the file at `path` with `state`, atomically.
 pub fn save(path: &Path, state: &State) -> io::Result<()> {
@@ -78,6 +58,7 @@ pub fn load(path: &Path) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::saved::SavedMessage;
 
     fn scratch_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("mpchat-state-{}-{name}", std::process::id()));

@@ -7,7 +7,6 @@
 
 use std::io::Write;
 
-use crate::protocol::sanitize::is_forbidden;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// What a process is for.
@@ -62,6 +61,14 @@ pub fn init() {
             )
         })
         .init();
+}
+
+/// Characters that must never reach a terminal: controls (C0, DEL, C1)
+/// and the bidirectional overrides and isolates that make text read
+/// differently from what it is. Clients' lines lose them (see
+/// `protocol::sanitize`); log lines escape them.
+pub fn is_forbidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A log line shows what a client sent (an address, a nickname, an error

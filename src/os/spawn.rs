@@ -19,8 +19,8 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::unistd::{ForkResult, Pid, pipe2};
 
-use crate::logging::{self, Role};
-use crate::signals::Terminate;
+use crate::os::logging::{self, Role};
+use crate::os::signals::Terminate;
 
 /// Which side of a `fork()` this is.
 #[derive(Debug)]

@@ -1,0 +1,13 @@
+//! What every process uses from the operating system, and nothing else of
+//! mpchat's: `fork()` and a new process's first steps, signals as events,
+//! process titles, the scoreboard in shared memory, the clock, logging.
+//!
+//! May use: nothing in the crate outside `os`. Checked by
+//! `scripts/check_layout.py`.
+
+pub mod clock;
+pub mod logging;
+pub mod scoreboard;
+pub mod signals;
+pub mod spawn;
+pub mod title;

@@ -1,0 +1,74 @@
+//! One public line of the room, as the history keeps it and as it is
+//! shown again: what the room's rules produce, and the hub writes to disk.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::os::clock;
+use crate::protocol::render;
+
+/// What kind of public line an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Chat,
+    Me,
+    Scheduled,
+    Join,
+    Leave,
+    Rename,
+    Kick,
+    /// Someone became the room owner.
+    Owner,
+}
+
+/// One public line, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub kind: Kind,
+    /// Who it is about: the speaker, who joined, left or was kicked, the
+    /// old nickname of a rename, the author of a scheduled message.
+    pub nick: String,
+    /// The message; for a rename the new nickname, for a kick who kicked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+}
+
+impl Entry {
+    pub fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
+        Entry {
+            time_ms: clock::unix_ms(time),
+            kind,
+            nick: nick.to_string(),
+            text: text.to_string(),
+        }
+    }
+
+    /// A message someone sent (rather than a join, leave and the like).
+    pub fn is_message(&self) -> bool {
+        matches!(self.kind, Kind::Chat | Kind::Me | Kind::Scheduled)
+    }
+
+    pub fn time(&self) -> SystemTime {
+        clock::from_unix_ms(self.time_ms)
+    }
+
+    /// The line users see, with `stamp` for its time. Live lines and
+    /// replayed ones are rendered by this one function, so they look alike.
+    pub fn render(&self, stamp: &str) -> String {
+        let (nick, text) = (self.nick.as_str(), self.text.as_str());
+        match self.kind {
+            Kind::Chat => render::chat(stamp, nick, text),
+            Kind::Me => render::action(stamp, nick, text),
+            Kind::Scheduled => render::scheduled(stamp, nick, text),
+            Kind::Join => render::joined(stamp, nick),
+            Kind::Leave => render::left(stamp, nick),
+            Kind::Rename => render::renamed(stamp, nick, text),
+            Kind::Kick => render::kicked_by(stamp, nick, text),
+            Kind::Owner => render::new_owner(stamp, nick),
+        }
+    }
+}
