@@ -31,6 +31,11 @@ pub enum Forked {
 
 /// Forks this process.
 pub fn fork() -> io::Result<Forked> {
+    // (Out of fds, the count cannot be read; that is no reason to stop.)
+    debug_assert!(
+        threads().is_none_or(|n| n == 1),
+        "fork() from a process with threads: the child would hold only one"
+    );
     // SAFETY: the parent process is single-threaded (no thread is ever
     // started in it), so the child is a complete copy and may go on running
     // ordinary Rust code, allocation included.
@@ -38,6 +43,13 @@ pub fn fork() -> io::Result<Forked> {
         ForkResult::Parent { child } => Ok(Forked::Parent(child)),
         ForkResult::Child => Ok(Forked::Child),
     }
+}
+
+/// This process's threads, as the kernel counts them.
+fn threads() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(Iterator::count)
 }
 
 /// First steps of a freshly forked process: its role for the log (its pid

@@ -537,7 +537,13 @@ impl Server {
             log::error!("cannot set up signals: {e}");
             exit_forked(1);
         }
-        let result = match job {
+        // A panic must end this process through `_exit` like any other
+        // ending, not unwind out of the parent's loop and `main`, whose
+        // exit handlers and buffers are the parent's: it is caught here,
+        // where every job runs. (`panic = "abort"` would do it only in the
+        // release profile, not in the builds the tests run.) The panic
+        // hook has already logged where it happened.
+        let job = std::panic::AssertUnwindSafe(move || match job {
             Job::Hub(hub_listener, admin_listener) => {
                 spawn::become_role(Role::Hub, c"mpchat-hub");
                 title::set("mpchat: hub, 0 users");
@@ -583,13 +589,14 @@ impl Server {
                 }
                 echo::run(client, stop)
             }
-        };
-        let code = match result {
-            Ok(()) => 0,
-            Err(e) => {
+        });
+        let code = match std::panic::catch_unwind(job) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
                 log::error!("{e}");
                 1
             }
+            Err(_) => 101,
         };
         exit_forked(code)
     }
