@@ -42,7 +42,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::os::signals::Hangup;
 use crate::os::spawn::Stop;
-use crate::os::title;
+use crate::os::{clock, title};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
 use history::Writer;
@@ -525,9 +525,7 @@ impl Hub {
         let Some(wait) = due.into_iter().chain(flush).min() else {
             return PollTimeout::NONE;
         };
-        // Round up, so we do not wake a moment early and spin.
-        let ms = wait.as_micros().div_ceil(1000);
-        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        clock::poll_timeout(wait)
     }
 
     fn accept_all(&mut self) {

@@ -3,8 +3,25 @@
 //!
 //! The C library owns the time-zone rules (`TZ`, `/etc/localtime`), so this
 //! module asks it through `localtime_r` and `mktime`, which nix does not wrap.
+//!
+//! And how long a `poll()` waits for a deadline ([`poll_timeout`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::poll::PollTimeout;
+
+/// The `poll()` or `epoll_wait()` timeout for `wait`: rounded up to the
+/// next millisecond, so that a wait never ends a moment early and spins,
+/// and capped at the longest one poll takes.
+pub fn poll_timeout(wait: Duration) -> PollTimeout {
+    PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// The same until `deadline`; `None` once it has passed.
+pub fn poll_timeout_until(deadline: Instant) -> Option<PollTimeout> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    (!wait.is_zero()).then(|| poll_timeout(wait))
+}
 
 fn to_time_t(t: SystemTime) -> libc::time_t {
     let secs = match t.duration_since(UNIX_EPOCH) {

@@ -36,7 +36,7 @@ use crate::os::logging::Role;
 use crate::os::scoreboard::{self, Scoreboard};
 use crate::os::signals::{self, Signals};
 use crate::os::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
-use crate::os::title;
+use crate::os::{clock, title};
 use crate::parent::admission::{Admission, Refusal};
 use crate::protocol::ipc;
 use crate::protocol::{CRLF, render};
@@ -634,8 +634,7 @@ impl Server {
                 break;
             }
             let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-            let _ = poll(&mut fds, timeout);
+            let _ = poll(&mut fds, clock::poll_timeout(left));
             signals.take();
         }
         if let Some(dir) = socket_dir {

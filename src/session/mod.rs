@@ -44,7 +44,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::os::scoreboard::{self, Slot, Totals};
 use crate::os::spawn::{LoggingIn, Stop};
-use crate::os::title;
+use crate::os::{clock, title};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
@@ -601,8 +601,7 @@ impl Session {
         let Some(deadline) = deadlines.into_iter().flatten().min() else {
             return PollTimeout::NONE;
         };
-        let wait = deadline.saturating_duration_since(now);
-        PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+        clock::poll_timeout(deadline.saturating_duration_since(now))
     }
 
     fn check_timers(&mut self) -> io::Result<Option<End>> {
@@ -762,8 +761,7 @@ impl Session {
     /// Waits up to `wait` for a stop; true if one came.
     fn stop_within(&self, wait: Duration) -> bool {
         let mut fds = self.stop.poll_fds();
-        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+        matches!(poll(&mut fds, clock::poll_timeout(wait)), Ok(n) if n > 0)
     }
 
     /// Carries out one event from the hub; `Some` ends the session.
@@ -940,12 +938,9 @@ impl Session {
     /// Waits until the client's socket takes more of the farewell; false
     /// once `deadline` passes, or, if `stop_ends_it`, at a stop.
     fn wait_to_say_farewell(&self, deadline: Instant, stop_ends_it: bool) -> bool {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() {
+        let Some(timeout) = clock::poll_timeout_until(deadline) else {
             return false;
-        }
-        let timeout =
-            PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+        };
         let [lifeline, terminate] = self.stop.poll_fds();
         let mut fds = [
             PollFd::new(self.client.as_fd(), PollFlags::POLLOUT),
@@ -972,12 +967,9 @@ fn detect_dead_peer(client: &TcpStream) -> nix::Result<()> {
 
 /// Waits until `fd` is ready for `events` or `deadline` passes.
 fn wait_for(fd: &impl AsFd, events: PollFlags, deadline: Instant) -> bool {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    if wait.is_zero() {
+    let Some(timeout) = clock::poll_timeout_until(deadline) else {
         return false;
-    }
-    let timeout =
-        PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+    };
     let mut fds = [PollFd::new(fd.as_fd(), events)];
     matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
 }
