@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
+use crate::os::logging::Throttle;
 use crate::protocol::command::MAX_HISTORY;
 use crate::room::Entry;
 
@@ -251,7 +252,8 @@ pub struct Writer {
     unsynced: bool,
     last_sync: Instant,
     syncer: Option<Syncer>,
-    error_logged: Option<Instant>,
+    /// Write failures, logged once a minute.
+    errors: Throttle,
 }
 
 impl Writer {
@@ -281,7 +283,7 @@ impl Writer {
             unsynced: false,
             last_sync: Instant::now(),
             syncer,
-            error_logged: None,
+            errors: Throttle::new(Duration::from_secs(60)),
         };
         writer.prune();
         Ok((writer, recent))
@@ -438,13 +440,9 @@ impl Writer {
     }
 
     fn failed(&mut self, now: Instant, e: &io::Error) {
-        if self
-            .error_logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
-        {
-            log::error!("history: cannot write to {}: {e}", self.dir.display());
-            self.error_logged = Some(now);
-        }
+        let dir = self.dir.display();
+        self.errors
+            .error(now, format_args!("history: cannot write to {dir}: {e}"));
     }
 }
 

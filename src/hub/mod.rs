@@ -40,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
+use crate::os::logging::Throttle;
 use crate::os::signals::Hangup;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
@@ -223,7 +224,7 @@ struct Hub {
     /// disk does not slow the room) and when that was last logged (once a
     /// minute, so it does not fill the log either).
     save_failed: Option<std::time::Instant>,
-    save_error_logged: Option<std::time::Instant>,
+    save_errors: Throttle,
 }
 
 /// Runs the hub until the parent is gone or it is told to stop.
@@ -289,7 +290,7 @@ pub fn run(
         state_path,
         saved_changes,
         save_failed: None,
-        save_error_logged: None,
+        save_errors: Throttle::new(Duration::from_secs(60)),
     };
     let parent_gone = hub.serve()?;
     hub.history.close();
@@ -496,16 +497,13 @@ impl Hub {
             }
             Err(e) => {
                 self.save_failed = Some(now);
-                if self
-                    .save_error_logged
-                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
-                {
-                    log::error!(
+                self.save_errors.error(
+                    now,
+                    format_args!(
                         "cannot save the scheduled messages to {}: {e}",
                         self.state_path.display()
-                    );
-                    self.save_error_logged = Some(now);
-                }
+                    ),
+                );
             }
         }
     }

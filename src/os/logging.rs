@@ -5,7 +5,9 @@
 //! The pid is read at each line (a forked process has a new one); the role
 //! is set once by each process right after it is forked.
 
+use std::fmt;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -87,9 +89,62 @@ pub fn escape_controls(text: &str) -> String {
     out
 }
 
+/// A log line that may repeat without end (a refused connection in a
+/// flood, a full disk): it is written at most once per `every`, and the
+/// next one written says how many were held back meanwhile, so the log
+/// stays short and loses no count.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// Logs `message` as an error, unless one was logged less than `every`
+    /// ago.
+    pub fn error(&mut self, now: Instant, message: fmt::Arguments) {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            self.held_back += 1;
+            return;
+        }
+        match std::mem::take(&mut self.held_back) {
+            0 => log::error!("{message}"),
+            n => log::error!("{message} (and {n} more like it)"),
+        }
+        self.last = Some(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{Duration, Instant, Throttle, escape_controls};
+
+    #[test]
+    fn a_throttle_lets_one_line_through_per_period_and_counts_the_rest() {
+        let start = Instant::now();
+        let mut throttle = Throttle::new(Duration::from_secs(60));
+        throttle.error(start, format_args!("first"));
+        assert_eq!((throttle.held_back, throttle.last), (0, Some(start)));
+        for s in 1..=41 {
+            throttle.error(start + Duration::from_secs(s), format_args!("held"));
+        }
+        assert_eq!((throttle.held_back, throttle.last), (41, Some(start)));
+        let next = start + Duration::from_secs(60);
+        throttle.error(next, format_args!("next"));
+        assert_eq!((throttle.held_back, throttle.last), (0, Some(next)));
+    }
 
     #[test]
     fn control_characters_are_escaped_and_text_is_kept() {

@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 use crate::hub::SocketDir;
 use crate::hub::history::DataDir;
 use crate::hub::status;
-use crate::os::logging::Role;
+use crate::os::logging::{Role, Throttle};
 use crate::os::scoreboard::{self, Scoreboard};
 use crate::os::signals::{self, Signals};
 use crate::os::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
@@ -150,7 +150,8 @@ pub struct Server {
     admission: Admission,
     /// One per client child still logging in (only while that is limited).
     logging_in: Vec<LoginWatch>,
-    last_error_log: Option<Instant>,
+    /// Refusals and failures to accept or fork, logged once a second.
+    error_log: Throttle,
 }
 
 impl Server {
@@ -229,7 +230,7 @@ impl Server {
             admission,
             logging_in: Vec::new(),
             children: Children::default(),
-            last_error_log: None,
+            error_log: Throttle::new(Duration::from_secs(1)),
         })
     }
 
@@ -476,14 +477,7 @@ impl Server {
 
     /// Logs an error at most once a second, so a flood cannot fill the log.
     fn log_throttled(&mut self, message: std::fmt::Arguments) {
-        let now = Instant::now();
-        if self
-            .last_error_log
-            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
-        {
-            log::error!("{message}");
-            self.last_error_log = Some(now);
-        }
+        self.error_log.error(Instant::now(), message);
     }
 
     /// Turns this freshly forked process into what `job` says, and exits.
