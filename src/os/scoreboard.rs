@@ -82,13 +82,18 @@ struct Header {
     totals: Totals,
 }
 
+/// Where one client's slot is in a [`Scoreboard`]: made only by
+/// [`Scoreboard::places`], so it always names a slot there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place(usize);
+
 /// The shared block. It is never unmapped, so references to it are
 /// `'static` in every process that inherits it.
 #[derive(Debug, Clone, Copy)]
 pub struct Scoreboard {
     started_ms: &'static AtomicU64,
     pub totals: &'static Totals,
-    pub slots: &'static [Slot],
+    slots: &'static [Slot],
 }
 
 /// Adds one to a counter.
@@ -144,23 +149,32 @@ impl Scoreboard {
         self.started_ms.load(Ordering::Relaxed)
     }
 
-    /// Gives slot `index` to the child `pid` (the parent, after forking).
+    /// Every slot's place, for the parent to hand out: the last one
+    /// first, so that popping gives slot 0 first.
+    pub fn places(&self) -> Vec<Place> {
+        (0..self.slots.len()).rev().map(Place).collect()
+    }
+
+    /// The slot at `place`.
+    pub fn slot(&self, place: Place) -> &'static Slot {
+        &self.slots[place.0]
+    }
+
+    /// Gives the slot at `place` to the child `pid` (the parent, after
+    /// forking).
     ///
     /// The slot is clear already (zeroed by the kernel, or by
     /// [`Scoreboard::release`]) and is not cleared again: the child may
     /// have counted its first lines by the time the parent gets here.
-    pub fn claim(&self, index: usize, pid: u32) {
-        if let Some(slot) = self.slots.get(index) {
-            slot.since_ms.store(now_ms(), Ordering::Relaxed);
-            slot.pid.store(pid.into(), Ordering::Relaxed);
-        }
+    pub fn claim(&self, place: Place, pid: u32) {
+        let slot = self.slot(place);
+        slot.since_ms.store(now_ms(), Ordering::Relaxed);
+        slot.pid.store(pid.into(), Ordering::Relaxed);
     }
 
-    /// Frees slot `index` (the parent, after reaping its child).
-    pub fn release(&self, index: usize) {
-        if let Some(slot) = self.slots.get(index) {
-            slot.clear();
-        }
+    /// Frees the slot at `place` (the parent, after reaping its child).
+    pub fn release(&self, place: Place) {
+        self.slot(place).clear();
     }
 
     /// The slots in use, by their child's pid, in one pass.
@@ -182,7 +196,7 @@ mod tests {
     #[test]
     fn a_forked_process_sees_the_same_counters() {
         let board = Scoreboard::create(4).unwrap();
-        board.claim(2, 4242);
+        board.claim(Place(2), 4242);
         // A child process adds to the totals and its slot; the parent sees it.
         // SAFETY: the child only touches atomics and calls _exit, which
         // is safe even though the test harness has other threads.
@@ -200,7 +214,7 @@ mod tests {
         assert_eq!(board.totals.messages.load(Ordering::Relaxed), 1);
         let slot = board.in_use()[&4242];
         assert_eq!(slot.lines_out.load(Ordering::Relaxed), 7);
-        board.release(2);
+        board.release(Place(2));
         assert!(board.in_use().is_empty());
         assert!(board.started_ms() > 0);
     }

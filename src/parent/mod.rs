@@ -33,7 +33,7 @@ use crate::hub::SocketDir;
 use crate::hub::history::DataDir;
 use crate::hub::status;
 use crate::os::logging::{Role, Throttle};
-use crate::os::scoreboard::{self, Scoreboard};
+use crate::os::scoreboard::{self, Place, Scoreboard};
 use crate::os::signals::{self, Signals};
 use crate::os::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
 use crate::os::{clock, title};
@@ -58,7 +58,7 @@ const HUB_CRASH_WINDOW: Duration = Duration::from_secs(60);
 enum Job {
     Hub(ipc::Listener, Option<UnixListener>),
     /// The client, its address, its login pipe and its scoreboard slot.
-    Client(TcpStream, SocketAddr, Option<LoggingIn>, usize),
+    Client(TcpStream, SocketAddr, Option<LoggingIn>, Place),
     Echo(TcpStream),
 }
 
@@ -67,7 +67,7 @@ enum Job {
 struct Children {
     hub: Option<Pid>,
     /// Each client child's client address and scoreboard slot.
-    clients: HashMap<Pid, (SocketAddr, usize)>,
+    clients: HashMap<Pid, (SocketAddr, Place)>,
 }
 
 /// What reaping found.
@@ -77,7 +77,7 @@ struct Reaped {
     hub: Option<WaitStatus>,
     /// Where the clients whose children exited came from, and their
     /// scoreboard slots.
-    clients: Vec<(SocketAddr, usize)>,
+    clients: Vec<(SocketAddr, Place)>,
 }
 
 impl Children {
@@ -143,7 +143,7 @@ pub struct Server {
     admin_path: Option<PathBuf>,
     /// Counters shared with every process, and the slots not in use.
     scoreboard: Scoreboard,
-    free_slots: Vec<usize>,
+    free_slots: Vec<Place>,
     /// When the hub stopped, within the last [`HUB_CRASH_WINDOW`].
     hub_crashes: Vec<Instant>,
     children: Children,
@@ -204,8 +204,7 @@ impl Server {
             }
         };
         let scoreboard = Scoreboard::create(config.max_clients)?;
-        // Popped from the end: slot 0 first.
-        let free_slots = (0..config.max_clients).rev().collect();
+        let free_slots = scoreboard.places();
         let (lifeline_writer, lifeline) = spawn::lifeline()?;
         let admission = Admission::new(config.limits);
         // Only once nothing can fail any more: a start that fails says
@@ -424,7 +423,7 @@ impl Server {
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
-        slot: usize,
+        slot: Place,
     ) -> Result<Option<Job>, (TcpStream, io::Error)> {
         let login = if self.admission.counts_unregistered() && !self.config.echo {
             match spawn::login_pipe() {
@@ -571,7 +570,7 @@ impl Server {
                     flood: config.flood,
                     backlog: config.backlog,
                     idle_timeout: config.idle_timeout,
-                    slot: &scoreboard.slots[slot],
+                    slot: scoreboard.slot(slot),
                     totals: scoreboard.totals,
                 };
                 session::run(setup, &socket)
