@@ -726,6 +726,12 @@ fn killing_the_hub_loses_no_client() {
     let took = kill_hub_and_wait_for_new(&server);
     server.wait_for_log("starting a new one");
     eprintln!("a new hub was running {took:?} after the kill");
+    // Each child puts its user back as soon as it is scheduled after the
+    // old hub's death; a line sent before the last of them is back would
+    // miss that user.
+    for nick in ["alice", "robert", "carol"] {
+        server.wait_for_log(&format!("{nick} rejoined from"));
+    }
 
     // Nobody was disconnected, nobody was told anything, and the room is
     // the same: same names, same order, same owner.
