@@ -153,7 +153,7 @@ struct Conn {
     /// The socket was full; epoll also reports when it is writable again.
     waiting_to_write: bool,
     /// Since when the socket has taken nothing while messages wait.
-    stalled_since: Option<Instant>,
+    stalled: clock::Stall,
     /// Its requests are left unread until no queue is full; epoll does
     /// not report them meanwhile.
     deferred: bool,
@@ -568,7 +568,7 @@ impl Hub {
                 queue: VecDeque::new(),
                 queued: 0,
                 waiting_to_write: false,
-                stalled_since: None,
+                stalled: clock::Stall::default(),
                 deferred: false,
             },
         );
@@ -694,13 +694,13 @@ impl Hub {
         let mut stalled = Vec::new();
         let mut next = None::<Instant>;
         for (&id, conn) in &self.conns {
-            let Some(since) = conn.stalled_since else {
+            let Some(over) = conn.stalled.deadline(stall) else {
                 continue;
             };
-            if now >= since + stall {
+            if now >= over {
                 stalled.push((id, conn.pid));
             } else {
-                next = Some(next.map_or(since + stall, |at| at.min(since + stall)));
+                next = Some(next.map_or(over, |at| at.min(over)));
             }
         }
         self.stall_check = next.map(|at| at.max(now + STALL_CHECK));
@@ -759,25 +759,22 @@ impl Hub {
                     continue;
                 }
             };
-            if conn.queue.is_empty() {
-                conn.stalled_since = None;
-                if conn.queue.capacity() > QUEUE_KEPT {
-                    // A burst's queue is given back, not kept for every
-                    // idle child.
-                    conn.queue = VecDeque::new();
-                    let now = *now.get_or_insert_with(Instant::now);
-                    self.trim_at.get_or_insert(now + TRIM_AFTER);
-                }
-            } else if took || conn.stalled_since.is_none() {
-                let now = *now.get_or_insert_with(Instant::now);
-                conn.stalled_since = Some(now);
-                if let Some(stall) = self.stall {
-                    self.stall_check.get_or_insert(now + stall);
-                }
+            let waiting = !conn.queue.is_empty();
+            let started = conn
+                .stalled
+                .note(waiting, took, || *now.get_or_insert_with(Instant::now));
+            if let (Some(start), Some(stall)) = (started, self.stall) {
+                self.stall_check.get_or_insert(start + stall);
             }
-            let want = !conn.queue.is_empty();
-            if want != conn.waiting_to_write {
-                conn.waiting_to_write = want;
+            if !waiting && conn.queue.capacity() > QUEUE_KEPT {
+                // A burst's queue is given back, not kept for every idle
+                // child.
+                conn.queue = VecDeque::new();
+                let now = *now.get_or_insert_with(Instant::now);
+                self.trim_at.get_or_insert(now + TRIM_AFTER);
+            }
+            if waiting != conn.waiting_to_write {
+                conn.waiting_to_write = waiting;
                 self.watch(id);
             }
         }

@@ -17,6 +17,41 @@ pub fn poll_timeout(wait: Duration) -> PollTimeout {
     PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
 }
 
+/// Since when a peer has taken nothing while something waits for it: what
+/// a stall timeout is measured from (a client's socket in its session, a
+/// child's socket in the hub).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stall {
+    since: Option<Instant>,
+}
+
+impl Stall {
+    /// Notes what a try to send found: nothing left `waiting` (the clock
+    /// stops), or the peer `took` some (it starts again), or it took
+    /// nothing (it runs on, or starts). `now` is read only when the clock
+    /// starts; returns when it did.
+    pub fn note(
+        &mut self,
+        waiting: bool,
+        took: bool,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<Instant> {
+        if !waiting {
+            self.since = None;
+        } else if took || self.since.is_none() {
+            let start = now();
+            self.since = Some(start);
+            return Some(start);
+        }
+        None
+    }
+
+    /// When a stall of `timeout` is over, if the clock runs.
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.since.map(|since| since + timeout)
+    }
+}
+
 /// The same until `deadline`; `None` once it has passed.
 pub fn poll_timeout_until(deadline: Instant) -> Option<PollTimeout> {
     let wait = deadline.saturating_duration_since(Instant::now());
@@ -121,6 +156,24 @@ fn make_time(tm: &mut libc::tm) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stall_clock_runs_only_while_nothing_is_taken() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let timeout = Duration::from_secs(30);
+        let mut stall = Stall::default();
+        assert_eq!(stall.note(true, false, || at(1)), Some(at(1)));
+        // Still nothing taken: the clock runs on from where it started.
+        assert_eq!(stall.note(true, false, || at(5)), None);
+        assert_eq!(stall.deadline(timeout), Some(at(31)));
+        // The peer took some: it starts again.
+        assert_eq!(stall.note(true, true, || at(9)), Some(at(9)));
+        assert_eq!(stall.deadline(timeout), Some(at(39)));
+        // Nothing left waiting: it stops.
+        assert_eq!(stall.note(false, true, || at(10)), None);
+        assert_eq!(stall.deadline(timeout), None);
+    }
 
     #[test]
     fn stamps_have_fixed_width() {

@@ -196,7 +196,7 @@ struct Session {
     backlog_limits: BacklogLimits,
     /// Since when the client's socket has taken nothing while bytes wait
     /// for it (`None` while nothing waits).
-    stalled_since: Option<Instant>,
+    stalled: clock::Stall,
     /// Since when the client has been behind (see [`BEHIND_AT`]).
     behind_since: Option<Instant>,
     /// Requests sent to the hub, and how many of them it has finished.
@@ -267,7 +267,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         sent: 0,
         unsent_lines: 0,
         backlog_limits,
-        stalled_since: None,
+        stalled: clock::Stall::default(),
         behind_since: None,
         requests: 0,
         answered: 0,
@@ -334,9 +334,9 @@ impl Session {
         if bytes > 0 && waiting > bytes {
             return Some(format!("{waiting} bytes waiting"));
         }
-        let since = self.stalled_since?;
         let stall = stall?;
-        (now >= since + stall).then(|| format!("nothing taken for {} s", stall.as_secs()))
+        let over = self.stalled.deadline(stall)?;
+        (now >= over).then(|| format!("nothing taken for {} s", stall.as_secs()))
     }
 
     /// Forgets the lines a client that is being cut off for not reading
@@ -591,9 +591,9 @@ impl Session {
             self.idle_deadline(),
             self.buffers_to_release()
                 .then(|| self.last_output + RELEASE_AFTER),
-            self.stalled_since
-                .zip(self.backlog_limits.stall)
-                .map(|(since, stall)| since + stall),
+            self.backlog_limits
+                .stall
+                .and_then(|stall| self.stalled.deadline(stall)),
             self.waiting_for_catch_up()
                 .then(|| self.behind_since.map(|since| since + CATCH_UP_TIME))
                 .flatten(),
@@ -829,14 +829,11 @@ impl Session {
         let taken = self.sent;
         let result = self.write_backlog();
         self.note_if_behind();
-        if self.sent == self.backlog.len() {
-            self.stalled_since = None;
-        } else if self.sent > taken {
-            // It took some: the clock starts again.
-            self.stalled_since = Some(self.last_output);
-        } else if self.stalled_since.is_none() {
-            self.stalled_since = Some(Instant::now());
-        }
+        let (waiting, took) = (self.sent < self.backlog.len(), self.sent > taken);
+        let last_output = self.last_output;
+        self.stalled.note(waiting, took, || {
+            if took { last_output } else { Instant::now() }
+        });
         self.slot
             .backlog
             .store(self.unsent_lines as u64, Ordering::Relaxed);
