@@ -29,7 +29,8 @@
 //!             clients; ipc for the child-hub messages and their socket
 //! os/         what every process takes from the system: spawn (fork, the
 //!             lifeline, a new process's first steps), signals (self-pipes),
-//!             title (ps), scoreboard (shared memory), clock, logging
+//!             title (ps), scoreboard (shared memory), clock (stamps,
+//!             poll timeouts, the stall clock), logging (and its throttle)
 //! ```
 //!
 //! Which folder may use which is written at the top of each folder's
