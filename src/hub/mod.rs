@@ -813,12 +813,12 @@ fn flush(conn: &mut Conn) -> io::Result<bool> {
     let mut took = false;
     while !conn.queue.is_empty() {
         let batch = ipc::next_batch(&conn.queue);
-        if !conn.link.try_send_batch(&batch)? {
+        if !conn.link.try_send_batch(&batch.pieces)? {
             break;
         }
-        let (count, bytes) = (batch.len(), batch.iter().map(|b| b.len()).sum::<usize>());
+        let count = batch.pieces.len();
+        conn.queued -= batch.bytes + count * PLACE_IN_QUEUE;
         conn.queue.drain(..count);
-        conn.queued -= bytes + count * PLACE_IN_QUEUE;
         took = true;
     }
     Ok(took)

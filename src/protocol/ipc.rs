@@ -120,20 +120,29 @@ pub fn events(datagram: &[u8]) -> impl Iterator<Item = io::Result<Event<'_>>> {
     })
 }
 
-/// The encoded messages at the front of a queue that fit in one datagram:
-/// always at least one, and at most [`MAX_BATCH`].
-pub fn next_batch<T: AsRef<[u8]>>(queue: &VecDeque<T>) -> Vec<IoSlice<'_>> {
-    let mut bytes = 0;
-    queue
-        .iter()
-        .take(MAX_BATCH)
-        .map(AsRef::as_ref)
-        .take_while(|message| {
-            bytes += message.len();
-            bytes == message.len() || bytes <= MAX_DATAGRAM
-        })
-        .map(IoSlice::new)
-        .collect()
+/// The encoded messages at the front of a queue that fit in one datagram.
+pub struct Batch<'a> {
+    /// For [`Link::try_send_batch`]: always at least one message (however
+    /// long), and at most [`MAX_BATCH`].
+    pub pieces: Vec<IoSlice<'a>>,
+    /// Their length in all, to take off what the queue holds once sent.
+    pub bytes: usize,
+}
+
+/// The next datagram's worth of a queue of encoded messages.
+pub fn next_batch<T: AsRef<[u8]>>(queue: &VecDeque<T>) -> Batch<'_> {
+    let mut batch = Batch {
+        pieces: Vec::new(),
+        bytes: 0,
+    };
+    for message in queue.iter().take(MAX_BATCH).map(AsRef::as_ref) {
+        if !batch.pieces.is_empty() && batch.bytes + message.len() > MAX_DATAGRAM {
+            break;
+        }
+        batch.bytes += message.len();
+        batch.pieces.push(IoSlice::new(message));
+    }
+    batch
 }
 
 /// The other end of the connection is gone (a send's error).
@@ -339,6 +348,18 @@ mod tests {
             decode::<ToHub>(&bytes).unwrap(),
             ToHub::Request(Request::Say(text))
         );
+    }
+
+    #[test]
+    fn a_batch_fills_one_datagram_and_always_holds_one_message() {
+        let queue: VecDeque<Vec<u8>> = [10_000, 6_000, 500, 1].map(|n| vec![b'x'; n]).into();
+        let batch = next_batch(&queue);
+        assert_eq!((batch.pieces.len(), batch.bytes), (2, 16_000));
+        let huge: VecDeque<Vec<u8>> = [vec![b'x'; 20_000], vec![b'x'; 1]].into();
+        let batch = next_batch(&huge);
+        assert_eq!((batch.pieces.len(), batch.bytes), (1, 20_000));
+        let many: VecDeque<Vec<u8>> = (0..MAX_BATCH + 5).map(|_| vec![b'x'; 1]).collect();
+        assert_eq!(next_batch(&many).pieces.len(), MAX_BATCH);
     }
 
     #[test]

@@ -489,15 +489,15 @@ impl Session {
     fn send_to_hub(&mut self) -> io::Result<()> {
         while !self.outbox.is_empty() {
             let batch = ipc::next_batch(&self.outbox);
-            let (count, bytes) = (batch.len(), batch.iter().map(|b| b.len()).sum::<usize>());
-            match self.hub.try_send_batch(&batch) {
+            match self.hub.try_send_batch(&batch.pieces) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) if ipc::is_gone(&e) => break,
                 Err(e) => return Err(e),
             }
+            let count = batch.pieces.len();
+            self.outbox_bytes -= batch.bytes;
             self.outbox.drain(..count);
-            self.outbox_bytes -= bytes;
         }
         Ok(())
     }
@@ -913,7 +913,9 @@ impl Session {
             End::Silently => (FAREWELL_TIME, false),
         };
         let deadline = Instant::now() + patience;
-        while self.sent < self.backlog.len() && self.wait_to_say_farewell(deadline, stop_ends_it) {
+        while self.sent < self.backlog.len()
+            && self.wait_for_client(PollFlags::POLLOUT, deadline, stop_ends_it)
+        {
             if self.flush().is_err() {
                 break;
             }
@@ -922,25 +924,23 @@ impl Session {
         // client drop our last lines; so close our side and let it close its.
         let _ = self.client.shutdown(Shutdown::Write);
         let linger = Instant::now() + LINGER_TIME;
-        while wait_for(&self.client, PollFlags::POLLIN, linger) {
+        while self.wait_for_client(PollFlags::POLLIN, linger, false) {
             match (&self.client).read(&mut [0u8; 512]) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
         }
     }
-}
 
-impl Session {
-    /// Waits until the client's socket takes more of the farewell; false
-    /// once `deadline` passes, or, if `stop_ends_it`, at a stop.
-    fn wait_to_say_farewell(&self, deadline: Instant, stop_ends_it: bool) -> bool {
+    /// Waits until the client's socket is ready for `events`; false once
+    /// `deadline` passes, or, if `stop_ends_it`, at a stop.
+    fn wait_for_client(&self, events: PollFlags, deadline: Instant, stop_ends_it: bool) -> bool {
         let Some(timeout) = clock::poll_timeout_until(deadline) else {
             return false;
         };
         let [lifeline, terminate] = self.stop.poll_fds();
         let mut fds = [
-            PollFd::new(self.client.as_fd(), PollFlags::POLLOUT),
+            PollFd::new(self.client.as_fd(), events),
             lifeline,
             terminate,
         ];
@@ -960,13 +960,4 @@ fn detect_dead_peer(client: &TcpStream) -> nix::Result<()> {
     setsockopt(client, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL)?;
     setsockopt(client, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)?;
     setsockopt(client, sockopt::TcpUserTimeout, &USER_TIMEOUT_MS)
-}
-
-/// Waits until `fd` is ready for `events` or `deadline` passes.
-fn wait_for(fd: &impl AsFd, events: PollFlags, deadline: Instant) -> bool {
-    let Some(timeout) = clock::poll_timeout_until(deadline) else {
-        return false;
-    };
-    let mut fds = [PollFd::new(fd.as_fd(), events)];
-    matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
 }
