@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
+use crate::os::dirs::{self, IfExists};
 use crate::os::logging::Throttle;
 use crate::protocol::command::MAX_HISTORY;
 use crate::room::Entry;
@@ -102,11 +103,7 @@ impl DataDir {
                 format!("cannot use data directory {}: {e}", dir.display()),
             )
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(explain)?;
+        dirs::private_dir(dir, IfExists::Take).map_err(explain)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

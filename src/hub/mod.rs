@@ -40,8 +40,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
+use crate::os::dirs::{self, IfExists};
 use crate::os::logging::Throttle;
-use crate::os::signals::Hangup;
+use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
@@ -68,22 +69,6 @@ const QUEUE_KEPT: usize = 64;
 /// the heap).
 const TRIM_AFTER: Duration = Duration::from_secs(1);
 
-/// Where the server's private runtime directories (the hub's socket, the
-/// admin socket) may go, in the order they are tried: `$XDG_RUNTIME_DIR`,
-/// `/run/mpchat` (the systemd unit's runtime directory), then the
-/// temporary directory. Only those that exist.
-pub fn runtime_bases() -> Vec<PathBuf> {
-    let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    bases.push(PathBuf::from("/run/mpchat"));
-    bases.push(std::env::temp_dir());
-    bases.retain(|b| b.is_dir());
-    bases.dedup();
-    bases
-}
-
 /// The private directory that holds the hub's socket.
 ///
 /// Created mode 0700, so only the server's own user can reach the socket
@@ -98,7 +83,7 @@ impl SocketDir {
     /// lets us (`$XDG_RUNTIME_DIR` is root's after `--user`, say).
     pub fn create() -> io::Result<SocketDir> {
         let mut last_error = io::Error::other("no runtime or temporary directory");
-        for base in runtime_bases() {
+        for base in dirs::runtime_bases() {
             match SocketDir::create_in(&base) {
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => last_error = e,
                 other => return other,
@@ -108,12 +93,11 @@ impl SocketDir {
     }
 
     fn create_in(base: &std::path::Path) -> io::Result<SocketDir> {
-        use std::os::unix::fs::DirBuilderExt;
         let pid = std::process::id();
         let mut last_error = None;
         for attempt in 0..100 {
             let dir = base.join(format!("mpchat-{pid}-{attempt}"));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            match dirs::private_dir(&dir, IfExists::Fail) {
                 Ok(()) => return Ok(SocketDir { dir }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
                 Err(e) => return Err(e),
@@ -189,7 +173,7 @@ struct Hub {
     /// Held open for the epoll set, which watches both of its fds.
     _stop: Stop,
     /// SIGHUP: reopen the history's segment.
-    hangup: Hangup,
+    hangup: SelfPipe,
     /// The admin socket and what its reports are made of.
     admin: Option<Admin>,
     /// Reports being written to `mpchat status` clients, by id.
@@ -239,7 +223,7 @@ pub fn run(
     history: &history::Options,
     admin: Option<Admin>,
 ) -> io::Result<()> {
-    let hangup = Hangup::install()?;
+    let hangup = SelfPipe::on(signal_hook::consts::SIGHUP)?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(
         &stop.lifeline,
@@ -332,7 +316,7 @@ impl Hub {
                     ADMIN => self.answer_admin(),
                     id if id >= FIRST_REPLY => self.write_reply(id),
                     HANGUP => {
-                        self.hangup.take();
+                        self.hangup.drain();
                         self.history.reopen();
                     }
                     id => {

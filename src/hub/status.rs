@@ -18,7 +18,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hub::runtime_bases;
 use crate::os::clock;
+use crate::os::dirs::{IfExists, private_dir, runtime_bases};
 use crate::os::scoreboard::{Scoreboard, now_ms};
 
 /// What the hub needs to answer the admin socket.
@@ -227,7 +227,7 @@ pub fn bind(port: u16) -> io::Result<(UnixListener, PathBuf)> {
     let mut last_error = io::Error::other("no runtime or temporary directory");
     for base in runtime_bases() {
         let dir = base.join(format!("mpchat-admin-{uid}"));
-        match private_dir(&dir, uid) {
+        match private_dir(&dir, IfExists::MustBePrivate) {
             Ok(()) => {}
             Err(e) => {
                 last_error = e;
@@ -244,26 +244,6 @@ pub fn bind(port: u16) -> io::Result<(UnixListener, PathBuf)> {
         return Ok((listener, path));
     }
     Err(last_error)
-}
-
-/// Creates `dir` mode 0700, or accepts it if it is already this user's
-/// and private; anything else (someone else's directory in /tmp) is
-/// refused.
-fn private_dir(dir: &Path, uid: u32) -> io::Result<()> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let meta = std::fs::symlink_metadata(dir)?;
-    if meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{} is not a private directory of ours", dir.display()),
-        ))
-    }
 }
 
 /// The admin sockets that may belong to a server on `port`: this user's,

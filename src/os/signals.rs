@@ -1,14 +1,16 @@
-//! Signals, turned into events for the parent's main loop.
-//!
-//! The handlers (installed by signal-hook) only set a flag and write a byte
-//! to a self-pipe; the main loop polls the pipe's read end together with the
-//! listening socket, and does the work outside any handler.
+//! Signals, turned into events: a handler only sets a flag and writes a
+//! byte to a self-pipe ([`SelfPipe`]); the process polls the pipe's read
+//! end with its other fds and does the work outside any handler. The
+//! parent takes four signals ([`Signals`]), a forked process SIGTERM, the
+//! hub also SIGHUP.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use libc::c_int;
 
 use nix::sys::signal::{SigHandler, Signal, signal};
 use signal_hook::SigId;
@@ -25,9 +27,52 @@ pub struct Pending {
     pub hangup: bool,
 }
 
-/// The parent's signal handlers and the self-pipe they write to.
+/// A pipe that becomes readable when one of its signals arrives. The
+/// handler writes a byte and does nothing else; the process polls the read
+/// end with its other fds and does the work in its own loop.
+#[derive(Debug)]
+pub struct SelfPipe {
+    read: UnixStream,
+}
+
+impl SelfPipe {
+    /// Installs a handler for each of `signals` that writes to a new
+    /// self-pipe; returns the pipe and the handlers' ids.
+    fn register(signals: &[c_int]) -> io::Result<(SelfPipe, Vec<SigId>)> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        let mut ids = Vec::new();
+        for &sig in signals {
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                write.try_clone()?,
+            )?);
+        }
+        Ok((SelfPipe { read }, ids))
+    }
+
+    /// A self-pipe for `signal` alone, for the life of the process.
+    pub fn on(signal: c_int) -> io::Result<SelfPipe> {
+        Ok(SelfPipe::register(&[signal])?.0)
+    }
+
+    /// Empties the pipe: one look answers every signal so far.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+impl AsFd for SelfPipe {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+/// The parent's signals: one self-pipe, and a flag per kind to say which
+/// of them woke it.
 pub struct Signals {
-    wakeup: UnixStream,
+    pipe: SelfPipe,
     child_exited: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
     hangup: Arc<AtomicBool>,
@@ -37,27 +82,25 @@ pub struct Signals {
 impl Signals {
     /// Installs handlers for SIGCHLD, SIGINT, SIGTERM and SIGHUP.
     pub fn install() -> io::Result<Signals> {
-        let (wakeup, writer) = UnixStream::pair()?;
-        wakeup.set_nonblocking(true)?;
         let child_exited = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
         let hangup = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for (sig, flag) in [
+        let flags = [
             (SIGCHLD, &child_exited),
             (SIGINT, &terminate),
             (SIGTERM, &terminate),
             (SIGHUP, &hangup),
-        ] {
-            // The flag first, so it is set by the time the byte wakes us.
+        ];
+        // The flags first, so each is set by the time the byte wakes us
+        // (signal-hook runs a signal's actions in the order registered).
+        let mut ids = Vec::new();
+        for (sig, flag) in flags {
             ids.push(signal_hook::flag::register(sig, Arc::clone(flag))?);
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                writer.try_clone()?,
-            )?);
         }
+        let (pipe, pipe_ids) = SelfPipe::register(&flags.map(|(sig, _)| sig))?;
+        ids.extend(pipe_ids);
         Ok(Signals {
-            wakeup,
+            pipe,
             child_exited,
             terminate,
             hangup,
@@ -67,8 +110,7 @@ impl Signals {
 
     /// Takes the signals that arrived and empties the self-pipe.
     pub fn take(&self) -> Pending {
-        let mut buf = [0u8; 64];
-        while matches!((&self.wakeup).read(&mut buf), Ok(n) if n > 0) {}
+        self.pipe.drain();
         Pending {
             child_exited: self.child_exited.swap(false, Ordering::AcqRel),
             terminate: self.terminate.swap(false, Ordering::AcqRel),
@@ -84,10 +126,10 @@ impl Signals {
     /// SIGINT is ignored: Ctrl-C on the terminal goes to the whole process
     /// group, and it is the parent's orderly shutdown that tells each client
     /// goodbye. SIGHUP is left to the job (see [`ignore_hangup`] and
-    /// [`Hangup`]). SIGTERM (say, from `systemctl stop`, which signals every
+    /// [`SelfPipe`]). SIGTERM (say, from `systemctl stop`, which signals every
     /// process of the service) becomes an event, so the process can still
     /// say goodbye itself.
-    pub fn forget_in_child(self) -> io::Result<Terminate> {
+    pub fn forget_in_child(self) -> io::Result<SelfPipe> {
         for id in self.ids {
             signal_hook::low_level::unregister(id);
         }
@@ -99,70 +141,24 @@ impl Signals {
             // context, so no handler can break async-signal safety.
             unsafe { signal(sig, handler) }?;
         }
-        Terminate::install()
+        SelfPipe::on(SIGTERM)
     }
 }
 
 /// In a client or echo child: SIGHUP, which means "reopen the history"
 /// and is the hub's business, must not end this process (its default).
 ///
-/// Not for the hub: signal-hook keeps the handler the parent installed for
-/// SIGHUP, and would not install it again over SIG_IGN.
+/// Not for the hub, which takes SIGHUP through a [`SelfPipe`]:
+/// signal-hook keeps the handler the parent installed for SIGHUP, and would
+/// not install it again over SIG_IGN.
 pub fn ignore_hangup() -> io::Result<()> {
     // SAFETY: SIG_IGN runs no code of ours in signal context.
     unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }?;
     Ok(())
 }
 
-/// SIGHUP in the hub, as a pipe that becomes readable.
-#[derive(Debug)]
-pub struct Hangup {
-    wakeup: UnixStream,
-}
-
-impl Hangup {
-    pub fn install() -> io::Result<Hangup> {
-        let (wakeup, writer) = UnixStream::pair()?;
-        wakeup.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(SIGHUP, writer)?;
-        Ok(Hangup { wakeup })
-    }
-
-    /// Empties the pipe: one reopen answers every SIGHUP so far.
-    pub fn take(&self) {
-        let mut buf = [0u8; 64];
-        while matches!((&self.wakeup).read(&mut buf), Ok(n) if n > 0) {}
-    }
-}
-
-impl AsFd for Hangup {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.wakeup.as_fd()
-    }
-}
-
-/// SIGTERM in a forked process, as a pipe that becomes readable.
-#[derive(Debug)]
-pub struct Terminate {
-    wakeup: UnixStream,
-}
-
-impl Terminate {
-    fn install() -> io::Result<Terminate> {
-        let (wakeup, writer) = UnixStream::pair()?;
-        signal_hook::low_level::pipe::register(SIGTERM, writer)?;
-        Ok(Terminate { wakeup })
-    }
-}
-
-impl AsFd for Terminate {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.wakeup.as_fd()
-    }
-}
-
 impl AsFd for Signals {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.wakeup.as_fd()
+        self.pipe.as_fd()
     }
 }

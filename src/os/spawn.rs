@@ -20,7 +20,7 @@ use nix::poll::{PollFd, PollFlags};
 use nix::unistd::{ForkResult, Pid, pipe2};
 
 use crate::os::logging::{self, Role};
-use crate::os::signals::Terminate;
+use crate::os::signals::SelfPipe;
 
 /// Which side of a `fork()` this is.
 #[derive(Debug)]
@@ -61,53 +61,51 @@ pub fn become_role(role: Role, comm: &CStr) {
     }
 }
 
-/// The parent's end of the lifeline.
+/// The read end of a pipe whose only message is that its write end
+/// closed: readable (EOF) once every copy of [`HeldEnd`] is gone, however
+/// its holders ended.
 #[derive(Debug)]
-pub struct LifelineWriter {
-    /// Never written: its only job is to be closed when the parent exits.
+pub struct ClosedWatch(OwnedFd);
+
+impl AsFd for ClosedWatch {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// The write end of that pipe: never written, held until closing it says
+/// what it means.
+#[derive(Debug)]
+pub struct HeldEnd {
     _write_end: OwnedFd,
 }
 
-/// A forked process's end of the lifeline: readable (EOF) once the parent
-/// is gone.
-#[derive(Debug)]
-pub struct Lifeline(OwnedFd);
-
-impl AsFd for Lifeline {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-/// Creates the lifeline pipe (both ends close-on-exec).
-pub fn lifeline() -> io::Result<(LifelineWriter, Lifeline)> {
+/// A new such pipe, both ends close-on-exec.
+fn closing_pipe() -> io::Result<(ClosedWatch, HeldEnd)> {
     let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
-    Ok((LifelineWriter { _write_end: write }, Lifeline(read)))
+    Ok((ClosedWatch(read), HeldEnd { _write_end: write }))
 }
 
-/// The parent's end of one child's login pipe: readable (EOF) once that
-/// child's client has logged in or the child is gone.
-#[derive(Debug)]
-pub struct LoginWatch(OwnedFd);
-
-impl AsFd for LoginWatch {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
+/// A forked process's end of the lifeline: readable once the parent is gone.
+pub type Lifeline = ClosedWatch;
+/// The parent's end of the lifeline.
+pub type LifelineWriter = HeldEnd;
+/// The parent's end of one child's login pipe: readable once that child's
+/// client has logged in or the child is gone.
+pub type LoginWatch = ClosedWatch;
 /// A client child's end of its login pipe: dropped once the client has a
 /// nickname.
-#[derive(Debug)]
-pub struct LoggingIn {
-    /// Never written: closing it is the message.
-    _write_end: OwnedFd,
+pub type LoggingIn = HeldEnd;
+
+/// Creates the lifeline pipe.
+pub fn lifeline() -> io::Result<(LifelineWriter, Lifeline)> {
+    let (watch, held) = closing_pipe()?;
+    Ok((held, watch))
 }
 
-/// Creates a login pipe (both ends close-on-exec).
+/// Creates a login pipe.
 pub fn login_pipe() -> io::Result<(LoginWatch, LoggingIn)> {
-    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
-    Ok((LoginWatch(read), LoggingIn { _write_end: write }))
+    closing_pipe()
 }
 
 /// What tells a forked process to stop: the parent's death (the lifeline
@@ -115,7 +113,7 @@ pub fn login_pipe() -> io::Result<(LoginWatch, LoggingIn)> {
 #[derive(Debug)]
 pub struct Stop {
     pub lifeline: Lifeline,
-    pub terminate: Terminate,
+    pub terminate: SelfPipe,
 }
 
 impl Stop {
