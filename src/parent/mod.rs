@@ -54,12 +54,52 @@ const BACKOFF: Duration = Duration::from_millis(100);
 const HUB_MAX_CRASHES: usize = 5;
 const HUB_CRASH_WINDOW: Duration = Duration::from_secs(60);
 
+/// What the server is for: the chat, or the class-lab echo server, which
+/// needs none of the chat's directories and sockets.
+enum Mode {
+    Chat(Chat),
+    Echo,
+}
+
+/// What the parent holds for the chat.
+struct Chat {
+    /// Where the hub's socket lives.
+    socket_dir: SocketDir,
+    /// The history's directory, held for its lock while the server runs.
+    _data_dir: DataDir,
+    /// The hub's listening socket. The parent holds it across hub
+    /// restarts (and never accepts on it), so a child that connects while
+    /// a new hub is starting waits in its backlog instead of failing.
+    hub_listener: ipc::Listener,
+    /// The admin socket (`mpchat status`), which the hub answers; kept
+    /// across hub restarts like the hub's socket. None if it could not be
+    /// made: the chat works without it.
+    admin: Option<(UnixListener, PathBuf)>,
+}
+
 /// Work for a freshly forked process.
 enum Job {
-    Hub(ipc::Listener, Option<UnixListener>),
-    /// The client, its address, its login pipe and its scoreboard slot.
-    Client(TcpStream, SocketAddr, Option<LoggingIn>, Place),
+    Hub(HubJob),
+    Client(ClientJob),
     Echo(TcpStream),
+}
+
+/// The hub's own copies of the sockets the parent keeps for every hub.
+struct HubJob {
+    listener: ipc::Listener,
+    admin: Option<UnixListener>,
+    socket_dir: SocketDir,
+}
+
+/// A client admitted to the chat.
+struct ClientJob {
+    client: TcpStream,
+    peer: SocketAddr,
+    /// Dropped once the client has a nickname; none when logins are not
+    /// counted.
+    logging_in: Option<LoggingIn>,
+    slot: Place,
+    hub_socket: PathBuf,
 }
 
 /// The processes the parent has forked and not yet reaped.
@@ -128,19 +168,7 @@ pub struct Server {
     lifeline_writer: LifelineWriter,
     /// Inherited by every forked process.
     lifeline: Lifeline,
-    /// Where the hub's socket lives; none in echo mode.
-    socket_dir: Option<SocketDir>,
-    /// The history's directory, locked while the server runs; none in
-    /// echo mode.
-    data_dir: Option<DataDir>,
-    /// The hub's listening socket. The parent holds it across hub
-    /// restarts (and never accepts on it), so a child that connects while
-    /// a new hub is starting waits in its backlog instead of failing.
-    hub_listener: Option<ipc::Listener>,
-    /// The admin socket (`mpchat status`), which the hub answers; kept
-    /// across hub restarts like the hub's socket. None in echo mode.
-    admin_listener: Option<UnixListener>,
-    admin_path: Option<PathBuf>,
+    mode: Mode,
     /// Counters shared with every process, and the slots not in use.
     scoreboard: Scoreboard,
     free_slots: Vec<Place>,
@@ -168,40 +196,10 @@ impl Server {
         if let Some(name) = &config.user {
             privileges::become_user(name)?;
         }
-        let data_dir = if config.echo {
-            None
+        let mode = if config.echo {
+            Mode::Echo
         } else {
-            Some(DataDir::open(&config.history.dir)?)
-        };
-        let socket_dir = if config.echo {
-            None
-        } else {
-            Some(SocketDir::create().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create a private directory for the hub's socket: {e}"),
-                )
-            })?)
-        };
-        let hub_listener = match &socket_dir {
-            Some(dir) => Some(ipc::Listener::bind(&dir.socket_path())?),
-            None => None,
-        };
-        let (admin_listener, admin_path) = if config.echo {
-            (None, None)
-        } else {
-            let port = listener.local_addr()?.port();
-            match status::bind(port) {
-                Ok((listener, path)) => {
-                    log::info!("admin socket at {}", path.display());
-                    (Some(listener), Some(path))
-                }
-                // Chat works without it; only `mpchat status` will not.
-                Err(e) => {
-                    log::warn!("no admin socket, so no `mpchat status`: {e}");
-                    (None, None)
-                }
-            }
+            Mode::Chat(Chat::open(&config, listener.local_addr()?.port())?)
         };
         let scoreboard = Scoreboard::create(config.max_clients)?;
         let free_slots = scoreboard.places();
@@ -218,11 +216,7 @@ impl Server {
             signals: Signals::install()?,
             lifeline_writer,
             lifeline,
-            socket_dir,
-            data_dir,
-            hub_listener,
-            admin_listener,
-            admin_path,
+            mode,
             scoreboard,
             free_slots,
             hub_crashes: Vec::new(),
@@ -321,16 +315,16 @@ impl Server {
 
     /// Forks the hub; `Some` in the hub.
     fn start_hub(&mut self) -> io::Result<Option<Job>> {
-        let (Some(dir), Some(_)) = (&self.socket_dir, &self.hub_listener) else {
+        let Mode::Chat(chat) = &self.mode else {
             return Ok(None);
         };
-        log::info!("hub socket at {}", dir.socket_path().display());
+        log::info!("hub socket at {}", chat.socket_dir.socket_path().display());
+        let job = chat.hub_job()?;
         match spawn::fork()? {
-            Forked::Child => Ok(self
-                .hub_listener
-                .take()
-                .map(|hub| Job::Hub(hub, self.admin_listener.take()))),
+            Forked::Child => Ok(Some(Job::Hub(job))),
             Forked::Parent(pid) => {
+                // The hub's copies are the hub's.
+                drop(job);
                 log::info!("hub started as pid {pid}");
                 self.children.hub = Some(pid);
                 Ok(None)
@@ -425,7 +419,11 @@ impl Server {
         peer: SocketAddr,
         slot: Place,
     ) -> Result<Option<Job>, (TcpStream, io::Error)> {
-        let login = if self.admission.counts_unregistered() && !self.config.echo {
+        let hub_socket = match &self.mode {
+            Mode::Chat(chat) => Some(chat.socket_dir.socket_path()),
+            Mode::Echo => None,
+        };
+        let login = if self.admission.counts_unregistered() && hub_socket.is_some() {
             match spawn::login_pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => return Err((stream, e)),
@@ -439,10 +437,15 @@ impl Server {
                     drop(watch);
                     logging_in
                 });
-                Ok(Some(if self.config.echo {
-                    Job::Echo(stream)
-                } else {
-                    Job::Client(stream, peer, logging_in, slot)
+                Ok(Some(match hub_socket {
+                    Some(hub_socket) => Job::Client(ClientJob {
+                        client: stream,
+                        peer,
+                        logging_in,
+                        slot,
+                        hub_socket,
+                    }),
+                    None => Job::Echo(stream),
                 }))
             }
             Ok(Forked::Parent(pid)) => {
@@ -487,103 +490,39 @@ impl Server {
             signals,
             lifeline_writer,
             lifeline,
-            socket_dir,
-            data_dir,
+            mode,
             logging_in,
-            hub_listener,
-            admin_listener,
             scoreboard,
             ..
         } = self;
-        // Close what belongs to the parent: the listening socket (only the
-        // parent accepts), the lifeline's write end (or the parent's death
-        // would go unnoticed), the other children's login pipes and the
-        // signal self-pipe (or a signal to this process would wake the
-        // parent).
         let address = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(config.bind, config.port));
+        // Close what belongs to the parent: the listening socket (only the
+        // parent accepts), the lifeline's write end (or the parent's death
+        // would go unnoticed), the other children's login pipes, and the
+        // chat's sockets, whose copies a hub has in its job.
         drop(listener);
         drop(lifeline_writer);
         drop(logging_in);
-        // The data directory's lock file: its POSIX lock is the parent's
-        // alone (a fork does not pass it on, and closing this copy of the
-        // fd does not release it), so the copy is just one more fd to close.
-        drop(data_dir);
-        // Only a hub takes the hub's and the admin socket (as its job); in
-        // anyone else they are the parent's copies.
-        drop(hub_listener);
-        drop(admin_listener);
-        let stop = match signals.forget_in_child() {
-            Ok(terminate) => spawn::Stop {
-                lifeline,
-                terminate,
-            },
-            Err(e) => {
-                log::error!("cannot set up signals: {e}");
-                exit_forked(1);
-            }
-        };
-        if !matches!(job, Job::Hub(..))
-            && let Err(e) = signals::ignore_hangup()
-        {
-            log::error!("cannot set up signals: {e}");
-            exit_forked(1);
-        }
+        // With them the data directory's lock file: its POSIX lock is the
+        // parent's alone (a fork does not pass it on, and closing this
+        // copy of the fd does not release it), so the copy is just one
+        // more fd to close.
+        drop(mode);
+        let stop = forked_stop(signals, lifeline, &job);
         // A panic must end this process through `_exit` like any other
         // ending, not unwind out of the parent's loop and `main`, whose
         // exit handlers and buffers are the parent's: it is caught here,
         // where every job runs. (`panic = "abort"` would do it only in the
         // release profile, not in the builds the tests run.) The panic
         // hook has already logged where it happened.
-        let job = std::panic::AssertUnwindSafe(move || match job {
-            Job::Hub(hub_listener, admin_listener) => {
-                spawn::become_role(Role::Hub, c"mpchat-hub");
-                title::set("mpchat: hub, 0 users");
-                let dir = socket_dir.expect("the hub runs only in chat mode");
-                let admin = admin_listener.map(|listener| status::Admin {
-                    listener,
-                    scoreboard,
-                    address,
-                });
-                hub::run(
-                    hub_listener,
-                    stop,
-                    dir,
-                    config.backlog.stall,
-                    &config.history,
-                    admin,
-                )
-            }
-            Job::Client(client, peer, logging_in, slot) => {
-                spawn::become_role(Role::Child, c"mpchat-client");
-                title::set(&format!("mpchat: login {peer}"));
-                let socket = socket_dir
-                    .expect("clients chat only in chat mode")
-                    .socket_path();
-                let setup = session::Setup {
-                    client,
-                    peer,
-                    stop,
-                    login_timeout: config.login_timeout,
-                    logging_in,
-                    flood: config.flood,
-                    backlog: config.backlog,
-                    idle_timeout: config.idle_timeout,
-                    slot: scoreboard.slot(slot),
-                    totals: scoreboard.totals,
-                };
-                session::run(setup, &socket)
-            }
-            Job::Echo(client) => {
-                spawn::become_role(Role::Echo, c"mpchat-echo");
-                if let Ok(peer) = client.peer_addr() {
-                    title::set(&format!("mpchat: echo {peer}"));
-                }
-                echo::run(client, stop)
-            }
+        let run = std::panic::AssertUnwindSafe(move || match job {
+            Job::Hub(job) => run_hub(job, stop, &config, scoreboard, address),
+            Job::Client(job) => run_client(job, stop, &config, scoreboard),
+            Job::Echo(client) => run_echo(client, stop),
         });
-        let code = match std::panic::catch_unwind(job) {
+        let code = match std::panic::catch_unwind(run) {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
                 log::error!("{e}");
@@ -601,8 +540,7 @@ impl Server {
             listener,
             signals,
             lifeline_writer,
-            socket_dir,
-            admin_path,
+            mode,
             mut children,
             ..
         } = self;
@@ -630,14 +568,141 @@ impl Server {
             let _ = poll(&mut fds, clock::poll_timeout(left));
             signals.take();
         }
-        if let Some(dir) = socket_dir {
-            dir.remove();
-        }
-        if let Some(path) = admin_path {
-            let _ = std::fs::remove_file(path);
+        if let Mode::Chat(chat) = mode {
+            chat.remove();
         }
         log::info!("stopped");
     }
+}
+
+impl Chat {
+    /// Locks the data directory and makes the hub's and the admin socket.
+    fn open(config: &Config, port: u16) -> io::Result<Chat> {
+        let data_dir = DataDir::open(&config.history.dir)?;
+        let socket_dir = SocketDir::create().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create a private directory for the hub's socket: {e}"),
+            )
+        })?;
+        let hub_listener = ipc::Listener::bind(&socket_dir.socket_path())?;
+        let admin = match status::bind(port) {
+            Ok((listener, path)) => {
+                log::info!("admin socket at {}", path.display());
+                Some((listener, path))
+            }
+            Err(e) => {
+                log::warn!("no admin socket, so no `mpchat status`: {e}");
+                None
+            }
+        };
+        Ok(Chat {
+            socket_dir,
+            _data_dir: data_dir,
+            hub_listener,
+            admin,
+        })
+    }
+
+    /// Copies of the sockets for a new hub, made before the fork so that
+    /// a failure is the parent's to handle; the parent closes its copies
+    /// once the hub is forked, and keeps the originals for the next hub.
+    fn hub_job(&self) -> io::Result<HubJob> {
+        let admin = match &self.admin {
+            Some((listener, _)) => Some(listener.try_clone()?),
+            None => None,
+        };
+        Ok(HubJob {
+            listener: self.hub_listener.try_clone()?,
+            admin,
+            socket_dir: self.socket_dir.clone(),
+        })
+    }
+
+    /// Removes the hub's and the admin socket at shutdown.
+    fn remove(self) {
+        self.socket_dir.remove();
+        if let Some((_, path)) = self.admin {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A forked process's [`spawn::Stop`]: the parent's signal handlers go,
+/// SIGTERM comes back as an event, and SIGHUP is ignored except in the
+/// hub. Exits if that cannot be done.
+fn forked_stop(signals: Signals, lifeline: Lifeline, job: &Job) -> spawn::Stop {
+    let terminate = signals.forget_in_child();
+    let ignored = match job {
+        Job::Hub(_) => Ok(()),
+        Job::Client(_) | Job::Echo(_) => signals::ignore_hangup(),
+    };
+    match terminate.and_then(|terminate| ignored.map(|()| terminate)) {
+        Ok(terminate) => spawn::Stop {
+            lifeline,
+            terminate,
+        },
+        Err(e) => {
+            log::error!("cannot set up signals: {e}");
+            exit_forked(1);
+        }
+    }
+}
+
+fn run_hub(
+    job: HubJob,
+    stop: spawn::Stop,
+    config: &Config,
+    scoreboard: Scoreboard,
+    address: SocketAddr,
+) -> io::Result<()> {
+    spawn::become_role(Role::Hub, c"mpchat-hub");
+    title::set("mpchat: hub, 0 users");
+    let admin = job.admin.map(|listener| status::Admin {
+        listener,
+        scoreboard,
+        address,
+    });
+    let stall = config.backlog.stall;
+    hub::run(
+        job.listener,
+        stop,
+        job.socket_dir,
+        stall,
+        &config.history,
+        admin,
+    )
+}
+
+fn run_client(
+    job: ClientJob,
+    stop: spawn::Stop,
+    config: &Config,
+    scoreboard: Scoreboard,
+) -> io::Result<()> {
+    spawn::become_role(Role::Child, c"mpchat-client");
+    title::set(&format!("mpchat: login {}", job.peer));
+    let setup = session::Setup {
+        client: job.client,
+        peer: job.peer,
+        stop,
+        login_timeout: config.login_timeout,
+        logging_in: job.logging_in,
+        flood: config.flood,
+        backlog: config.backlog,
+        idle_timeout: config.idle_timeout,
+        slot: scoreboard.slot(job.slot),
+        totals: scoreboard.totals,
+    };
+    session::run(setup, &job.hub_socket)
+}
+
+fn run_echo(client: TcpStream, stop: spawn::Stop) -> io::Result<()> {
+    spawn::become_role(Role::Echo, c"mpchat-echo");
+    if let Ok(peer) = client.peer_addr() {
+        title::set(&format!("mpchat: echo {peer}"));
+    }
+    echo::run(client, stop)
 }
 
 /// Ends a forked process with `_exit`, as a forked child should: `exit`

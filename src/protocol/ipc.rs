@@ -304,6 +304,13 @@ impl AsFd for Listener {
 }
 
 impl Listener {
+    /// Another fd for the same socket (close-on-exec like the first).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(Listener {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Binds the hub's socket at `path`. The caller makes `path`'s directory
     /// private; the file is also made owner-only.
     pub fn bind(path: &Path) -> io::Result<Listener> {
