@@ -441,14 +441,17 @@ fn killing_the_hub_under_heavy_traffic_damages_no_line() {
             let mut client = server.login(&format!("s{s}"));
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                // Bursts of 50 lines, a millisecond apart, until told to
-                // stop: traffic that goes on through the hub's death.
+                // Bursts of 50 lines, 5 ms apart, until told to stop:
+                // traffic that goes on through the hub's death. (Paced, so
+                // that MAX_LINES lasts at least 20 s on a busy machine,
+                // where a new hub may take seconds to read the history
+                // the traffic wrote.)
                 let mut sent = 0;
                 while sent < MAX_LINES && !stop.load(Ordering::Relaxed) {
                     let burst: String = (sent..sent + 50).map(|i| format!("line {i}\n")).collect();
                     client.send_bytes(burst.as_bytes());
                     sent += 50;
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 (client, sent)
             })
