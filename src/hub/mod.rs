@@ -33,6 +33,8 @@ pub mod status;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,13 +43,14 @@ use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::os::dirs::{self, IfExists};
-use crate::os::logging::Throttle;
+use crate::os::scoreboard;
 use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::room::{ConnId, Delivery, Room, Target};
 use history::Writer;
+use schedule_file::ScheduleFile;
 use status::Admin;
 
 /// Messages taken from one child per turn, so one busy child cannot starve
@@ -151,7 +154,7 @@ impl Conn {
 
 /// A report on its way to `mpchat status`.
 struct Reply {
-    stream: std::os::unix::net::UnixStream,
+    stream: UnixStream,
     bytes: Vec<u8>,
     sent: usize,
 }
@@ -200,15 +203,8 @@ struct Hub {
     trim_at: Option<Instant>,
     room: Room,
     buf: Vec<u8>,
-    /// Where the scheduled messages are saved, and which change of them
-    /// was saved last.
-    state_path: PathBuf,
-    saved_changes: u64,
-    /// When a save last failed (the next try waits a second, so a full
-    /// disk does not slow the room) and when that was last logged (once a
-    /// minute, so it does not fill the log either).
-    save_failed: Option<std::time::Instant>,
-    save_errors: Throttle,
+    /// Where the scheduled messages are saved.
+    schedule: ScheduleFile,
 }
 
 /// Runs the hub until the parent is gone or it is told to stop.
@@ -224,32 +220,8 @@ pub fn run(
     admin: Option<Admin>,
 ) -> io::Result<()> {
     let hangup = SelfPipe::on(signal_hook::consts::SIGHUP)?;
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(
-        &stop.lifeline,
-        EpollEvent::new(EpollFlags::EPOLLIN, LIFELINE),
-    )?;
-    epoll.add(
-        &stop.terminate,
-        EpollEvent::new(EpollFlags::EPOLLIN, TERMINATE),
-    )?;
-    epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
-    epoll.add(&hangup, EpollEvent::new(EpollFlags::EPOLLIN, HANGUP))?;
-    if let Some(admin) = &admin {
-        epoll.add(&admin.listener, EpollEvent::new(EpollFlags::EPOLLIN, ADMIN))?;
-    }
-    let (writer, recent) = Writer::open(history).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot open the history in {}: {e}", history.dir.display()),
-        )
-    })?;
-    // In the data directory, so the schedule outlives the whole server.
-    let state_path = history.dir.join("schedule.json");
-    let mut room = Room::new();
-    room.restore(schedule_file::load(&state_path));
-    room.restore_history(recent, history.replay_lines);
-    let saved_changes = room.schedule_changes();
+    let epoll = watch_own_fds(&listener, &stop, &hangup, admin.as_ref())?;
+    let (writer, room, schedule) = open_room(history)?;
     let mut hub = Hub {
         epoll,
         listener,
@@ -271,10 +243,7 @@ pub fn run(
         trim_at: None,
         room,
         buf: Vec::new(),
-        state_path,
-        saved_changes,
-        save_failed: None,
-        save_errors: Throttle::new(Duration::from_secs(60)),
+        schedule,
     };
     let parent_gone = hub.serve()?;
     hub.history.close();
@@ -290,6 +259,45 @@ pub fn run(
     Ok(())
 }
 
+/// An epoll set with the hub's own fds in it, each under its token.
+fn watch_own_fds(
+    listener: &Listener,
+    stop: &Stop,
+    hangup: &SelfPipe,
+    admin: Option<&Admin>,
+) -> io::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let mut fds = vec![
+        (stop.lifeline.as_fd(), LIFELINE),
+        (stop.terminate.as_fd(), TERMINATE),
+        (listener.as_fd(), LISTENER),
+        (hangup.as_fd(), HANGUP),
+    ];
+    fds.extend(admin.map(|admin| (admin.listener.as_fd(), ADMIN)));
+    for (fd, token) in fds {
+        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+    }
+    Ok(epoll)
+}
+
+/// The room as the last hub left it: its recent lines from the history,
+/// which this hub goes on writing, and its schedule from the schedule file
+/// (in the data directory, so it outlives the whole server).
+fn open_room(history: &history::Options) -> io::Result<(Writer, Room, ScheduleFile)> {
+    let (writer, recent) = Writer::open(history).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open the history in {}: {e}", history.dir.display()),
+        )
+    })?;
+    let path = history.dir.join("schedule.json");
+    let mut room = Room::new();
+    room.restore(schedule_file::load(&path));
+    room.restore_history(recent, history.replay_lines);
+    let schedule = ScheduleFile::new(path, room.schedule_changes());
+    Ok((writer, room, schedule))
+}
+
 impl Hub {
     /// Serves until told to stop; true if it stops because the parent
     /// is gone.
@@ -303,79 +311,92 @@ impl Hub {
                 Err(e) => return Err(e.into()),
             };
             for event in &events[..ready] {
-                match event.data() {
-                    LIFELINE => {
-                        log::info!("the parent is gone; hub exiting");
-                        return Ok(true);
-                    }
-                    TERMINATE => {
-                        log::info!("hub exiting");
-                        return Ok(false);
-                    }
-                    LISTENER => self.accept_all(),
-                    ADMIN => self.answer_admin(),
-                    id if id >= FIRST_REPLY => self.write_reply(id),
-                    HANGUP => {
-                        self.hangup.drain();
-                        self.history.reopen();
-                    }
-                    id => {
-                        let flags = event.events();
-                        // A child that is gone is heard to its end even
-                        // while queues are full: epoll would report it
-                        // again at once, and it waits for no one.
-                        let hung_up = flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
-                        if hung_up || flags.contains(EpollFlags::EPOLLIN) {
-                            self.read_from(id, hung_up);
-                        }
-                        if flags.contains(EpollFlags::EPOLLOUT) {
-                            self.dirty.push(id);
-                        }
-                    }
+                if let Some(parent_gone) = self.handle(event) {
+                    return Ok(parent_gone);
                 }
             }
-            let due = self.room.due(SystemTime::now());
-            self.deliver(due);
-            // Written before anyone is sent it, like the schedule below: a
-            // line someone has read is in the history, even if the hub
-            // dies the next moment.
-            let lines = self.room.take_unwritten();
-            if let Some(admin) = &self.admin {
-                let messages = lines.iter().filter(|e| e.is_message()).count();
-                admin
-                    .scoreboard
-                    .totals
-                    .messages
-                    .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            self.history.append(lines);
-            let now = Instant::now();
-            self.history.write(now);
-            // Saved before anyone hears of it: a confirmed scheduled
-            // message is on disk, even if the hub dies the next moment.
-            self.save_if_changed();
-            self.drop_stalled(now);
-            self.flush_dirty();
-            self.trim_if_due(now);
-            if self.full == 0 && !self.deferred.is_empty() {
-                self.resume();
-            }
-            // A count off by one would stop the room for good; the tests
-            // run debug builds, which check it every turn.
-            debug_assert_eq!(
-                self.full,
-                self.conns.values().filter(|c| c.is_full()).count(),
-                "full queues miscounted"
-            );
-            self.show_users();
+            self.end_turn();
         }
+    }
+
+    /// Does what one event asks; `Some` if the hub is to stop (true if the
+    /// parent is gone).
+    fn handle(&mut self, event: &EpollEvent) -> Option<bool> {
+        match event.data() {
+            LIFELINE => {
+                log::info!("the parent is gone; hub exiting");
+                return Some(true);
+            }
+            TERMINATE => {
+                log::info!("hub exiting");
+                return Some(false);
+            }
+            LISTENER => self.accept_all(),
+            ADMIN => self.answer_admin(),
+            id if id >= FIRST_REPLY => self.write_reply(id),
+            HANGUP => {
+                self.hangup.drain();
+                self.history.reopen();
+            }
+            id => {
+                let flags = event.events();
+                // A child that is gone is heard to its end even while
+                // queues are full: epoll would report it again at once,
+                // and it waits for no one.
+                let hung_up = flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
+                if hung_up || flags.contains(EpollFlags::EPOLLIN) {
+                    self.read_from(id, hung_up);
+                }
+                if flags.contains(EpollFlags::EPOLLOUT) {
+                    self.dirty.push(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// What follows the events of one wait: what is due, the disk, then
+    /// the children's sockets, in that order.
+    fn end_turn(&mut self) {
+        let due = self.room.due(SystemTime::now());
+        self.deliver(due);
+        // Written before anyone is sent it, like the schedule below: a
+        // line someone has read is in the history, even if the hub dies
+        // the next moment.
+        let lines = self.room.take_unwritten();
+        if let Some(admin) = &self.admin {
+            let messages = lines.iter().filter(|e| e.is_message()).count();
+            scoreboard::add(&admin.scoreboard.totals.messages, messages as u64);
+        }
+        self.history.append(lines);
+        let now = Instant::now();
+        self.history.write(now);
+        // Saved before anyone hears of it: a confirmed scheduled message
+        // is on disk, even if the hub dies the next moment.
+        let room = &self.room;
+        self.schedule
+            .save_if_changed(room.schedule_changes(), || room.saved(), now);
+        self.drop_stalled(now);
+        self.flush_dirty();
+        self.trim_if_due(now);
+        if self.full == 0 && !self.deferred.is_empty() {
+            self.resume();
+        }
+        // A count off by one would stop the room for good; the tests run
+        // debug builds, which check it every turn.
+        debug_assert_eq!(
+            self.full,
+            self.conns.values().filter(|c| c.is_full()).count(),
+            "full queues miscounted"
+        );
+        self.show_users();
     }
 
     /// Answers everyone waiting on the admin socket with a report. Only
     /// the server's own user and root are answered.
     fn answer_admin(&mut self) {
-        let Some(admin) = &self.admin else { return };
         loop {
+            let Some(admin) = &self.admin else { return };
             let stream = match admin.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -384,46 +405,64 @@ impl Hub {
                     return;
                 }
             };
-            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-            {
-                Ok(c) if c.uid() == self.uid || c.uid() == 0 => {}
-                Ok(c) => {
-                    log::warn!("refused a status request from uid {}", c.uid());
-                    continue;
-                }
-                Err(e) => {
-                    log::warn!("refused a status request: {e}");
-                    continue;
-                }
+            if self.may_ask(&stream) {
+                let bytes = self.report();
+                self.send_reply(stream, bytes);
             }
-            let members = self.room.members().iter().filter_map(|conn| {
-                let (nick, address) = self.room.user(*conn)?;
-                Some(status::Member {
-                    nick,
-                    address,
-                    pid: self.conns.get(conn)?.pid,
-                })
-            });
-            let bytes = status::encode(&status::report(admin, members));
-            if stream.set_nonblocking(true).is_err() {
-                continue;
+        }
+    }
+
+    /// True if the one asking for a report is the server's own user or
+    /// root.
+    fn may_ask(&self, stream: &UnixStream) -> bool {
+        match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(c) if c.uid() == self.uid || c.uid() == 0 => true,
+            Ok(c) => {
+                log::warn!("refused a status request from uid {}", c.uid());
+                false
             }
-            let id = self.next_reply;
-            self.next_reply += 1;
-            let reply = Reply {
-                stream,
-                bytes,
-                sent: 0,
-            };
-            // Written as the socket takes it, so a slow reader never holds
-            // up the room.
-            if self
-                .epoll
-                .add(&reply.stream, EpollEvent::new(EpollFlags::EPOLLOUT, id))
-                .is_ok()
-            {
-                self.replies.insert(id, reply);
+            Err(e) => {
+                log::warn!("refused a status request: {e}");
+                false
             }
+        }
+    }
+
+    /// The report for `mpchat status`, encoded.
+    fn report(&self) -> Vec<u8> {
+        let Some(admin) = &self.admin else {
+            return Vec::new();
+        };
+        let members = self.room.members().iter().filter_map(|conn| {
+            let (nick, address) = self.room.user(*conn)?;
+            Some(status::Member {
+                nick,
+                address,
+                pid: self.conns.get(conn)?.pid,
+            })
+        });
+        status::encode(&status::report(admin, members))
+    }
+
+    /// Starts writing a report, as the socket takes it, so a slow reader
+    /// never holds up the room.
+    fn send_reply(&mut self, stream: UnixStream, bytes: Vec<u8>) {
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let id = self.next_reply;
+        self.next_reply += 1;
+        let reply = Reply {
+            stream,
+            bytes,
+            sent: 0,
+        };
+        if self
+            .epoll
+            .add(&reply.stream, EpollEvent::new(EpollFlags::EPOLLOUT, id))
+            .is_ok()
+        {
+            self.replies.insert(id, reply);
         }
     }
 
@@ -458,37 +497,6 @@ impl Hub {
             self.users_shown = users;
             let plural = if users == 1 { "" } else { "s" };
             title::set(&format!("mpchat: hub, {users} user{plural}"));
-        }
-    }
-
-    /// Saves the scheduled messages if they changed. A failure (disk full,
-    /// read-only directory) is logged at most once a minute and chat goes
-    /// on; the last good file stays as it was.
-    fn save_if_changed(&mut self) {
-        let changes = self.room.schedule_changes();
-        let now = std::time::Instant::now();
-        if changes == self.saved_changes
-            || self
-                .save_failed
-                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            return;
-        }
-        match schedule_file::save(&self.state_path, &self.room.saved()) {
-            Ok(()) => {
-                self.saved_changes = changes;
-                self.save_failed = None;
-            }
-            Err(e) => {
-                self.save_failed = Some(now);
-                self.save_errors.error(
-                    now,
-                    format_args!(
-                        "cannot save the scheduled messages to {}: {e}",
-                        self.state_path.display()
-                    ),
-                );
-            }
         }
     }
 

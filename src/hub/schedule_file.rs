@@ -9,9 +9,67 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use crate::os::logging::Throttle;
 use crate::room::saved::State;
+
+/// After a failed save the next try waits this long, so a full disk does
+/// not slow the room; the failure is logged once a minute at most, so it
+/// does not fill the log either.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The schedule file, and which change of the room's schedule is in it.
+pub struct ScheduleFile {
+    path: PathBuf,
+    saved_changes: u64,
+    failed: Option<Instant>,
+    errors: Throttle,
+}
+
+impl ScheduleFile {
+    /// The file at `path`, which holds the schedule as of `saved_changes`.
+    pub fn new(path: PathBuf, saved_changes: u64) -> ScheduleFile {
+        ScheduleFile {
+            path,
+            saved_changes,
+            failed: None,
+            errors: Throttle::new(LOG_EVERY),
+        }
+    }
+
+    /// Saves the schedule if it has changed since (`changes` counts its
+    /// changes; `state` makes what is saved). A failure (disk full,
+    /// read-only directory) is logged and chat goes on; the last good file
+    /// stays as it was.
+    pub fn save_if_changed(&mut self, changes: u64, state: impl FnOnce() -> State, now: Instant) {
+        if changes == self.saved_changes
+            || self
+                .failed
+                .is_some_and(|t| now.duration_since(t) < RETRY_AFTER)
+        {
+            return;
+        }
+        match save(&self.path, &state()) {
+            Ok(()) => {
+                self.saved_changes = changes;
+                self.failed = None;
+            }
+            Err(e) => {
+                self.failed = Some(now);
+                self.errors.error(
+                    now,
+                    format_args!(
+                        "cannot save the scheduled messages to {}: {e}",
+                        self.path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
 
 /// Replaces the file at `path` with `state`, atomically.
 pub fn save(path: &Path, state: &State) -> io::Result<()> {

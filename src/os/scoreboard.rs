@@ -98,7 +98,13 @@ pub struct Scoreboard {
 
 /// Adds one to a counter.
 pub fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    add(counter, 1);
+}
+
+/// Adds `n` to a counter. Counters are only ever read as totals, so no
+/// order with other memory is needed.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 pub fn now_ms() -> u64 {
