@@ -29,8 +29,11 @@
 //! only through the messages of `protocol::ipc`. Checked by
 //! `scripts/check_layout.py`.
 
+mod backlog;
 pub mod echo;
 pub mod flood;
+
+pub use backlog::BacklogLimits;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -51,6 +54,7 @@ use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::ipc::{self, Event, Link, Received, ToChild, ToHub};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
+use crate::session::backlog::Backlog;
 use crate::session::flood::{Flood, FloodLimits, Verdict};
 
 /// An unfinished line counts as complete once it has sat this long: the
@@ -58,24 +62,6 @@ use crate::session::flood::{Flood, FloodLimits, Verdict};
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Failed nickname attempts before the child gives up on a client.
 pub const MAX_LOGIN_FAILURES: u32 = 5;
-/// A client with more than this waiting is behind: for a while the child
-/// stops taking lines from the hub, so the hub, once this child's queue
-/// there is full, holds the room's senders back until the client has
-/// caught up (to a quarter of this). A reader that is only busy for a
-/// moment thus slows the senders down instead of losing anything. (Less
-/// than half of `--max-backlog-bytes`, when that is smaller.)
-const BEHIND_AT: usize = 256 * 1024;
-/// How long the room waits for a client that is behind. One that has not
-/// caught up by then reads more slowly than the room talks: the child
-/// takes the hub's lines again, and the client is cut off if what waits
-/// for it passes the hard bound.
-const CATCH_UP_TIME: Duration = Duration::from_secs(1);
-/// Written bytes at the front of the backlog are dropped once there are
-/// this many, so a client that reads slowly but steadily, never catching
-/// up, does not make the buffer grow without end.
-const COMPACT_AT: usize = 512 * 1024;
-/// Backlog capacity a child keeps between bursts.
-const BACKLOG_KEPT: usize = 4 * 1024;
 /// How long the backlog must have been empty before the buffers are given
 /// back: freeing them after every batch would cost more than it saves.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
@@ -116,17 +102,6 @@ const FELL_BEHIND_FAREWELL_TIME: Duration = Duration::from_secs(3);
 /// How long to wait for the client's own close after ours, so that its
 /// unread input does not make our close a reset that loses the farewell.
 const LINGER_TIME: Duration = Duration::from_millis(200);
-
-/// When a client that does not keep up is cut off.
-#[derive(Debug, Clone, Copy)]
-pub struct BacklogLimits {
-    /// Bytes that may wait in the child beyond what the kernel buffers
-    /// (0: no limit): the memory one client may cost.
-    pub bytes: usize,
-    /// How long the client's socket may take nothing while lines wait
-    /// (`None`: forever).
-    pub stall: Option<Duration>,
-}
 
 /// What the child needs, handed over by the parent after the fork.
 #[derive(Debug)]
@@ -188,17 +163,8 @@ struct Session {
     reader: LineReader,
     /// Lines received but not yet carried out.
     inbox: VecDeque<Line>,
-    /// Bytes for the client not yet written; `sent` of them are done.
-    backlog: Vec<u8>,
-    sent: usize,
-    /// Lines in the backlog not yet written in full.
-    unsent_lines: usize,
-    backlog_limits: BacklogLimits,
-    /// Since when the client's socket has taken nothing while bytes wait
-    /// for it (`None` while nothing waits).
-    stalled: clock::Stall,
-    /// Since when the client has been behind (see [`BEHIND_AT`]).
-    behind_since: Option<Instant>,
+    /// What waits for the client.
+    backlog: Backlog,
     /// Requests sent to the hub, and how many of them it has finished.
     requests: u64,
     answered: u64,
@@ -215,8 +181,6 @@ struct Session {
     login_deadline: Instant,
     idle_timeout: Option<Duration>,
     last_input: Instant,
-    /// When the child last wrote to the client.
-    last_output: Instant,
     client_eof: bool,
     /// Receives datagrams from the hub; see [`Link::try_recv_into`].
     buf: Vec<u8>,
@@ -263,12 +227,7 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         stop,
         reader: LineReader::new(),
         inbox: VecDeque::new(),
-        backlog: Vec::new(),
-        sent: 0,
-        unsent_lines: 0,
-        backlog_limits,
-        stalled: clock::Stall::default(),
-        behind_since: None,
+        backlog: Backlog::new(backlog_limits, now),
         requests: 0,
         answered: 0,
         held: VecDeque::new(),
@@ -279,7 +238,6 @@ pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         login_deadline: now + login_timeout,
         idle_timeout,
         last_input: now,
-        last_output: now,
         client_eof: false,
         buf: Vec::new(),
         slot,
@@ -313,41 +271,16 @@ impl Session {
                 log::info!("{} closed the connection", self.peer);
                 return Ok(End::Silently);
             }
-            if let Some(why) = self.falling_behind(Instant::now()) {
+            if let Some(why) = self.backlog.falling_behind(Instant::now()) {
                 log::info!("{} is not reading: {why}; disconnecting", self.peer);
                 scoreboard::bump(&self.totals.slow_disconnects);
-                self.drop_unsent();
+                self.backlog.drop_unsent();
                 return Ok(End::FellBehind);
             }
             if let Some(end) = self.wait_and_handle()? {
                 return Ok(end);
             }
         }
-    }
-
-    /// Why the client must be cut off for not keeping up, if it must:
-    /// its socket has taken nothing for the stall timeout, or more waits
-    /// for it than the hard bound.
-    fn falling_behind(&self, now: Instant) -> Option<String> {
-        let BacklogLimits { bytes, stall } = self.backlog_limits;
-        let waiting = self.backlog.len() - self.sent;
-        if bytes > 0 && waiting > bytes {
-            return Some(format!("{waiting} bytes waiting"));
-        }
-        let stall = stall?;
-        let over = self.stalled.deadline(stall)?;
-        (now >= over).then(|| format!("nothing taken for {} s", stall.as_secs()))
-    }
-
-    /// Forgets the lines a client that is being cut off for not reading
-    /// would never read, so that the one line saying why comes next (after
-    /// the rest of a line already half written).
-    fn drop_unsent(&mut self) {
-        let unsent = &self.backlog[self.sent..];
-        let keep = unsent.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
-        self.backlog.truncate(self.sent + keep);
-        self.backlog.shrink_to_fit();
-        self.unsent_lines = usize::from(keep > 0);
     }
 
     /// True while the hub has not finished every request sent to it.
@@ -523,11 +456,11 @@ impl Session {
         if self.reading_client() {
             client_events |= PollFlags::POLLIN;
         }
-        if self.sent < self.backlog.len() {
+        if self.backlog.waiting() {
             client_events |= PollFlags::POLLOUT;
         }
         let mut hub_events = PollFlags::empty();
-        if !self.waiting_for_catch_up() {
+        if !self.backlog.waiting_for_catch_up() {
             hub_events |= PollFlags::POLLIN;
         }
         if !self.outbox.is_empty() {
@@ -590,13 +523,8 @@ impl Session {
             matches!(self.phase, Phase::Login { .. }).then_some(self.login_deadline),
             self.idle_deadline(),
             self.buffers_to_release()
-                .then(|| self.last_output + RELEASE_AFTER),
-            self.backlog_limits
-                .stall
-                .and_then(|stall| self.stalled.deadline(stall)),
-            self.waiting_for_catch_up()
-                .then(|| self.behind_since.map(|since| since + CATCH_UP_TIME))
-                .flatten(),
+                .then(|| self.backlog.last_output() + RELEASE_AFTER),
+            self.backlog.deadline(),
         ];
         let Some(deadline) = deadlines.into_iter().flatten().min() else {
             return PollTimeout::NONE;
@@ -617,7 +545,7 @@ impl Session {
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
         }
-        if self.buffers_to_release() && now >= self.last_output + RELEASE_AFTER {
+        if self.buffers_to_release() && now >= self.backlog.last_output() + RELEASE_AFTER {
             self.release_buffers();
         }
         Ok(None)
@@ -633,14 +561,13 @@ impl Session {
     /// The backlog is empty, but it or the receive buffer still holds
     /// memory from traffic.
     fn buffers_to_release(&self) -> bool {
-        self.backlog.is_empty()
-            && (self.backlog.capacity() > BACKLOG_KEPT || self.buf.capacity() > 0)
+        self.backlog.is_empty() && (self.backlog.holds_memory() || self.buf.capacity() > 0)
     }
 
     /// Gives the memory of the last burst back rather than keep it dirty in
     /// every idle child for the rest of its session.
     fn release_buffers(&mut self) {
-        self.backlog = Vec::new();
+        self.backlog.release();
         self.buf = Vec::new();
         // SAFETY: malloc_trim only returns free heap pages to the kernel;
         // it has no preconditions and this process is single-threaded.
@@ -697,10 +624,7 @@ impl Session {
         for event in ipc::events(buf) {
             match event? {
                 // Nearly all the traffic: bytes ready for the client.
-                Event::ClientLine(bytes) => {
-                    self.backlog.extend_from_slice(bytes);
-                    self.unsent_lines += 1;
-                }
+                Event::ClientLine(bytes) => self.backlog.push_rendered(bytes),
                 Event::Other(event) => {
                     if let Some(end) = self.hub_event(event) {
                         return Ok(Some(end));
@@ -818,81 +742,18 @@ impl Session {
     /// Queues one line for the client; it is written before the child next
     /// waits, together with whatever else is queued by then.
     fn say(&mut self, line: &str) {
-        self.backlog.extend_from_slice(line.as_bytes());
-        self.backlog.extend_from_slice(CRLF.as_bytes());
-        self.unsent_lines += 1;
+        self.backlog.push_line(line);
     }
 
-    /// Writes as much of the backlog as the socket takes without waiting,
-    /// and notes since when the client has taken nothing.
+    /// Writes as much of the backlog as the client's socket takes without
+    /// waiting.
     fn flush(&mut self) -> io::Result<()> {
-        let taken = self.sent;
-        let result = self.write_backlog();
-        self.note_if_behind();
-        let (waiting, took) = (self.sent < self.backlog.len(), self.sent > taken);
-        let last_output = self.last_output;
-        self.stalled.note(waiting, took, || {
-            if took { last_output } else { Instant::now() }
-        });
-        self.slot
-            .backlog
-            .store(self.unsent_lines as u64, Ordering::Relaxed);
-        if self.sent == self.backlog.len() {
-            self.sent = 0;
-            self.backlog.clear();
-        } else if self.sent >= COMPACT_AT {
-            self.backlog.drain(..self.sent);
-            self.sent = 0;
+        let result = self.backlog.flush(&self.client, self.slot);
+        if result.is_err() {
+            // The client is gone; nothing more can reach it.
+            self.client_eof = true;
         }
         result
-    }
-
-    /// Notes when the client falls behind, and when it has caught up.
-    fn note_if_behind(&mut self) {
-        let waiting = self.backlog.len() - self.sent;
-        let behind_at = match self.backlog_limits.bytes {
-            0 => BEHIND_AT,
-            bound => BEHIND_AT.min(bound / 2),
-        };
-        if waiting <= behind_at / 4 {
-            self.behind_since = None;
-        } else if waiting > behind_at && self.behind_since.is_none() {
-            self.behind_since = Some(Instant::now());
-        }
-    }
-
-    /// The client is behind, and the room still waits for it to catch up:
-    /// the hub's lines are left in the socket meanwhile.
-    fn waiting_for_catch_up(&self) -> bool {
-        self.behind_since
-            .is_some_and(|since| since.elapsed() < CATCH_UP_TIME)
-    }
-
-    fn write_backlog(&mut self) -> io::Result<()> {
-        while self.sent < self.backlog.len() {
-            match (&self.client).write(&self.backlog[self.sent..]) {
-                Ok(n) => {
-                    let written = &self.backlog[self.sent..self.sent + n];
-                    let lines = written.iter().filter(|&&b| b == b'\n').count();
-                    self.unsent_lines = self.unsent_lines.saturating_sub(lines);
-                    self.slot
-                        .lines_out
-                        .fetch_add(lines as u64, Ordering::Relaxed);
-                    self.sent += n;
-                    self.last_output = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // The client is gone; nothing more can reach it.
-                    self.client_eof = true;
-                    self.sent = self.backlog.len();
-                    self.unsent_lines = 0;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Says the farewell, gives the client a moment to take it, and closes.
@@ -913,7 +774,7 @@ impl Session {
             End::Silently => (FAREWELL_TIME, false),
         };
         let deadline = Instant::now() + patience;
-        while self.sent < self.backlog.len()
+        while self.backlog.waiting()
             && self.wait_for_client(PollFlags::POLLOUT, deadline, stop_ends_it)
         {
             if self.flush().is_err() {
