@@ -190,69 +190,71 @@ struct Session {
 
 /// Runs one client's session to its end.
 pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
-    let Setup {
-        client,
-        peer,
-        stop,
-        login_timeout,
-        logging_in,
-        flood,
-        backlog: backlog_limits,
-        idle_timeout,
-        slot,
-        totals,
-    } = setup;
-    client.set_nonblocking(true)?;
-    // Lines are small and someone is waiting for each one.
-    client.set_nodelay(true)?;
-    nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER)?;
-    detect_dead_peer(&client)?;
+    prepare_socket(&setup.client)?;
     let hub = match Link::connect(hub_socket) {
         Ok(hub) => hub,
         Err(e) => {
-            log::error!("{peer}: cannot reach the hub: {e}");
-            let _ = (&client).write_all(format!("{}{CRLF}", render::SERVER_BUSY).as_bytes());
+            log::error!("{}: cannot reach the hub: {e}", setup.peer);
+            let busy = format!("{}{CRLF}", render::SERVER_BUSY);
+            let _ = (&setup.client).write_all(busy.as_bytes());
             return Err(e);
         }
     };
-    let now = Instant::now();
-    let mut session = Session {
-        client,
-        peer,
-        hub,
-        outbox: VecDeque::new(),
-        outbox_bytes: 0,
-        hub_socket: hub_socket.to_path_buf(),
-        pending_nick: None,
-        stop,
-        reader: LineReader::new(),
-        inbox: VecDeque::new(),
-        backlog: Backlog::new(backlog_limits, now),
-        requests: 0,
-        answered: 0,
-        held: VecDeque::new(),
-        phase: Phase::Login { failures: 0 },
-        logging_in,
-        flood: Flood::new(flood, now),
-        ending: None,
-        login_deadline: now + login_timeout,
-        idle_timeout,
-        last_input: now,
-        client_eof: false,
-        buf: Vec::new(),
-        slot,
-        totals,
-    };
+    let mut session = Session::new(setup, hub, hub_socket);
     session.say(render::WELCOME);
     let end = match session.converse() {
         Ok(end) => end,
         Err(e) => {
-            log::debug!("{peer}: {e}");
+            log::debug!("{}: {e}", session.peer);
             End::Silently
         }
     };
     session.close(end);
     Ok(())
+}
+
+/// The client's socket as the session uses it: never blocking, lines sent
+/// at once (they are small and someone waits for each), a fixed send
+/// buffer (see [`SEND_BUFFER`]) and a peer that vanished noticed.
+fn prepare_socket(client: &TcpStream) -> io::Result<()> {
+    client.set_nonblocking(true)?;
+    client.set_nodelay(true)?;
+    nix::sys::socket::setsockopt(client, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER)?;
+    detect_dead_peer(client)?;
+    Ok(())
+}
+
+impl Session {
+    fn new(setup: Setup, hub: Link, hub_socket: &Path) -> Session {
+        let now = Instant::now();
+        Session {
+            client: setup.client,
+            peer: setup.peer,
+            hub,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            hub_socket: hub_socket.to_path_buf(),
+            pending_nick: None,
+            stop: setup.stop,
+            reader: LineReader::new(),
+            inbox: VecDeque::new(),
+            backlog: Backlog::new(setup.backlog, now),
+            requests: 0,
+            answered: 0,
+            held: VecDeque::new(),
+            phase: Phase::Login { failures: 0 },
+            logging_in: setup.logging_in,
+            flood: Flood::new(setup.flood, now),
+            ending: None,
+            login_deadline: now + setup.login_timeout,
+            idle_timeout: setup.idle_timeout,
+            last_input: now,
+            client_eof: false,
+            buf: Vec::new(),
+            slot: setup.slot,
+            totals: setup.totals,
+        }
+    }
 }
 
 impl Session {
@@ -313,8 +315,8 @@ impl Session {
                 continue;
             }
             let end = match self.phase {
-                Phase::Login { .. } => self.login_line(text)?,
-                Phase::Chat { .. } => self.chat_line(text)?,
+                Phase::Login { .. } => self.login_line(text),
+                Phase::Chat { .. } => self.chat_line(text),
             };
             if end.is_some() {
                 return Ok(end);
@@ -324,17 +326,17 @@ impl Session {
     }
 
     /// A line typed at the nickname prompt.
-    fn login_line(&mut self, text: String) -> io::Result<Option<End>> {
+    fn login_line(&mut self, text: String) -> Option<End> {
         if command::is_quit(&text) {
-            return Ok(say_and_end("Bye."));
+            return say_and_end("Bye.");
         }
         if let Err(reason) = command::check_nick(&text) {
-            return Ok(self.login_failed(reason));
+            return self.login_failed(reason);
         }
         let addr = self.peer.to_string();
         self.pending_nick = Some(text.clone());
         self.request(ToHub::Login { nick: text, addr });
-        Ok(None)
+        None
     }
 
     fn login_failed(&mut self, reason: String) -> Option<End> {
@@ -352,59 +354,50 @@ impl Session {
     }
 
     /// A line from a registered user.
-    fn chat_line(&mut self, text: String) -> io::Result<Option<End>> {
+    fn chat_line(&mut self, text: String) -> Option<End> {
         // Leaving is never too fast.
-        if !command::is_quit(&text) {
-            match self.flood.line(Instant::now()) {
-                Verdict::Pass => {}
-                Verdict::Drop => return Ok(None),
-                Verdict::DropAndNotify => {
-                    self.reply(render::FLOOD_DROPPED.to_string());
-                    return Ok(None);
-                }
-                Verdict::Disconnect => {
-                    log::info!("{}: disconnected for excess flood", self.peer);
-                    scoreboard::bump(&self.totals.flood_disconnects);
-                    // After the replies to the lines that did pass.
-                    self.inbox.clear();
-                    self.ending = Some(End::Say(render::EXCESS_FLOOD.to_string()));
-                    return Ok(None);
-                }
-            }
+        if !command::is_quit(&text) && !self.flood_allows() {
+            return None;
         }
-        let request = match command::parse(&text) {
+        match command::parse(&text) {
             Command::Request(Request::Rename(nick)) => match command::check_nick(&nick) {
-                Ok(()) => Request::Rename(nick),
-                Err(reason) => {
-                    self.reply(reason);
-                    return Ok(None);
-                }
+                Ok(()) => self.request(ToHub::Request(Request::Rename(nick))),
+                Err(reason) => self.reply(reason),
             },
-            Command::Request(request) => request,
+            Command::Request(request) => self.request(ToHub::Request(request)),
             Command::Help => {
                 for line in render::HELP {
                     self.reply(line.to_string());
                 }
-                return Ok(None);
             }
-            Command::Usage(usage) => {
-                self.reply(usage.to_string());
-                return Ok(None);
-            }
-            Command::Unknown(word) => {
-                self.reply(render::unknown_command(&word));
-                return Ok(None);
-            }
+            Command::Usage(usage) => self.reply(usage.to_string()),
+            Command::Unknown(word) => self.reply(render::unknown_command(&word)),
             Command::Quit => {
                 let Phase::Chat { nick, .. } = &self.phase else {
-                    return Ok(Some(End::Silently));
+                    return Some(End::Silently);
                 };
                 log::info!("{} ({nick}) quit", self.peer);
-                return Ok(say_and_end(render::bye(nick)));
+                return say_and_end(render::bye(nick));
             }
-        };
-        self.request(ToHub::Request(request));
-        Ok(None)
+        }
+        None
+    }
+
+    /// True if the flood limit lets one more line through. A user who
+    /// floods on is cut off, after the replies to the lines that did pass.
+    fn flood_allows(&mut self) -> bool {
+        match self.flood.line(Instant::now()) {
+            Verdict::Pass => return true,
+            Verdict::Drop => {}
+            Verdict::DropAndNotify => self.reply(render::FLOOD_DROPPED.to_string()),
+            Verdict::Disconnect => {
+                log::info!("{}: disconnected for excess flood", self.peer);
+                scoreboard::bump(&self.totals.flood_disconnects);
+                self.inbox.clear();
+                self.ending = Some(End::Say(render::EXCESS_FLOOD.to_string()));
+            }
+        }
+        false
     }
 
     /// Queues a request for the hub; it is sent before the child next
@@ -452,20 +445,7 @@ impl Session {
             log::debug!("{}: {e}", self.peer);
         }
         self.send_to_hub()?;
-        let mut client_events = PollFlags::empty();
-        if self.reading_client() {
-            client_events |= PollFlags::POLLIN;
-        }
-        if self.backlog.waiting() {
-            client_events |= PollFlags::POLLOUT;
-        }
-        let mut hub_events = PollFlags::empty();
-        if !self.backlog.waiting_for_catch_up() {
-            hub_events |= PollFlags::POLLIN;
-        }
-        if !self.outbox.is_empty() {
-            hub_events |= PollFlags::POLLOUT;
-        }
+        let (client_events, hub_events) = self.events_wanted();
         let [lifeline, terminate] = self.stop.poll_fds();
         let mut fds = [
             PollFd::new(self.client.as_fd(), client_events),
@@ -495,6 +475,26 @@ impl Session {
             self.read_client()?;
         }
         self.check_timers()
+    }
+
+    /// What to wait for on the client's socket and on the hub's: input
+    /// while it is taken, room to write while something waits.
+    fn events_wanted(&self) -> (PollFlags, PollFlags) {
+        let mut client = PollFlags::empty();
+        if self.reading_client() {
+            client |= PollFlags::POLLIN;
+        }
+        if self.backlog.waiting() {
+            client |= PollFlags::POLLOUT;
+        }
+        let mut hub = PollFlags::empty();
+        if !self.backlog.waiting_for_catch_up() {
+            hub |= PollFlags::POLLIN;
+        }
+        if !self.outbox.is_empty() {
+            hub |= PollFlags::POLLOUT;
+        }
+        (client, hub)
     }
 
     /// The child reads more from its client only once the lines already
@@ -692,15 +692,7 @@ impl Session {
     fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
             ToChild::Line(line) => self.say(&line),
-            ToChild::Registered { nick, id } => {
-                self.say(&render::hello(&nick));
-                title::set(&format!("mpchat: {nick} {}", self.peer));
-                self.phase = Phase::Chat { nick, id };
-                self.pending_nick = None;
-                // Tells the parent this connection no longer counts
-                // against --max-unregistered.
-                self.logging_in = None;
-            }
+            ToChild::Registered { nick, id } => self.registered(nick, id),
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
             ToChild::TooSlow => {
                 log::info!("{}: dropped by the hub for falling behind", self.peer);
@@ -725,18 +717,32 @@ impl Session {
                 log::info!("{} was kicked", self.peer);
                 return say_and_end(render::KICKED);
             }
-            ToChild::Done => {
-                self.answered += 1;
-                while let Some((after, _)) = self.held.front()
-                    && *after <= self.answered
-                {
-                    if let Some((_, line)) = self.held.pop_front() {
-                        self.say(&line);
-                    }
-                }
-            }
+            ToChild::Done => self.request_done(),
         }
         None
+    }
+
+    /// The hub took the nickname: the session is in the room.
+    fn registered(&mut self, nick: String, id: u64) {
+        self.say(&render::hello(&nick));
+        title::set(&format!("mpchat: {nick} {}", self.peer));
+        self.phase = Phase::Chat { nick, id };
+        self.pending_nick = None;
+        // Tells the parent this connection no longer counts against
+        // --max-unregistered.
+        self.logging_in = None;
+    }
+
+    /// The hub finished a request: the replies held for it go out.
+    fn request_done(&mut self) {
+        self.answered += 1;
+        while let Some((after, _)) = self.held.front()
+            && *after <= self.answered
+        {
+            if let Some((_, line)) = self.held.pop_front() {
+                self.say(&line);
+            }
+        }
     }
 
     /// Queues one line for the client; it is written before the child next
