@@ -1,5 +1,9 @@
 //! The `mpchat` command: parses the command line, sets up logging and runs
 //! the server. Everything else is in the library.
+//!
+//! The options come in groups, one per part of [`Config`], and each group
+//! turns into its part next to where it is declared. Their order in the
+//! structs is their order in `--help`.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -25,79 +29,8 @@ use mpchat::{
 struct Cli {
     #[command(subcommand)]
     command: Option<Subcommand>,
-    /// TCP port to listen on (0 picks a free port).
-    #[arg(required = true)]
-    port: Option<u16>,
-    /// Address to listen on; IPv6 addresses work too.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: IpAddr,
-    /// Most clients connected at once; more are refused without a fork.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    max_clients: usize,
-    /// Seconds a new connection has to choose a nickname, from connect.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    login_timeout: u64,
-    /// Seconds a user may send nothing before being disconnected (0: never).
-    #[arg(long, default_value_t = 0, value_name = "SECS")]
-    idle_timeout: u64,
-    /// Most connections at once from one address (0: no limit).
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    max_per_ip: usize,
-    /// Most new connections a minute from one address (0: no limit).
-    #[arg(long, default_value_t = 60, value_name = "N")]
-    max_conn_rate: u32,
-    /// How many of those may come in one burst.
-    #[arg(long, default_value_t = 30, value_name = "N")]
-    conn_burst: u32,
-    /// Connections still choosing a nickname at which every new one is
-    /// refused; from 16 on, some are (0: no limit).
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    max_unregistered: usize,
-    /// Lines a user may send at once before the rate limit applies.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    flood_burst: u32,
-    /// Lines a second a user may send after the burst (0: no limit).
-    #[arg(long, default_value_t = 2.0, value_name = "N", value_parser = lines_per_second)]
-    flood_rate: f64,
-    /// Seconds a client may take no bytes at all while lines wait for it
-    /// before it is disconnected (0: never).
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    stall_timeout: u64,
-    /// Bytes that may wait for a client that reads, but more slowly than
-    /// the room talks, before it is disconnected (0: no limit).
-    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
-    max_backlog_bytes: usize,
-    /// Retired: a count of lines bounded neither memory nor time. Accepted,
-    /// with a warning, so existing command lines still start.
-    #[arg(long, value_name = "LINES", hide = true)]
-    max_backlog: Option<usize>,
-    /// Run the class-lab echo server instead of the chat.
-    #[arg(long)]
-    echo: bool,
-    /// Started as root: serve as this user (and its groups) once the port
-    /// is bound.
-    #[arg(long, value_name = "NAME")]
-    user: Option<String>,
-    /// Where the chat history and the scheduled messages are kept
-    /// (created mode 0700).
-    #[arg(long, default_value = "./mpchat-data", value_name = "DIR")]
-    data_dir: PathBuf,
-    /// Lines of history shown to a user who joins (0 to 200; 0: none).
-    #[arg(long, default_value_t = 20, value_name = "N",
-          value_parser = clap::value_parser!(u16).range(0..=200))]
-    history_lines: u16,
-    /// Size at which a history segment is closed and a new one started.
-    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    history_segment_bytes: u64,
-    /// History segments kept, the newest included; older ones are deleted.
-    #[arg(long, default_value_t = 16, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    history_keep: u64,
-    /// When history lines are flushed to disk: always (after every
-    /// write), interval (once a second) or never (when the kernel decides).
-    #[arg(long, default_value = "interval", value_name = "WHEN", value_parser = fsync_policy)]
-    fsync: Fsync,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -121,45 +54,10 @@ fn main() -> ExitCode {
     if let Some(Subcommand::Status { port, json }) = cli.command {
         return exit_code(status(port, json));
     }
-    if cli.max_backlog.is_some() {
-        log::warn!(
-            "--max-backlog is no longer used and is ignored: a client is cut off when it takes \
-             nothing for --stall-timeout seconds, or has more than --max-backlog-bytes waiting"
-        );
-    }
+    cli.server.backlog.warn_if_retired();
     // After the command line is read: the title is written over it.
     title::init();
-    let config = Config {
-        bind: cli.bind,
-        port: cli.port.unwrap_or_default(),
-        max_clients: cli.max_clients,
-        login_timeout: Duration::from_secs(cli.login_timeout),
-        idle_timeout: (cli.idle_timeout > 0).then(|| Duration::from_secs(cli.idle_timeout)),
-        limits: Limits {
-            max_per_ip: cli.max_per_ip,
-            conn_rate: cli.max_conn_rate,
-            conn_burst: cli.conn_burst,
-            max_unregistered: cli.max_unregistered,
-        },
-        flood: FloodLimits {
-            burst: cli.flood_burst,
-            rate: cli.flood_rate,
-        },
-        backlog: BacklogLimits {
-            bytes: cli.max_backlog_bytes,
-            stall: (cli.stall_timeout > 0).then(|| Duration::from_secs(cli.stall_timeout)),
-        },
-        echo: cli.echo,
-        user: cli.user,
-        history: HistoryOptions {
-            dir: cli.data_dir,
-            segment_bytes: cli.history_segment_bytes,
-            keep: cli.history_keep as usize,
-            fsync: cli.fsync,
-            replay_lines: cli.history_lines.into(),
-        },
-    };
-    exit_code(run(config))
+    exit_code(run(cli.server.into()))
 }
 
 fn exit_code(result: std::io::Result<()>) -> ExitCode {
@@ -188,6 +86,134 @@ fn status(port: u16, json: bool) -> std::io::Result<()> {
     }
 }
 
+fn run(config: Config) -> std::io::Result<()> {
+    let server = Server::bind(config)?;
+    // Scripts and tests started on port 0 read the real port from this line.
+    eprintln!("mpchat: listening on {}", server.local_addr()?);
+    server.serve()
+}
+
+/// Everything that starts a server, in the order of [`Config`].
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    listen: ListenArgs,
+    #[command(flatten)]
+    admission: AdmissionArgs,
+    #[command(flatten)]
+    flood: FloodArgs,
+    #[command(flatten)]
+    backlog: BacklogArgs,
+    #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
+    history: HistoryArgs,
+}
+
+impl From<ServerArgs> for Config {
+    fn from(args: ServerArgs) -> Config {
+        let ServerArgs {
+            listen,
+            admission,
+            flood,
+            backlog,
+            service,
+            history,
+        } = args;
+        // The listening and service options are plain fields of Config,
+        // not structs of their own, so they are filled in here.
+        Config {
+            bind: listen.bind,
+            port: listen.port.unwrap_or_default(),
+            max_clients: listen.max_clients,
+            login_timeout: Duration::from_secs(listen.login_timeout),
+            idle_timeout: seconds_or_never(listen.idle_timeout),
+            limits: admission.into(),
+            flood: flood.into(),
+            backlog: backlog.into(),
+            echo: service.echo,
+            user: service.user,
+            history: history.into(),
+        }
+    }
+}
+
+/// A timeout where 0 means none, as the command line writes it.
+fn seconds_or_never(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// Where the server listens, how many it serves, and for how long.
+#[derive(Debug, clap::Args)]
+struct ListenArgs {
+    /// TCP port to listen on (0 picks a free port).
+    // An Option only so that `mpchat status` can go without it: clap
+    // requires it whenever there is no subcommand.
+    #[arg(required = true)]
+    port: Option<u16>,
+    /// Address to listen on; IPv6 addresses work too.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Most clients connected at once; more are refused without a fork.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    max_clients: usize,
+    /// Seconds a new connection has to choose a nickname, from connect.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    login_timeout: u64,
+    /// Seconds a user may send nothing before being disconnected (0: never).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    idle_timeout: u64,
+}
+
+/// Who gets in, decided by the parent before it forks.
+#[derive(Debug, clap::Args)]
+struct AdmissionArgs {
+    /// Most connections at once from one address (0: no limit).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    max_per_ip: usize,
+    /// Most new connections a minute from one address (0: no limit).
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    max_conn_rate: u32,
+    /// How many of those may come in one burst.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    conn_burst: u32,
+    /// Connections still choosing a nickname at which every new one is
+    /// refused; from 16 on, some are (0: no limit).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_unregistered: usize,
+}
+
+impl From<AdmissionArgs> for Limits {
+    fn from(args: AdmissionArgs) -> Limits {
+        Limits {
+            max_per_ip: args.max_per_ip,
+            conn_rate: args.max_conn_rate,
+            conn_burst: args.conn_burst,
+            max_unregistered: args.max_unregistered,
+        }
+    }
+}
+
+/// How fast one user may send lines.
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    /// Lines a user may send at once before the rate limit applies.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    flood_burst: u32,
+    /// Lines a second a user may send after the burst (0: no limit).
+    #[arg(long, default_value_t = 2.0, value_name = "N", value_parser = lines_per_second)]
+    flood_rate: f64,
+}
+
+impl From<FloodArgs> for FloodLimits {
+    fn from(args: FloodArgs) -> FloodLimits {
+        FloodLimits {
+            burst: args.flood_burst,
+            rate: args.flood_rate,
+        }
+    }
+}
+
 /// A rate for --flood-rate: a number of lines a second, 0 or more.
 fn lines_per_second(arg: &str) -> Result<f64, String> {
     match arg.parse::<f64>() {
@@ -196,13 +222,171 @@ fn lines_per_second(arg: &str) -> Result<f64, String> {
     }
 }
 
+/// When a client that does not keep up is cut off.
+#[derive(Debug, clap::Args)]
+struct BacklogArgs {
+    /// Seconds a client may take no bytes at all while lines wait for it
+    /// before it is disconnected (0: never).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    stall_timeout: u64,
+    /// Bytes that may wait for a client that reads, but more slowly than
+    /// the room talks, before it is disconnected (0: no limit).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    max_backlog_bytes: usize,
+    /// Retired: a count of lines bounded neither memory nor time. Accepted,
+    /// with a warning, so existing command lines still start.
+    #[arg(long, value_name = "LINES", hide = true)]
+    max_backlog: Option<usize>,
+}
+
+impl BacklogArgs {
+    /// Says that --max-backlog no longer does anything, once logging is
+    /// set up, rather than refusing the command lines that still give it.
+    fn warn_if_retired(&self) {
+        if self.max_backlog.is_some() {
+            log::warn!(
+                "--max-backlog is no longer used and is ignored: a client is cut off when it \
+                 takes nothing for --stall-timeout seconds, or has more than \
+                 --max-backlog-bytes waiting"
+            );
+        }
+    }
+}
+
+impl From<BacklogArgs> for BacklogLimits {
+    fn from(args: BacklogArgs) -> BacklogLimits {
+        BacklogLimits {
+            bytes: args.max_backlog_bytes,
+            stall: seconds_or_never(args.stall_timeout),
+        }
+    }
+}
+
+/// What is served, and as whom.
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    /// Run the class-lab echo server instead of the chat.
+    #[arg(long)]
+    echo: bool,
+    /// Started as root: serve as this user (and its groups) once the port
+    /// is bound.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+}
+
+/// Where and how the chat history is kept.
+#[derive(Debug, clap::Args)]
+struct HistoryArgs {
+    /// Where the chat history and the scheduled messages are kept
+    /// (created mode 0700).
+    #[arg(long, default_value = "./mpchat-data", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Lines of history shown to a user who joins (0 to 200; 0: none).
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(0..=200))]
+    history_lines: u16,
+    /// Size at which a history segment is closed and a new one started.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    history_segment_bytes: u64,
+    /// History segments kept, the newest included; older ones are deleted.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    history_keep: u64,
+    /// When history lines are flushed to disk: always (after every
+    /// write), interval (once a second) or never (when the kernel decides).
+    #[arg(long, default_value = "interval", value_name = "WHEN", value_parser = fsync_policy)]
+    fsync: Fsync,
+}
+
+impl From<HistoryArgs> for HistoryOptions {
+    fn from(args: HistoryArgs) -> HistoryOptions {
+        HistoryOptions {
+            dir: args.data_dir,
+            segment_bytes: args.history_segment_bytes,
+            keep: args.history_keep as usize,
+            fsync: args.fsync,
+            replay_lines: args.history_lines.into(),
+        }
+    }
+}
+
 fn fsync_policy(arg: &str) -> Result<Fsync, String> {
     arg.parse()
 }
 
-fn run(config: Config) -> std::io::Result<()> {
-    let server = Server::bind(config)?;
-    // Scripts and tests started on port 0 read the real port from this line.
-    eprintln!("mpchat: listening on {}", server.local_addr()?);
-    server.serve()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(["mpchat"].iter().chain(args)).expect("a valid command line");
+        assert!(cli.command.is_none());
+        cli.server.into()
+    }
+
+    #[test]
+    fn every_option_reaches_its_part_of_the_config() {
+        let config = config(&[
+            "--bind=::1",
+            "--max-clients=7",
+            "--login-timeout=8",
+            "--idle-timeout=9",
+            "--max-per-ip=10",
+            "--max-conn-rate=11",
+            "--conn-burst=12",
+            "--max-unregistered=13",
+            "--flood-burst=14",
+            "--flood-rate=0.5",
+            "--stall-timeout=15",
+            "--max-backlog-bytes=16",
+            "--max-backlog=17",
+            "--echo",
+            "--user=nobody",
+            "--data-dir=/var/lib/mpchat",
+            "--history-lines=18",
+            "--history-segment-bytes=19",
+            "--history-keep=20",
+            "--fsync=never",
+            "4321",
+        ]);
+        assert_eq!(config.bind, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(config.port, 4321);
+        assert_eq!(config.max_clients, 7);
+        assert_eq!(config.login_timeout, Duration::from_secs(8));
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(9)));
+        let Limits {
+            max_per_ip,
+            conn_rate,
+            conn_burst,
+            max_unregistered,
+        } = config.limits;
+        assert_eq!(
+            (max_per_ip, conn_rate, conn_burst, max_unregistered),
+            (10, 11, 12, 13)
+        );
+        assert_eq!((config.flood.burst, config.flood.rate), (14, 0.5));
+        assert_eq!(config.backlog.stall, Some(Duration::from_secs(15)));
+        assert_eq!(config.backlog.bytes, 16);
+        assert!(config.echo);
+        assert_eq!(config.user.as_deref(), Some("nobody"));
+        assert_eq!(config.history.dir, PathBuf::from("/var/lib/mpchat"));
+        assert_eq!(config.history.replay_lines, 18);
+        assert_eq!(config.history.segment_bytes, 19);
+        assert_eq!(config.history.keep, 20);
+        assert!(matches!(config.history.fsync, Fsync::Never));
+    }
+
+    #[test]
+    fn a_timeout_of_zero_is_none() {
+        let config = config(&["--idle-timeout=0", "--stall-timeout=0", "0"]);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.backlog.stall, None);
+    }
 }
