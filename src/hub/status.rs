@@ -21,14 +21,14 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::os::clock;
 use crate::os::dirs::{IfExists, private_dir, runtime_bases};
-use crate::os::scoreboard::{Scoreboard, now_ms};
+use crate::os::scoreboard::{self, Scoreboard, Slot, now_ms};
 
 /// What the hub needs to answer the admin socket.
 #[derive(Debug)]
@@ -118,8 +118,6 @@ pub struct Member<'a> {
 /// Puts the report together (in the hub).
 pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> Report {
     let board = &admin.scoreboard;
-    let now = now_ms();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let parent = nix::unistd::getppid().as_raw() as u32;
     let hub = std::process::id();
     let mut processes = vec![process("parent", parent), process("hub", hub)];
@@ -127,44 +125,55 @@ pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> R
     let mut users = Vec::new();
     for member in members {
         let slot = clients.remove(&member.pid);
-        let field = |f: fn(&crate::os::scoreboard::Slot) -> &std::sync::atomic::AtomicU64| {
-            slot.map_or(0, |s| load(f(s)))
-        };
-        users.push(User {
-            nick: member.nick.to_string(),
-            address: member.address.to_string(),
-            connected_ms: field(|s| &s.since_ms),
-            pid: member.pid,
-            lines_in: field(|s| &s.lines_in),
-            lines_out: field(|s| &s.lines_out),
-            backlog: field(|s| &s.backlog),
-        });
+        users.push(user(&member, slot));
         processes.push(process(member.nick, member.pid));
     }
     // What is left: clients without a nickname yet.
     let mut logging_in: Vec<u32> = clients.into_keys().collect();
     logging_in.sort_unstable();
     processes.extend(logging_in.into_iter().map(|pid| process("login", pid)));
-    let totals = board.totals;
     Report {
         address: admin.address.to_string(),
         server_pid: parent,
         started_ms: board.started_ms(),
-        uptime_secs: now.saturating_sub(board.started_ms()) / 1000,
+        uptime_secs: now_ms().saturating_sub(board.started_ms()) / 1000,
         users,
-        totals: Totals {
-            connections: load(&totals.connections),
-            messages: load(&totals.messages),
-            refused: Refused {
-                full: load(&totals.refused_full),
-                address: load(&totals.refused_address),
-                busy: load(&totals.refused_busy),
-            },
-            flood_disconnects: load(&totals.flood_disconnects),
-            slow_disconnects: load(&totals.slow_disconnects),
-            hub_restarts: load(&totals.hub_restarts),
-        },
+        totals: totals(board.totals),
         processes,
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// A user of the report, with its child's figures from its scoreboard
+/// slot (zero if it has none).
+fn user(member: &Member, slot: Option<&Slot>) -> User {
+    let field = |f: fn(&Slot) -> &AtomicU64| slot.map_or(0, |s| load(f(s)));
+    User {
+        nick: member.nick.to_string(),
+        address: member.address.to_string(),
+        connected_ms: field(|s| &s.since_ms),
+        pid: member.pid,
+        lines_in: field(|s| &s.lines_in),
+        lines_out: field(|s| &s.lines_out),
+        backlog: field(|s| &s.backlog),
+    }
+}
+
+fn totals(totals: &scoreboard::Totals) -> Totals {
+    Totals {
+        connections: load(&totals.connections),
+        messages: load(&totals.messages),
+        refused: Refused {
+            full: load(&totals.refused_full),
+            address: load(&totals.refused_address),
+            busy: load(&totals.refused_busy),
+        },
+        flood_disconnects: load(&totals.flood_disconnects),
+        slow_disconnects: load(&totals.slow_disconnects),
+        hub_restarts: load(&totals.hub_restarts),
     }
 }
 
@@ -328,17 +337,24 @@ pub fn render(report: &Report) -> String {
         report.server_pid,
         duration(report.uptime_secs)
     );
-    let _ = writeln!(out, "\nusers: {}", report.users.len());
+    render_users(&mut out, &report.users);
+    render_totals(&mut out, &report.totals);
+    render_memory(&mut out, &report.processes);
+    out
+}
+
+fn render_users(out: &mut String, users: &[User]) {
+    let _ = writeln!(out, "\nusers: {}", users.len());
     // One format per table, for its header and its rows alike.
-    let mut user_row = |cells: [&str; 7]| {
+    let mut row = |cells: [&str; 7]| {
         let [nick, address, since, pid, lines_in, lines_out, backlog] = cells;
         let _ = writeln!(
             out,
             "  {nick:<16} {address:<40} {since:<16} {pid:>7} {lines_in:>9} {lines_out:>9} {backlog:>8}"
         );
     };
-    if !report.users.is_empty() {
-        user_row([
+    if !users.is_empty() {
+        row([
             "NICK",
             "ADDRESS",
             "CONNECTED",
@@ -348,8 +364,8 @@ pub fn render(report: &Report) -> String {
             "BACKLOG",
         ]);
     }
-    for u in &report.users {
-        user_row([
+    for u in users {
+        row([
             &u.nick,
             &u.address,
             &clock::date_hhmm(clock::from_unix_ms(u.connected_ms)),
@@ -359,12 +375,14 @@ pub fn render(report: &Report) -> String {
             &u.backlog.to_string(),
         ]);
     }
-    let t = &report.totals;
+}
+
+fn render_totals(out: &mut String, t: &Totals) {
     let _ = writeln!(
         out,
         "\ntotals: connections {}, messages {}, hub restarts {}\n\
          refused: server full {}, per-address limits {}, busy {}\n\
-         disconnected: for flooding {}, for not reading {}\n\nmemory:",
+         disconnected: for flooding {}, for not reading {}",
         t.connections,
         t.messages,
         t.hub_restarts,
@@ -374,24 +392,27 @@ pub fn render(report: &Report) -> String {
         t.flood_disconnects,
         t.slow_disconnects
     );
-    let mut process_row = |cells: [&str; 4]| {
+}
+
+fn render_memory(out: &mut String, processes: &[Process]) {
+    let _ = writeln!(out, "\nmemory:");
+    let mut row = |cells: [&str; 4]| {
         let [role, pid, rss, pss] = cells;
         let _ = writeln!(out, "  {role:<16} {pid:>7} {rss:>10} {pss:>10}");
     };
     let kib = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    process_row(["PROCESS", "PID", "RSS KiB", "PSS KiB"]);
-    for p in &report.processes {
-        process_row([
+    row(["PROCESS", "PID", "RSS KiB", "PSS KiB"]);
+    for p in processes {
+        row([
             &p.role,
             &p.pid.to_string(),
             &kib(p.rss_kib),
             &kib(p.pss_kib),
         ]);
     }
-    let known: Vec<u64> = report.processes.iter().filter_map(|p| p.pss_kib).collect();
+    let known: Vec<u64> = processes.iter().filter_map(|p| p.pss_kib).collect();
     let pss = (!known.is_empty()).then(|| known.iter().sum());
-    process_row(["total", "", "", &kib(pss)]);
-    out
+    row(["total", "", "", &kib(pss)]);
 }
 
 /// `3d 04:05:06`, or `04:05:06` under a day.

@@ -258,25 +258,12 @@ impl Server {
                 self.forward_hangup();
             }
             if pending.child_exited {
-                let reaped = self.children.reap();
-                for &(peer, slot) in &reaped.clients {
-                    self.admission.closed(peer.ip());
-                    self.scoreboard.release(slot);
-                    self.free_slots.push(slot);
-                }
-                if let Some(status) = reaped.hub {
-                    if !self.hub_may_restart(status) {
+                match self.reap() {
+                    Ok(Some(job)) => self.run_job(job),
+                    Ok(None) => {}
+                    Err(e) => {
                         self.shutdown();
-                        return Err(io::Error::other("the hub keeps stopping"));
-                    }
-                    match self.start_hub() {
-                        Ok(Some(job)) => self.run_job(job),
-                        Ok(None) => {}
-                        Err(e) => {
-                            log::error!("cannot start a new hub: {e}; shutting down");
-                            self.shutdown();
-                            return Err(e);
-                        }
+                        return Err(e);
                     }
                 }
             }
@@ -284,6 +271,27 @@ impl Server {
                 self.run_job(job);
             }
         }
+    }
+
+    /// Reaps the children that exited: their clients' places are free, and
+    /// a hub that stopped is started again (`Some` in the new hub), unless
+    /// it keeps stopping.
+    fn reap(&mut self) -> io::Result<Option<Job>> {
+        let reaped = self.children.reap();
+        for &(peer, slot) in &reaped.clients {
+            self.admission.closed(peer.ip());
+            self.scoreboard.release(slot);
+            self.free_slots.push(slot);
+        }
+        let Some(status) = reaped.hub else {
+            return Ok(None);
+        };
+        if !self.hub_may_restart(status) {
+            return Err(io::Error::other("the hub keeps stopping"));
+        }
+        self.start_hub().inspect_err(|e| {
+            log::error!("cannot start a new hub: {e}; shutting down");
+        })
     }
 
     /// Waits for a connection, a signal or a login; true if a connection
@@ -433,6 +441,7 @@ impl Server {
         };
         match spawn::fork() {
             Ok(Forked::Child) => {
+                // The login pipe's read end is the parent's.
                 let logging_in = login.map(|(watch, logging_in)| {
                     drop(watch);
                     logging_in
