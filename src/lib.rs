@@ -22,15 +22,17 @@
 //! room/       the room's rules without I/O: nicknames, owner, commands,
 //!             schedules, replay; entry (one public line), saved (the
 //!             schedule as kept on disk)
-//! session/    the client child: the session loop, its backlog and stall
-//!             rules, the outbox to the hub; flood (the line rate limit),
-//!             echo (the class-lab echo child)
+//! session/    the client's child: the session loop, the outbox to the
+//!             hub; backlog (what waits for the client, and when it is
+//!             behind or cut off), flood (the line rate limit), echo (the
+//!             class-lab echo child)
 //! protocol/   the wire protocols: framing, sanitize, command, render for
 //!             clients; ipc for the child-hub messages and their socket
 //! os/         what every process takes from the system: spawn (fork, the
 //!             lifeline, a new process's first steps), signals (self-pipes),
 //!             title (ps), scoreboard (shared memory), clock (stamps,
-//!             poll timeouts, the stall clock), logging (and its throttle)
+//!             poll timeouts, the stall clock), logging (and its throttle),
+//!             dirs (private directories)
 //! ```
 //!
 //! Which folder may use which is written at the top of each folder's
