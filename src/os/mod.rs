@@ -1,13 +1,15 @@
 //! What every process uses from the operating system, and nothing else of
 //! mpchat's: `fork()` and a new process's first steps, signals as events,
-//! process titles, the scoreboard in shared memory, the clock (stamps, poll
-//! timeouts, the stall clock), logging (and its throttle).
+//! process titles, `/proc/PID/stat`, the scoreboard in shared memory, the
+//! clock (stamps, poll timeouts, the stall clock), logging (and its
+//! throttle).
 //!
 //! May use: nothing in the crate outside `os`. Checked by
 //! `scripts/check_layout.py`.
 
 pub mod clock;
 pub mod logging;
+pub mod procfs;
 pub mod scoreboard;
 pub mod signals;
 pub mod spawn;
