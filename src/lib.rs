@@ -30,9 +30,9 @@
 //!             clients; ipc for the child-hub messages and their socket
 //! os/         what every process takes from the system: spawn (fork, the
 //!             lifeline, a new process's first steps), signals (self-pipes),
-//!             title (ps), scoreboard (shared memory), clock (stamps,
-//!             poll timeouts, the stall clock), logging (and its throttle),
-//!             dirs (private directories)
+//!             title (ps), procfs (/proc parsing), scoreboard (shared
+//!             memory), clock (stamps, poll timeouts, the stall clock),
+//!             logging (and its throttle), dirs (private directories)
 //! ```
 //!
 //! Which folder may use which is written at the top of each folder's
@@ -40,8 +40,8 @@
 //! nothing else, `protocol` only `os`, `room` only `protocol` and `os`,
 //! `session` and `hub` never each other nor `parent`, and `parent` uses the
 //! other two only for what it hands them across a fork. The folders are
-//! private; what the binaries need is re-exported below, and `protocol` is
-//! public for the fuzz targets.
+//! private; what the binaries and the tests need is re-exported below, and
+//! `protocol` is public for the fuzz targets.
 
 mod hub;
 mod os;
@@ -50,9 +50,10 @@ pub mod protocol;
 mod room;
 mod session;
 
-// What the binaries use; everything else stays inside the crate.
+// What the binaries and the tests use; everything else stays inside the
+// crate.
 pub use hub::history::{Fsync, Options as HistoryOptions};
-pub use os::{logging, title};
+pub use os::{logging, procfs, title};
 pub use parent::Server;
 pub use parent::admission::Limits;
 pub use session::BacklogLimits;

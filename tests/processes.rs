@@ -38,15 +38,10 @@ fn zombies(procs: &[Proc]) -> Vec<Proc> {
 }
 
 /// The state and (for a dead process) the wait status of `pid`, from
-/// `/proc/<pid>/stat` (field 52, exit_code); `None` once it is gone.
+/// `/proc/<pid>/stat`; `None` once it is gone.
 fn proc_state(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    let state = rest.first()?.chars().next()?;
-    // rest[0] is field 3; exit_code is field 52.
-    let exit_code = rest.get(49).and_then(|s| s.parse().ok()).unwrap_or(-1);
-    Some((state, exit_code))
+    let stat = mpchat::procfs::read(pid).ok()?;
+    Some((stat.state, stat.exit_code))
 }
 
 /// True while `pid` runs (exists and is not a zombie).
@@ -1261,12 +1256,8 @@ fn killing_children_drops_nobody_else_and_frees_their_names() {
 
 /// CPU time (user + system) of `pid` so far, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    // rest[0] is field 3; utime and stime are fields 14 and 15.
-    rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+    let stat = mpchat::procfs::read(pid).expect("stat");
+    stat.utime + stat.stime
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! What every process uses from the operating system, and nothing else of
 //! mpchat's: `fork()` and a new process's first steps, signals as events,
-//! process titles, the scoreboard in shared memory, the clock (stamps, poll
-//! timeouts, the stall clock), logging (and its throttle), private
-//! directories.
+//! process titles, `/proc/PID/stat`, the scoreboard in shared memory, the
+//! clock (stamps, poll timeouts, the stall clock), logging (and its
+//! throttle), private directories.
 //!
 //! May use: nothing in the crate outside `os`. Checked by
 //! `scripts/check_layout.py`.
@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod dirs;
 pub mod logging;
+pub mod procfs;
 pub mod scoreboard;
 pub mod signals;
 pub mod spawn;

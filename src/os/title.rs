@@ -26,6 +26,8 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Mutex, PoisonError};
 
+use crate::os::procfs;
+
 /// The memory a title is written into: the argv strings, and the
 /// environment strings after them when they could be moved away.
 #[derive(Debug, Clone, Copy)]
@@ -90,41 +92,33 @@ fn render(title: &str, area: &mut [u8]) {
     area[end..].fill(0);
 }
 
-/// Where the kernel put this process's strings, from `/proc/self/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Layout {
-    threads: u64,
-    arg_start: usize,
-    arg_end: usize,
-    env_start: usize,
-    env_end: usize,
-}
-
 /// Finds the area and, when the environment strings follow argv, moves the
 /// environment to the heap so both can hold the title.
 fn take_over() -> Result<Area, String> {
-    let stat = std::fs::read("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
-    let layout = parse_stat(&stat).ok_or("/proc/self/stat: unexpected format")?;
+    let stat = procfs::read_self().map_err(|e| e.to_string())?;
     // Moving the environment, and later writing over argv, is only sound
     // while no other thread can be reading them.
-    if layout.threads != 1 {
-        return Err(format!("{} threads running", layout.threads));
+    if stat.num_threads != 1 {
+        return Err(format!("{} threads running", stat.num_threads));
     }
-    if layout.arg_start == 0 || layout.arg_end <= layout.arg_start {
+    let address = |a: u64| usize::try_from(a).map_err(|_| format!("address {a:#x} out of range"));
+    let (arg_start, arg_end) = (address(stat.arg_start)?, address(stat.arg_end)?);
+    let (env_start, env_end) = (address(stat.env_start)?, address(stat.env_end)?);
+    if arg_start == 0 || arg_end <= arg_start {
         return Err("no argv strings".into());
     }
     let argv_only = Area {
-        start: layout.arg_start,
-        len: layout.arg_end - layout.arg_start,
+        start: arg_start,
+        len: arg_end - arg_start,
     };
-    if layout.env_start != layout.arg_end || layout.env_end <= layout.env_start {
+    if env_start != arg_end || env_end <= env_start {
         log::debug!("process titles: environment not right after argv, using argv only");
         return Ok(argv_only);
     }
     match move_environment() {
         Ok(()) => Ok(Area {
-            start: layout.arg_start,
-            len: layout.env_end - layout.arg_start,
+            start: arg_start,
+            len: env_end - arg_start,
         }),
         Err(why) => {
             log::debug!("process titles: using argv only: {why}");
@@ -173,71 +167,9 @@ fn move_environment() -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the thread count and the argv and environment bounds from the
-/// contents of `/proc/self/stat`.
-///
-/// The second field, the command name, is in parentheses and may itself
-/// hold spaces and parentheses, so the fields are counted from the last
-/// `)`.
-fn parse_stat(stat: &[u8]) -> Option<Layout> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    // Field numbers as in proc(5); the first field after the name is 3.
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let field = |n: usize| fields.get(n.checked_sub(3)?)?.parse::<u64>().ok();
-    let address = |n: usize| usize::try_from(field(n)?).ok();
-    Some(Layout {
-        threads: field(20)?,
-        arg_start: address(48)?,
-        arg_end: address(49)?,
-        env_start: address(50)?,
-        env_end: address(51)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A stat line as Linux 6 writes it (52 fields), with `comm` in it and
-    /// field n holding n except for the ones read.
-    fn stat_line(comm: &str) -> Vec<u8> {
-        let mut fields: Vec<String> = (3..=52).map(|n| n.to_string()).collect();
-        for (n, value) in [
-            (20, "1"),
-            (48, "1000"),
-            (49, "1012"),
-            (50, "1012"),
-            (51, "3000"),
-        ] {
-            fields[n - 3] = value.to_string();
-        }
-        format!("4242 ({comm}) {}\n", fields.join(" ")).into_bytes()
-    }
-
-    #[test]
-    fn stat_fields_are_counted_from_the_last_parenthesis() {
-        let expected = Layout {
-            threads: 1,
-            arg_start: 1000,
-            arg_end: 1012,
-            env_start: 1012,
-            env_end: 3000,
-        };
-        assert_eq!(parse_stat(&stat_line("mpchat")), Some(expected));
-        assert_eq!(parse_stat(&stat_line("a) b (c) 1 2")), Some(expected));
-    }
-
-    #[test]
-    fn short_or_garbled_stat_is_refused() {
-        assert_eq!(parse_stat(b"4242 (mpchat) S 1 4242"), None);
-        assert_eq!(parse_stat(b"no parenthesis at all"), None);
-        let line = String::from_utf8(stat_line("mpchat")).unwrap();
-        assert_eq!(
-            parse_stat(line.replace(" 3000 ", " 30x0 ").as_bytes()),
-            None
-        );
-    }
 
     #[test]
     fn title_is_padded_with_nuls() {

@@ -378,27 +378,15 @@ pub fn processes_in_group(pgid: i32) -> Vec<Proc> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(stat) = mpchat::procfs::read(pid) else {
             continue;
         };
-        // pid (comm) state ppid pgrp ...; comm may hold spaces.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-        if rest.len() < 3 {
-            continue;
-        }
-        let state = rest[0].chars().next().unwrap_or('?');
-        let ppid = rest[1].parse().unwrap_or(0);
-        let pgrp: i32 = rest[2].parse().unwrap_or(0);
-        if pgrp == pgid {
+        if stat.pgrp == pgid {
             found.push(Proc {
                 pid,
-                ppid,
-                comm,
-                state,
+                ppid: stat.ppid,
+                comm: stat.comm,
+                state: stat.state,
             });
         }
     }

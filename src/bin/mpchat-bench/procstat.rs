@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 
+use mpchat::procfs;
 use mpchat::status::Memory;
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::unistd::{SysconfVar, sysconf};
@@ -27,23 +28,14 @@ struct Stat {
 }
 
 fn read_stat(pid: i32) -> io::Result<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text)
-        .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: unexpected format")))
-}
-
-fn parse_stat(text: &str) -> Option<Stat> {
-    // The command name is in parentheses and may itself hold spaces and
-    // parentheses, so the fields start after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state) of proc(5).
-    let field = |n: usize| -> Option<&str> { fields.get(n - 3).copied() };
-    let num = |n: usize| -> Option<u64> { field(n)?.parse::<i64>().ok().map(|v| v.max(0) as u64) };
-    Some(Stat {
-        ppid: field(4)?.parse().ok()?,
-        own: num(14)? + num(15)?,
-        children: num(16)? + num(17)?,
+    let stat = procfs::read(pid)?;
+    // proc(5) prints the children's times as signed; a negative one would
+    // be a kernel bug, and counts as nothing rather than as a huge figure.
+    let ticks = |t: i64| u64::try_from(t).unwrap_or(0);
+    Ok(Stat {
+        ppid: stat.ppid,
+        own: stat.utime.saturating_add(stat.stime),
+        children: ticks(stat.cutime).saturating_add(ticks(stat.cstime)),
     })
 }
 
@@ -285,14 +277,6 @@ pub fn tree_memory(root: i32) -> Result<MemSnap, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_with_odd_command_name() {
-        let line = "42 (a) b (c)) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0 5 0 0";
-        let s = parse_stat(line).expect("parses");
-        assert_eq!(s.ppid, 7);
-        assert_eq!((s.own, s.children), (11 + 22, 33 + 44));
-    }
 
     #[test]
     fn own_tree_is_found() {
