@@ -436,9 +436,14 @@ fn killing_the_hub_under_heavy_traffic_damages_no_line() {
     let stop = Arc::new(AtomicBool::new(false));
     // Each sender's thread gives back its client and how many lines it
     // sent.
-    let senders: Vec<std::thread::JoinHandle<(Client, usize)>> = (0..SENDERS)
-        .map(|s| {
-            let mut client = server.login(&format!("s{s}"));
+    // Everyone logs in before the traffic starts: a login behind traffic
+    // that nobody reads may wait for the hub's queues.
+    let clients: Vec<Client> = (0..SENDERS)
+        .map(|s| server.login(&format!("s{s}")))
+        .collect();
+    let senders: Vec<std::thread::JoinHandle<(Client, usize)>> = clients
+        .into_iter()
+        .map(|mut client| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 // Bursts of 50 lines, 5 ms apart, until told to stop:
