@@ -43,6 +43,10 @@
 //! private; what the binaries and the tests need is re-exported below, and
 //! `protocol` is public for the fuzz targets.
 
+// Private by default: an item is `pub(crate)` unless a binary or the fuzz
+// targets reach it through the re-exports below (the lint keeps it so).
+#![warn(unreachable_pub)]
+
 mod hub;
 mod os;
 mod parent;

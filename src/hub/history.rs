@@ -90,13 +90,13 @@ pub struct Options {
 /// fd does not release it. So the parent holds it for the server's whole
 /// life, hub restarts included, and it ends when the parent does.
 #[derive(Debug)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     _lock: File,
 }
 
 impl DataDir {
     /// Creates and locks `dir`; the error is a line for the operator.
-    pub fn open(dir: &Path) -> io::Result<DataDir> {
+    pub(crate) fn open(dir: &Path) -> io::Result<DataDir> {
         let explain = |e: io::Error| {
             io::Error::new(
                 e.kind(),
@@ -233,7 +233,7 @@ fn last_entries(path: &Path, want: usize, damaged: &mut usize) -> io::Result<Vec
 }
 
 /// The hub's writer: appends entries to the newest segment and rotates.
-pub struct Writer {
+pub(crate) struct Writer {
     dir: PathBuf,
     segment_bytes: u64,
     keep: usize,
@@ -256,7 +256,7 @@ pub struct Writer {
 impl Writer {
     /// Opens the newest segment for appending (mending a torn last line
     /// first) and returns the last [`MAX_HISTORY`] entries of the history.
-    pub fn open(options: &Options) -> io::Result<(Writer, Vec<Entry>)> {
+    pub(crate) fn open(options: &Options) -> io::Result<(Writer, Vec<Entry>)> {
         let dir = options.dir.clone();
         let numbers = segments(&dir)?;
         let number = numbers.last().copied().unwrap_or(1);
@@ -288,7 +288,7 @@ impl Writer {
 
     /// Adds entries to what the next [`Writer::write`] writes, starting a
     /// new segment whenever the current one would grow too big.
-    pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+    pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for entry in entries {
             let Ok(mut line) = serde_json::to_vec(&entry) else {
                 continue;
@@ -305,7 +305,7 @@ impl Writer {
     /// Writes what is pending, and flushes it to disk as `--fsync` says.
     /// Failures are logged (once a minute) and tried again at the next
     /// turn; the room goes on either way.
-    pub fn write(&mut self, now: Instant) {
+    pub(crate) fn write(&mut self, now: Instant) {
         if let Err(e) = self.write_pending() {
             self.failed(now, &e);
         }
@@ -324,14 +324,14 @@ impl Writer {
     }
 
     /// When the hub must wake up to flush to disk, if it must.
-    pub fn wake_by(&self) -> Option<Instant> {
+    pub(crate) fn wake_by(&self) -> Option<Instant> {
         (self.fsync == Fsync::Interval && self.unsynced)
             .then(|| self.last_sync + Duration::from_secs(1))
     }
 
     /// Closes and opens the current segment again by name (SIGHUP), so a
     /// segment moved away by a log rotation tool gets a fresh file.
-    pub fn reopen(&mut self) {
+    pub(crate) fn reopen(&mut self) {
         let now = Instant::now();
         self.write(now);
         let path = segment_path(&self.dir, self.number);
@@ -347,7 +347,7 @@ impl Writer {
     }
 
     /// Writes what is pending and flushes it to disk: the hub is stopping.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let Err(e) = self.write_pending().and_then(|()| self.file.sync_data()) {
             log::error!("history: cannot write the last lines: {e}");
         }

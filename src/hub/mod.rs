@@ -27,9 +27,9 @@
 //! May use: `room`, `protocol` and `os`; never `session` or `parent`.
 //! Checked by `scripts/check_layout.py`.
 
-pub mod history;
-pub mod schedule_file;
-pub mod status;
+pub(crate) mod history;
+pub(crate) mod schedule_file;
+pub(crate) mod status;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -77,14 +77,14 @@ const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// Created mode 0700, so only the server's own user can reach the socket
 /// (which is itself mode 0600); the hub also checks each peer's uid.
 #[derive(Debug, Clone)]
-pub struct SocketDir {
+pub(crate) struct SocketDir {
     dir: PathBuf,
 }
 
 impl SocketDir {
     /// Creates a fresh directory in the first of [`runtime_bases`] that
     /// lets us (`$XDG_RUNTIME_DIR` is root's after `--user`, say).
-    pub fn create() -> io::Result<SocketDir> {
+    pub(crate) fn create() -> io::Result<SocketDir> {
         let mut last_error = io::Error::other("no runtime or temporary directory");
         for base in dirs::runtime_bases() {
             match SocketDir::create_in(&base) {
@@ -109,12 +109,12 @@ impl SocketDir {
         Err(last_error.unwrap_or_else(|| io::Error::other("no free directory name")))
     }
 
-    pub fn socket_path(&self) -> PathBuf {
+    pub(crate) fn socket_path(&self) -> PathBuf {
         self.dir.join("hub.sock")
     }
 
     /// Removes the socket and the directory; what is already gone is fine.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         for result in [
             std::fs::remove_file(self.socket_path()),
             std::fs::remove_dir(&self.dir),
@@ -211,7 +211,7 @@ struct Hub {
 ///
 /// A child that takes nothing for `stall` while messages wait for it is
 /// dropped (`None`: never).
-pub fn run(
+pub(crate) fn run(
     listener: Listener,
     stop: Stop,
     socket_dir: SocketDir,

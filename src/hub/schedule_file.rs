@@ -22,7 +22,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The schedule file, and which change of the room's schedule is in it.
-pub struct ScheduleFile {
+pub(crate) struct ScheduleFile {
     path: PathBuf,
     saved_changes: u64,
     failed: Option<Instant>,
@@ -31,7 +31,7 @@ pub struct ScheduleFile {
 
 impl ScheduleFile {
     /// The file at `path`, which holds the schedule as of `saved_changes`.
-    pub fn new(path: PathBuf, saved_changes: u64) -> ScheduleFile {
+    pub(crate) fn new(path: PathBuf, saved_changes: u64) -> ScheduleFile {
         ScheduleFile {
             path,
             saved_changes,
@@ -44,7 +44,12 @@ impl ScheduleFile {
     /// changes; `state` makes what is saved). A failure (disk full,
     /// read-only directory) is logged and chat goes on; the last good file
     /// stays as it was.
-    pub fn save_if_changed(&mut self, changes: u64, state: impl FnOnce() -> State, now: Instant) {
+    pub(crate) fn save_if_changed(
+        &mut self,
+        changes: u64,
+        state: impl FnOnce() -> State,
+        now: Instant,
+    ) {
         if changes == self.saved_changes
             || self
                 .failed
@@ -72,7 +77,7 @@ impl ScheduleFile {
 }
 
 /// Replaces the file at `path` with `state`, atomically.
-pub fn save(path: &Path, state: &State) -> io::Result<()> {
+pub(crate) fn save(path: &Path, state: &State) -> io::Result<()> {
     let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
     let temporary = path.with_extension("tmp");
     let mut file = OpenOptions::new()
@@ -95,7 +100,7 @@ pub fn save(path: &Path, state: &State) -> io::Result<()> {
 /// Reads the file at `path`. No file is an empty state (the first hub);
 /// a file that cannot be read or understood is logged and ignored, since a
 /// hub that refused to start would take the whole room down with it.
-pub fn load(path: &Path) -> State {
+pub(crate) fn load(path: &Path) -> State {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return State::default(),

@@ -32,7 +32,7 @@ use crate::os::scoreboard::{self, Scoreboard, Slot, now_ms};
 
 /// What the hub needs to answer the admin socket.
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     pub listener: UnixListener,
     pub scoreboard: Scoreboard,
     /// The address the server listens on.
@@ -41,7 +41,7 @@ pub struct Admin {
 
 impl Admin {
     /// Where the admin socket is.
-    pub fn path(&self) -> Option<PathBuf> {
+    pub(crate) fn path(&self) -> Option<PathBuf> {
         let address = self.listener.local_addr().ok()?;
         address.as_pathname().map(Path::to_path_buf)
     }
@@ -109,14 +109,14 @@ pub struct Process {
 }
 
 /// A user as the hub knows them.
-pub struct Member<'a> {
+pub(crate) struct Member<'a> {
     pub nick: &'a str,
     pub address: &'a str,
     pub pid: u32,
 }
 
 /// Puts the report together (in the hub).
-pub fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> Report {
+pub(crate) fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> Report {
     let board = &admin.scoreboard;
     let parent = nix::unistd::getppid().as_raw() as u32;
     let hub = std::process::id();
@@ -231,7 +231,7 @@ fn socket_name(port: u16) -> String {
 
 /// Binds the admin socket for `port` (in the parent); returns it and its
 /// path, which the parent removes at shutdown.
-pub fn bind(port: u16) -> io::Result<(UnixListener, PathBuf)> {
+pub(crate) fn bind(port: u16) -> io::Result<(UnixListener, PathBuf)> {
     let uid = nix::unistd::getuid().as_raw();
     let mut last_error = io::Error::other("no runtime or temporary directory");
     for base in runtime_bases() {

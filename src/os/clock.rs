@@ -13,7 +13,7 @@ use nix::poll::PollTimeout;
 /// The `poll()` or `epoll_wait()` timeout for `wait`: rounded up to the
 /// next millisecond, so that a wait never ends a moment early and spins,
 /// and capped at the longest one poll takes.
-pub fn poll_timeout(wait: Duration) -> PollTimeout {
+pub(crate) fn poll_timeout(wait: Duration) -> PollTimeout {
     PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
 }
 
@@ -21,7 +21,7 @@ pub fn poll_timeout(wait: Duration) -> PollTimeout {
 /// a stall timeout is measured from (a client's socket in its session, a
 /// child's socket in the hub).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Stall {
+pub(crate) struct Stall {
     since: Option<Instant>,
 }
 
@@ -30,7 +30,7 @@ impl Stall {
     /// stops), or the peer `took` some (it starts again), or it took
     /// nothing (it runs on, or starts). `now` is read only when the clock
     /// starts; returns when it did.
-    pub fn note(
+    pub(crate) fn note(
         &mut self,
         waiting: bool,
         took: bool,
@@ -47,13 +47,13 @@ impl Stall {
     }
 
     /// When a stall of `timeout` is over, if the clock runs.
-    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+    pub(crate) fn deadline(&self, timeout: Duration) -> Option<Instant> {
         self.since.map(|since| since + timeout)
     }
 }
 
 /// The same until `deadline`; `None` once it has passed.
-pub fn poll_timeout_until(deadline: Instant) -> Option<PollTimeout> {
+pub(crate) fn poll_timeout_until(deadline: Instant) -> Option<PollTimeout> {
     let wait = deadline.saturating_duration_since(Instant::now());
     (!wait.is_zero()).then(|| poll_timeout(wait))
 }
@@ -87,24 +87,24 @@ fn local(t: SystemTime) -> libc::tm {
 
 /// Milliseconds since the Unix epoch, as the state file, the history and
 /// the scoreboard store times (0 for a time before it).
-pub fn unix_ms(t: SystemTime) -> u64 {
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The time [`unix_ms`] stored.
-pub fn from_unix_ms(ms: u64) -> SystemTime {
+pub(crate) fn from_unix_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// `HH:MM` in local time.
-pub fn hhmm(t: SystemTime) -> String {
+pub(crate) fn hhmm(t: SystemTime) -> String {
     let tm = local(t);
     format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
 }
 
 /// `YYYY-MM-DD HH:MM` in local time, for lines of an earlier day.
-pub fn date_hhmm(t: SystemTime) -> String {
+pub(crate) fn date_hhmm(t: SystemTime) -> String {
     let tm = local(t);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}",
@@ -117,20 +117,20 @@ pub fn date_hhmm(t: SystemTime) -> String {
 }
 
 /// `HH:MM:SS` in local time.
-pub fn hhmmss(t: SystemTime) -> String {
+pub(crate) fn hhmmss(t: SystemTime) -> String {
     let tm = local(t);
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 /// True when both times fall on the same local calendar day.
-pub fn same_day(a: SystemTime, b: SystemTime) -> bool {
+pub(crate) fn same_day(a: SystemTime, b: SystemTime) -> bool {
     let (a, b) = (local(a), local(b));
     (a.tm_year, a.tm_yday) == (b.tm_year, b.tm_yday)
 }
 
 /// The next moment after `now` at which the local clock shows
 /// `hour:minute:00`: today, or tomorrow if that time has passed.
-pub fn next_clock_time(now: SystemTime, hour: u8, minute: u8) -> SystemTime {
+pub(crate) fn next_clock_time(now: SystemTime, hour: u8, minute: u8) -> SystemTime {
     let mut tm = local(now);
     tm.tm_hour = hour.into();
     tm.tm_min = minute.into();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// admin socket) may go, in the order they are tried: `$XDG_RUNTIME_DIR`,
 /// `/run/mpchat` (the systemd unit's runtime directory), then the
 /// temporary directory. Only those that exist.
-pub fn runtime_bases() -> Vec<PathBuf> {
+pub(crate) fn runtime_bases() -> Vec<PathBuf> {
     let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .into_iter()
@@ -24,7 +24,7 @@ pub fn runtime_bases() -> Vec<PathBuf> {
 
 /// What [`private_dir`] does when the directory is already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IfExists {
+pub(crate) enum IfExists {
     /// Fails with `AlreadyExists`: the caller wants a fresh one (a name
     /// it picked in a shared directory such as /tmp).
     Fail,
@@ -38,7 +38,7 @@ pub enum IfExists {
 }
 
 /// Creates `dir` mode 0700, or takes an existing one as `if_exists` says.
-pub fn private_dir(dir: &Path, if_exists: IfExists) -> io::Result<()> {
+pub(crate) fn private_dir(dir: &Path, if_exists: IfExists) -> io::Result<()> {
     let created = std::fs::DirBuilder::new()
         .recursive(if_exists == IfExists::Take)
         .mode(0o700)

@@ -7,11 +7,11 @@
 //! May use: nothing in the crate outside `os`. Checked by
 //! `scripts/check_layout.py`.
 
-pub mod clock;
-pub mod dirs;
+pub(crate) mod clock;
+pub(crate) mod dirs;
 pub mod logging;
 pub mod procfs;
-pub mod scoreboard;
-pub mod signals;
-pub mod spawn;
+pub(crate) mod scoreboard;
+pub(crate) mod signals;
+pub(crate) mod spawn;
 pub mod title;

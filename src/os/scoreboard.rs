@@ -28,7 +28,7 @@ use crate::os::clock;
 /// The server's totals since it started.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Clients accepted and given a process.
     pub connections: AtomicU64,
     /// Refused because --max-clients were connected.
@@ -49,7 +49,7 @@ pub struct Totals {
 /// One client child's figures. A pid of 0 is a free slot.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub pid: AtomicU64,
     /// When the client connected, in milliseconds since the Unix epoch.
     pub since_ms: AtomicU64,
@@ -85,36 +85,36 @@ struct Header {
 /// Where one client's slot is in a [`Scoreboard`]: made only by
 /// [`Scoreboard::places`], so it always names a slot there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place(usize);
+pub(crate) struct Place(usize);
 
 /// The shared block. It is never unmapped, so references to it are
 /// `'static` in every process that inherits it.
 #[derive(Debug, Clone, Copy)]
-pub struct Scoreboard {
+pub(crate) struct Scoreboard {
     started_ms: &'static AtomicU64,
     pub totals: &'static Totals,
     slots: &'static [Slot],
 }
 
 /// Adds one to a counter.
-pub fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     add(counter, 1);
 }
 
 /// Adds `n` to a counter. Counters are only ever read as totals, so no
 /// order with other memory is needed.
-pub fn add(counter: &AtomicU64, n: u64) {
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     clock::unix_ms(SystemTime::now())
 }
 
 impl Scoreboard {
     /// Maps a scoreboard with `slots` client slots, shared with every
     /// process forked afterwards.
-    pub fn create(slots: usize) -> io::Result<Scoreboard> {
+    pub(crate) fn create(slots: usize) -> io::Result<Scoreboard> {
         let header = std::mem::size_of::<Header>();
         let len = header + slots * std::mem::size_of::<Slot>();
         let len = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("empty scoreboard"))?;
@@ -151,18 +151,18 @@ impl Scoreboard {
     }
 
     /// When the server started, in milliseconds since the Unix epoch.
-    pub fn started_ms(&self) -> u64 {
+    pub(crate) fn started_ms(&self) -> u64 {
         self.started_ms.load(Ordering::Relaxed)
     }
 
     /// Every slot's place, for the parent to hand out: the last one
     /// first, so that popping gives slot 0 first.
-    pub fn places(&self) -> Vec<Place> {
+    pub(crate) fn places(&self) -> Vec<Place> {
         (0..self.slots.len()).rev().map(Place).collect()
     }
 
     /// The slot at `place`.
-    pub fn slot(&self, place: Place) -> &'static Slot {
+    pub(crate) fn slot(&self, place: Place) -> &'static Slot {
         &self.slots[place.0]
     }
 
@@ -172,19 +172,19 @@ impl Scoreboard {
     /// The slot is clear already (zeroed by the kernel, or by
     /// [`Scoreboard::release`]) and is not cleared again: the child may
     /// have counted its first lines by the time the parent gets here.
-    pub fn claim(&self, place: Place, pid: u32) {
+    pub(crate) fn claim(&self, place: Place, pid: u32) {
         let slot = self.slot(place);
         slot.since_ms.store(now_ms(), Ordering::Relaxed);
         slot.pid.store(pid.into(), Ordering::Relaxed);
     }
 
     /// Frees the slot at `place` (the parent, after reaping its child).
-    pub fn release(&self, place: Place) {
+    pub(crate) fn release(&self, place: Place) {
         self.slot(place).clear();
     }
 
     /// The slots in use, by their child's pid, in one pass.
-    pub fn in_use(&self) -> HashMap<u32, &'static Slot> {
+    pub(crate) fn in_use(&self) -> HashMap<u32, &'static Slot> {
         self.slots
             .iter()
             .filter_map(|slot| match slot.pid.load(Ordering::Relaxed) {

@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 /// What arrived since the last look.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// SIGCHLD: some child changed state; reap.
     pub child_exited: bool,
     /// SIGINT or SIGTERM: shut down.
@@ -31,7 +31,7 @@ pub struct Pending {
 /// handler writes a byte and does nothing else; the process polls the read
 /// end with its other fds and does the work in its own loop.
 #[derive(Debug)]
-pub struct SelfPipe {
+pub(crate) struct SelfPipe {
     read: UnixStream,
 }
 
@@ -52,12 +52,12 @@ impl SelfPipe {
     }
 
     /// A self-pipe for `signal` alone, for the life of the process.
-    pub fn on(signal: c_int) -> io::Result<SelfPipe> {
+    pub(crate) fn on(signal: c_int) -> io::Result<SelfPipe> {
         Ok(SelfPipe::register(&[signal])?.0)
     }
 
     /// Empties the pipe: one look answers every signal so far.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut buf = [0u8; 64];
         while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
     }
@@ -71,7 +71,7 @@ impl AsFd for SelfPipe {
 
 /// The parent's signals: one self-pipe, and a flag per kind to say which
 /// of them woke it.
-pub struct Signals {
+pub(crate) struct Signals {
     pipe: SelfPipe,
     child_exited: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
@@ -81,7 +81,7 @@ pub struct Signals {
 
 impl Signals {
     /// Installs handlers for SIGCHLD, SIGINT, SIGTERM and SIGHUP.
-    pub fn install() -> io::Result<Signals> {
+    pub(crate) fn install() -> io::Result<Signals> {
         let child_exited = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
         let hangup = Arc::new(AtomicBool::new(false));
@@ -109,7 +109,7 @@ impl Signals {
     }
 
     /// Takes the signals that arrived and empties the self-pipe.
-    pub fn take(&self) -> Pending {
+    pub(crate) fn take(&self) -> Pending {
         self.pipe.drain();
         Pending {
             child_exited: self.child_exited.swap(false, Ordering::AcqRel),
@@ -129,7 +129,7 @@ impl Signals {
     /// [`SelfPipe`]). SIGTERM (say, from `systemctl stop`, which signals every
     /// process of the service) becomes an event, so the process can still
     /// say goodbye itself.
-    pub fn forget_in_child(self) -> io::Result<SelfPipe> {
+    pub(crate) fn forget_in_child(self) -> io::Result<SelfPipe> {
         for id in self.ids {
             signal_hook::low_level::unregister(id);
         }
@@ -151,7 +151,7 @@ impl Signals {
 /// Not for the hub, which takes SIGHUP through a [`SelfPipe`]:
 /// signal-hook keeps the handler the parent installed for SIGHUP, and would
 /// not install it again over SIG_IGN.
-pub fn ignore_hangup() -> io::Result<()> {
+pub(crate) fn ignore_hangup() -> io::Result<()> {
     // SAFETY: SIG_IGN runs no code of ours in signal context.
     unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }?;
     Ok(())

@@ -24,13 +24,13 @@ use crate::os::signals::SelfPipe;
 
 /// Which side of a `fork()` this is.
 #[derive(Debug)]
-pub enum Forked {
+pub(crate) enum Forked {
     Parent(Pid),
     Child,
 }
 
 /// Forks this process.
-pub fn fork() -> io::Result<Forked> {
+pub(crate) fn fork() -> io::Result<Forked> {
     // (Out of fds, the count cannot be read; that is no reason to stop.)
     debug_assert!(
         threads().is_none_or(|n| n == 1),
@@ -54,7 +54,7 @@ fn threads() -> Option<usize> {
 
 /// First steps of a freshly forked process: its role for the log (its pid
 /// has changed too) and its name in `ps -o comm` and `top`.
-pub fn become_role(role: Role, comm: &CStr) {
+pub(crate) fn become_role(role: Role, comm: &CStr) {
     logging::set_role(role);
     if let Err(e) = nix::sys::prctl::set_name(comm) {
         log::debug!("cannot set process name: {e}");
@@ -65,7 +65,7 @@ pub fn become_role(role: Role, comm: &CStr) {
 /// closed: readable (EOF) once every copy of [`HeldEnd`] is gone, however
 /// its holders ended.
 #[derive(Debug)]
-pub struct ClosedWatch(OwnedFd);
+pub(crate) struct ClosedWatch(OwnedFd);
 
 impl AsFd for ClosedWatch {
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -76,7 +76,7 @@ impl AsFd for ClosedWatch {
 /// The write end of that pipe: never written, held until closing it says
 /// what it means.
 #[derive(Debug)]
-pub struct HeldEnd {
+pub(crate) struct HeldEnd {
     _write_end: OwnedFd,
 }
 
@@ -87,38 +87,38 @@ fn closing_pipe() -> io::Result<(ClosedWatch, HeldEnd)> {
 }
 
 /// A forked process's end of the lifeline: readable once the parent is gone.
-pub type Lifeline = ClosedWatch;
+pub(crate) type Lifeline = ClosedWatch;
 /// The parent's end of the lifeline.
-pub type LifelineWriter = HeldEnd;
+pub(crate) type LifelineWriter = HeldEnd;
 /// The parent's end of one child's login pipe: readable once that child's
 /// client has logged in or the child is gone.
-pub type LoginWatch = ClosedWatch;
+pub(crate) type LoginWatch = ClosedWatch;
 /// A client child's end of its login pipe: dropped once the client has a
 /// nickname.
-pub type LoggingIn = HeldEnd;
+pub(crate) type LoggingIn = HeldEnd;
 
 /// Creates the lifeline pipe.
-pub fn lifeline() -> io::Result<(LifelineWriter, Lifeline)> {
+pub(crate) fn lifeline() -> io::Result<(LifelineWriter, Lifeline)> {
     let (watch, held) = closing_pipe()?;
     Ok((held, watch))
 }
 
 /// Creates a login pipe.
-pub fn login_pipe() -> io::Result<(LoginWatch, LoggingIn)> {
+pub(crate) fn login_pipe() -> io::Result<(LoginWatch, LoggingIn)> {
     closing_pipe()
 }
 
 /// What tells a forked process to stop: the parent's death (the lifeline
 /// ends) or SIGTERM. Each process keeps both in its poll set.
 #[derive(Debug)]
-pub struct Stop {
+pub(crate) struct Stop {
     pub lifeline: Lifeline,
     pub terminate: SelfPipe,
 }
 
 impl Stop {
     /// Poll entries for both; see [`Stop::requested`].
-    pub fn poll_fds(&self) -> [PollFd<'_>; 2] {
+    pub(crate) fn poll_fds(&self) -> [PollFd<'_>; 2] {
         [
             PollFd::new(self.lifeline.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.terminate.as_fd(), PollFlags::POLLIN),
@@ -126,7 +126,7 @@ impl Stop {
     }
 
     /// True if either entry from [`Stop::poll_fds`] fired.
-    pub fn requested(fds: &[PollFd]) -> bool {
+    pub(crate) fn requested(fds: &[PollFd]) -> bool {
         fds.iter().any(|f| f.any().unwrap_or(false))
     }
 }

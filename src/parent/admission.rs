@@ -25,9 +25,9 @@ use std::time::Instant;
 use crate::protocol::render;
 
 /// Addresses remembered at most.
-pub const MAX_ADDRESSES: usize = 4096;
+pub(crate) const MAX_ADDRESSES: usize = 4096;
 /// Unregistered connections from which new ones may be refused.
-pub const UNREGISTERED_START: usize = 16;
+pub(crate) const UNREGISTERED_START: usize = 16;
 
 /// The limits, as the command line set them; 0 turns one off.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ pub struct Limits {
 
 /// Why a connection is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Too many connections, at once or per minute, from the address.
     Address,
     /// Too many connections still logging in.
@@ -51,7 +51,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The one line the client gets.
-    pub fn line(self) -> &'static str {
+    pub(crate) fn line(self) -> &'static str {
         match self {
             Refusal::Address => render::TOO_MANY_FROM_ADDRESS,
             Refusal::Busy => render::SERVER_BUSY,
@@ -59,7 +59,7 @@ impl Refusal {
     }
 
     /// For the log.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Refusal::Address => "too many connections from that address",
             Refusal::Busy => "too many connections logging in",
@@ -78,14 +78,14 @@ struct Address {
 
 /// The parent's admission state.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     limits: Limits,
     addresses: HashMap<IpAddr, Address>,
     random: Random,
 }
 
 impl Admission {
-    pub fn new(limits: Limits) -> Admission {
+    pub(crate) fn new(limits: Limits) -> Admission {
         Admission {
             limits,
             addresses: HashMap::new(),
@@ -94,7 +94,7 @@ impl Admission {
     }
 
     /// True if the parent has to know how many clients are logging in.
-    pub fn counts_unregistered(&self) -> bool {
+    pub(crate) fn counts_unregistered(&self) -> bool {
         self.limits.max_unregistered > 0
     }
 
@@ -103,7 +103,12 @@ impl Admission {
     /// token, refused or not, so an address that keeps hammering stays
     /// refused. An admitted connection counts as open until
     /// [`Admission::closed`].
-    pub fn check(&mut self, ip: IpAddr, unregistered: usize, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn check(
+        &mut self,
+        ip: IpAddr,
+        unregistered: usize,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         let limits = self.limits;
         let per_address = limits.max_per_ip > 0 || limits.conn_rate > 0;
         if per_address {
@@ -125,7 +130,7 @@ impl Admission {
     }
 
     /// A connection admitted by [`Admission::check`] has ended.
-    pub fn closed(&mut self, ip: IpAddr) {
+    pub(crate) fn closed(&mut self, ip: IpAddr) {
         if let Some(address) = self.addresses.get_mut(&ip) {
             address.open = address.open.saturating_sub(1);
         }
@@ -133,7 +138,7 @@ impl Admission {
 
     /// Number of addresses remembered.
     #[cfg(test)]
-    pub fn remembered(&self) -> usize {
+    pub(crate) fn remembered(&self) -> usize {
         self.addresses.len()
     }
 
@@ -188,7 +193,7 @@ impl Address {
 /// that is lower), always from `full` on, and in between with a chance
 /// that rises in a straight line: `roll` is a random number in 0..100.
 /// `full` 0 turns the rule off.
-pub fn should_drop_unregistered(unregistered: usize, full: usize, roll: u32) -> bool {
+pub(crate) fn should_drop_unregistered(unregistered: usize, full: usize, roll: u32) -> bool {
     if full == 0 {
         return false;
     }

@@ -12,8 +12,8 @@
 //! (their entry points, and the sockets and files it opens for them),
 //! `protocol` and `os`. Checked by `scripts/check_layout.py`.
 
-pub mod admission;
-pub mod privileges;
+pub(crate) mod admission;
+pub(crate) mod privileges;
 
 use std::collections::HashMap;
 use std::io::{self, Write};

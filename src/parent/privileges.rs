@@ -9,7 +9,7 @@ use nix::unistd::{Uid, User, getegid, geteuid, getgid, getuid, initgroups, setgi
 /// Becomes user `name`, with its group and supplementary groups, for good.
 /// Root only (or already that user). Checked: afterwards this process
 /// neither is nor can become root again.
-pub fn become_user(name: &str) -> io::Result<()> {
+pub(crate) fn become_user(name: &str) -> io::Result<()> {
     let user = User::from_name(name)
         .map_err(|e| io::Error::other(format!("cannot look up user '{name}': {e}")))?
         .ok_or_else(|| {
@@ -49,7 +49,7 @@ pub fn become_user(name: &str) -> io::Result<()> {
 }
 
 /// Says so in the log when the server runs as root without `--user`.
-pub fn warn_if_root() {
+pub(crate) fn warn_if_root() {
     if geteuid().is_root() {
         log::warn!("running as root: every client is served by a root process (see --user)");
     }

@@ -11,7 +11,7 @@ use crate::protocol::render;
 /// What kind of public line an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     Chat,
     Me,
     Scheduled,
@@ -25,7 +25,7 @@ pub enum Kind {
 
 /// One public line, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
     pub kind: Kind,
@@ -38,7 +38,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
+    pub(crate) fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
         Entry {
             time_ms: clock::unix_ms(time),
             kind,
@@ -48,17 +48,17 @@ impl Entry {
     }
 
     /// A message someone sent (rather than a join, leave and the like).
-    pub fn is_message(&self) -> bool {
+    pub(crate) fn is_message(&self) -> bool {
         matches!(self.kind, Kind::Chat | Kind::Me | Kind::Scheduled)
     }
 
-    pub fn time(&self) -> SystemTime {
+    pub(crate) fn time(&self) -> SystemTime {
         clock::from_unix_ms(self.time_ms)
     }
 
     /// The line users see, with `stamp` for its time. Live lines and
     /// replayed ones are rendered by this one function, so they look alike.
-    pub fn render(&self, stamp: &str) -> String {
+    pub(crate) fn render(&self, stamp: &str) -> String {
         let (nick, text) = (self.nick.as_str(), self.text.as_str());
         match self.kind {
             Kind::Chat => render::chat(stamp, nick, text),

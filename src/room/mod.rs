@@ -10,10 +10,10 @@
 //! May use: `protocol` and `os` only: no sockets, no files, no clock of
 //! its own (the time is passed in). Checked by `scripts/check_layout.py`.
 
-pub mod entry;
-pub mod saved;
+pub(crate) mod entry;
+pub(crate) mod saved;
 
-pub use entry::{Entry, Kind};
+pub(crate) use entry::{Entry, Kind};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -25,17 +25,17 @@ use crate::protocol::render;
 use saved::{SavedMessage, State};
 
 /// The hub's name for one child connection.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Pending scheduled messages per user, at most.
-pub const MAX_SCHEDULED_PER_USER: usize = 10;
+pub(crate) const MAX_SCHEDULED_PER_USER: usize = 10;
 
 /// Lines of history a user who joins is shown, unless told otherwise.
-pub const DEFAULT_REPLAY: usize = 20;
+pub(crate) const DEFAULT_REPLAY: usize = 20;
 
 /// Who receives a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     One(ConnId),
     /// Every registered user.
     All,
@@ -43,7 +43,7 @@ pub enum Target {
 
 /// One message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub to: Target,
     pub msg: ToChild,
 }
@@ -86,7 +86,7 @@ struct Scheduled {
 
 /// The shared state of the chat.
 #[derive(Debug)]
-pub struct Room {
+pub(crate) struct Room {
     users: HashMap<ConnId, User>,
     /// Registered users, longest-connected first.
     order: Vec<ConnId>,
@@ -115,7 +115,7 @@ impl Default for Room {
 }
 
 impl Room {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // User ids start from the clock (in microseconds), so that a hub
         // started after another gives ids above all of the old hub's,
         // which its users bring back when they rejoin.
@@ -139,7 +139,7 @@ impl Room {
 
     /// Takes the last lines of the history (oldest first), and how many of
     /// them a user who joins is shown.
-    pub fn restore_history(&mut self, entries: Vec<Entry>, replay_lines: usize) {
+    pub(crate) fn restore_history(&mut self, entries: Vec<Entry>, replay_lines: usize) {
         self.recent = entries.into();
         self.recent
             .drain(..self.recent.len().saturating_sub(MAX_HISTORY));
@@ -147,7 +147,7 @@ impl Room {
     }
 
     /// The public lines since the last call, for the history's writer.
-    pub fn take_unwritten(&mut self) -> Vec<Entry> {
+    pub(crate) fn take_unwritten(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.unwritten)
     }
 
@@ -183,7 +183,7 @@ impl Room {
     }
 
     /// The hub is dropping `conn` because its child stopped reading.
-    pub fn too_slow(&mut self, conn: ConnId) {
+    pub(crate) fn too_slow(&mut self, conn: ConnId) {
         if let Some(user) = self.users.get(&conn) {
             // Bounded, in case of a very long run of very slow children.
             if self.too_slow.len() >= 10_000 {
@@ -194,12 +194,12 @@ impl Room {
     }
 
     /// Goes up whenever the scheduled messages change.
-    pub fn schedule_changes(&self) -> u64 {
+    pub(crate) fn schedule_changes(&self) -> u64 {
         self.schedule_changes
     }
 
     /// What a new hub needs to carry on: the scheduled messages.
-    pub fn saved(&self) -> State {
+    pub(crate) fn saved(&self) -> State {
         let schedule = self
             .schedule
             .iter()
@@ -218,7 +218,7 @@ impl Room {
     }
 
     /// Takes over the scheduled messages an earlier hub saved.
-    pub fn restore(&mut self, state: State) {
+    pub(crate) fn restore(&mut self, state: State) {
         self.next_seq = state.next_seq;
         self.schedule = state
             .schedule
@@ -239,12 +239,12 @@ impl Room {
     }
 
     /// Registered users in join order.
-    pub fn members(&self) -> &[ConnId] {
+    pub(crate) fn members(&self) -> &[ConnId] {
         &self.order
     }
 
     /// A registered user's nickname and address.
-    pub fn user(&self, conn: ConnId) -> Option<(&str, &str)> {
+    pub(crate) fn user(&self, conn: ConnId) -> Option<(&str, &str)> {
         self.users
             .get(&conn)
             .map(|u| (u.nick.as_str(), u.addr.as_str()))
@@ -252,12 +252,12 @@ impl Room {
 
     /// The room's owner: always the longest-connected user (the first to
     /// register, then whoever has been here longest once the owner leaves).
-    pub fn owner(&self) -> Option<ConnId> {
+    pub(crate) fn owner(&self) -> Option<ConnId> {
         self.order.first().copied()
     }
 
     /// Carries out one message from `conn`'s child.
-    pub fn handle(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
+    pub(crate) fn handle(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
         match msg {
             ToHub::Login { nick, addr } => self.join(conn, nick, addr, now),
             ToHub::Rejoin { nick, addr, id } => self.rejoin(conn, nick, addr, id),
@@ -266,7 +266,12 @@ impl Room {
     }
 
     /// Carries out a registered user's command.
-    pub fn request(&mut self, conn: ConnId, request: Request, now: SystemTime) -> Vec<Delivery> {
+    pub(crate) fn request(
+        &mut self,
+        conn: ConnId,
+        request: Request,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
         let Some(me) = self.users.get(&conn) else {
             // A child sends requests only once its user is registered.
             log::warn!("request from unregistered connection {conn} ignored");
@@ -374,7 +379,7 @@ impl Room {
     }
 
     /// Removes `conn`'s user, if registered, and tells the others.
-    pub fn leave(&mut self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
+    pub(crate) fn leave(&mut self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
         let was_owner = self.owner() == Some(conn);
         let Some(user) = self.remove(conn) else {
             return Vec::new();
@@ -534,7 +539,7 @@ impl Room {
     }
 
     /// The scheduled messages due by `now`, in due order.
-    pub fn due(&mut self, now: SystemTime) -> Vec<Delivery> {
+    pub(crate) fn due(&mut self, now: SystemTime) -> Vec<Delivery> {
         let ready = self.schedule.partition_point(|s| s.due <= now);
         if ready == 0 {
             return Vec::new();
@@ -547,7 +552,7 @@ impl Room {
     }
 
     /// When the next scheduled message is due, if any.
-    pub fn next_due(&self) -> Option<SystemTime> {
+    pub(crate) fn next_due(&self) -> Option<SystemTime> {
         self.schedule.first().map(|s| s.due)
     }
 }

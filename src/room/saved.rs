@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything in the file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     /// The next scheduled message's sequence number.
     pub next_seq: u64,
     pub schedule: Vec<SavedMessage>,
@@ -13,7 +13,7 @@ pub struct State {
 
 /// One pending scheduled message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedMessage {
+pub(crate) struct SavedMessage {
     /// Due time, in milliseconds since the Unix epoch.
     pub due_ms: u64,
     pub seq: u64,

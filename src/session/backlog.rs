@@ -47,7 +47,7 @@ pub struct BacklogLimits {
 }
 
 /// Bytes for the client not yet written, and how the client keeps up.
-pub struct Backlog {
+pub(super) struct Backlog {
     bytes: Vec<u8>,
     /// How many of `bytes` are written.
     sent: usize,
@@ -63,7 +63,7 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    pub fn new(limits: BacklogLimits, now: Instant) -> Backlog {
+    pub(super) fn new(limits: BacklogLimits, now: Instant) -> Backlog {
         Backlog {
             bytes: Vec::new(),
             sent: 0,
@@ -76,32 +76,32 @@ impl Backlog {
     }
 
     /// Queues one line, adding the line end.
-    pub fn push_line(&mut self, line: &str) {
+    pub(super) fn push_line(&mut self, line: &str) {
         self.bytes.extend_from_slice(line.as_bytes());
         self.bytes.extend_from_slice(CRLF.as_bytes());
         self.unsent_lines += 1;
     }
 
     /// Queues one line the hub rendered, line end included.
-    pub fn push_rendered(&mut self, line: &[u8]) {
+    pub(super) fn push_rendered(&mut self, line: &[u8]) {
         self.bytes.extend_from_slice(line);
         self.unsent_lines += 1;
     }
 
     /// Bytes wait for the socket.
-    pub fn waiting(&self) -> bool {
+    pub(super) fn waiting(&self) -> bool {
         self.sent < self.bytes.len()
     }
 
     /// When the socket last took something.
-    pub fn last_output(&self) -> Instant {
+    pub(super) fn last_output(&self) -> Instant {
         self.last_output
     }
 
     /// Writes as much as `client` takes without waiting, and notes since
     /// when it has taken nothing. An error means the client is gone:
     /// nothing more can reach it, and the backlog is dropped.
-    pub fn flush(&mut self, client: &TcpStream, slot: &Slot) -> io::Result<()> {
+    pub(super) fn flush(&mut self, client: &TcpStream, slot: &Slot) -> io::Result<()> {
         let taken = self.sent;
         let result = self.write(client, slot);
         self.note_if_behind();
@@ -161,14 +161,14 @@ impl Backlog {
 
     /// The client is behind, and the room still waits for it to catch up:
     /// the hub's lines are left in the socket meanwhile.
-    pub fn waiting_for_catch_up(&self) -> bool {
+    pub(super) fn waiting_for_catch_up(&self) -> bool {
         self.behind_since
             .is_some_and(|since| since.elapsed() < CATCH_UP_TIME)
     }
 
     /// When the backlog's clocks need a look: the end of a stall or of the
     /// wait for the client to catch up.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(super) fn deadline(&self) -> Option<Instant> {
         let stall = self
             .limits
             .stall
@@ -183,7 +183,7 @@ impl Backlog {
     /// Why the client must be cut off for not keeping up, if it must:
     /// its socket has taken nothing for the stall timeout, or more waits
     /// for it than the hard bound.
-    pub fn falling_behind(&self, now: Instant) -> Option<String> {
+    pub(super) fn falling_behind(&self, now: Instant) -> Option<String> {
         let BacklogLimits { bytes, stall } = self.limits;
         let waiting = self.bytes.len() - self.sent;
         if bytes > 0 && waiting > bytes {
@@ -197,7 +197,7 @@ impl Backlog {
     /// Forgets the lines a client that is being cut off for not reading
     /// would never read, so that the one line saying why comes next (after
     /// the rest of a line already half written).
-    pub fn drop_unsent(&mut self) {
+    pub(super) fn drop_unsent(&mut self) {
         let unsent = &self.bytes[self.sent..];
         let keep = unsent.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
         self.bytes.truncate(self.sent + keep);
@@ -206,17 +206,17 @@ impl Backlog {
     }
 
     /// Nothing waits and nothing is written.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
     /// Holds more memory than it keeps between bursts.
-    pub fn holds_memory(&self) -> bool {
+    pub(super) fn holds_memory(&self) -> bool {
         self.bytes.capacity() > KEPT
     }
 
     /// Gives that memory back.
-    pub fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         self.bytes = Vec::new();
     }
 }

@@ -11,7 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::os::spawn::Stop;
 
 /// Echoes until the client closes or the process is told to stop.
-pub fn run(client: TcpStream, stop: Stop) -> io::Result<()> {
+pub(crate) fn run(client: TcpStream, stop: Stop) -> io::Result<()> {
     let mut buf = [0u8; 4096];
     loop {
         let [lifeline, terminate] = stop.poll_fds();

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 /// Dropped lines in a row after which the user is disconnected.
-pub const MAX_DROPPED_IN_A_ROW: u32 = 30;
+pub(crate) const MAX_DROPPED_IN_A_ROW: u32 = 30;
 /// Shortest time between two "sending too fast" notices.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
@@ -24,7 +24,7 @@ pub struct FloodLimits {
 
 /// What to do with a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     /// Drop it, and tell the user.
     DropAndNotify,
@@ -36,7 +36,7 @@ pub enum Verdict {
 
 /// One user's bucket.
 #[derive(Debug)]
-pub struct Flood {
+pub(crate) struct Flood {
     limits: FloodLimits,
     tokens: f64,
     counted: Instant,
@@ -45,7 +45,7 @@ pub struct Flood {
 }
 
 impl Flood {
-    pub fn new(limits: FloodLimits, now: Instant) -> Flood {
+    pub(crate) fn new(limits: FloodLimits, now: Instant) -> Flood {
         Flood {
             limits,
             tokens: f64::from(limits.burst),
@@ -56,7 +56,7 @@ impl Flood {
     }
 
     /// Decides about one line arriving at `now`.
-    pub fn line(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn line(&mut self, now: Instant) -> Verdict {
         if self.limits.rate <= 0.0 {
             return Verdict::Pass;
         }

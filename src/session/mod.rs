@@ -30,8 +30,8 @@
 //! `scripts/check_layout.py`.
 
 mod backlog;
-pub mod echo;
-pub mod flood;
+pub(crate) mod echo;
+pub(crate) mod flood;
 
 pub use backlog::BacklogLimits;
 
@@ -59,9 +59,9 @@ use crate::session::flood::{Flood, FloodLimits, Verdict};
 
 /// An unfinished line counts as complete once it has sat this long: the
 /// class-lab C client never sends a line end.
-pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
+pub(crate) const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Failed nickname attempts before the child gives up on a client.
-pub const MAX_LOGIN_FAILURES: u32 = 5;
+pub(crate) const MAX_LOGIN_FAILURES: u32 = 5;
 /// How long the backlog must have been empty before the buffers are given
 /// back: freeing them after every batch would cost more than it saves.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
@@ -105,7 +105,7 @@ const LINGER_TIME: Duration = Duration::from_millis(200);
 
 /// What the child needs, handed over by the parent after the fork.
 #[derive(Debug)]
-pub struct Setup {
+pub(crate) struct Setup {
     pub client: TcpStream,
     pub peer: SocketAddr,
     pub stop: Stop,
@@ -189,7 +189,7 @@ struct Session {
 }
 
 /// Runs one client's session to its end.
-pub fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
+pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
     prepare_socket(&setup.client)?;
     let hub = match Link::connect(hub_socket) {
         Ok(hub) => hub,
