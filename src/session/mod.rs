@@ -135,7 +135,7 @@ enum Phase {
 
 /// How a session ends: with a last line for the client, or without one.
 enum End {
-    Say(String),
+    Farewell(String),
     /// Cut off for not keeping up: the last line says so, and may take
     /// longer to arrive, behind everything the kernel still holds.
     FellBehind,
@@ -143,8 +143,8 @@ enum End {
 }
 
 /// Ends the session with `line` as the client's last line.
-fn say_and_end(line: impl Into<String>) -> Option<End> {
-    Some(End::Say(line.into()))
+fn farewell(line: impl Into<String>) -> Option<End> {
+    Some(End::Farewell(line.into()))
 }
 
 struct Session {
@@ -201,7 +201,7 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         }
     };
     let mut session = Session::new(setup, hub, hub_socket);
-    session.say(render::WELCOME);
+    session.tell(render::WELCOME);
     let end = match session.converse() {
         Ok(end) => end,
         Err(e) => {
@@ -328,7 +328,7 @@ impl Session {
     /// A line typed at the nickname prompt.
     fn login_line(&mut self, text: String) -> Option<End> {
         if command::is_quit(&text) {
-            return say_and_end("Bye.");
+            return farewell("Bye.");
         }
         if let Err(reason) = command::check_nick(&text) {
             return self.login_failed(reason);
@@ -345,11 +345,11 @@ impl Session {
         };
         *failures += 1;
         if *failures >= MAX_LOGIN_FAILURES {
-            self.say(&reason);
+            self.tell(&reason);
             log::info!("{}: too many invalid nicknames", self.peer);
-            return say_and_end(render::TOO_MANY_TRIES);
+            return farewell(render::TOO_MANY_TRIES);
         }
-        self.say(&format!("{reason} {}", render::ENTER_NICK));
+        self.tell(&format!("{reason} {}", render::ENTER_NICK));
         None
     }
 
@@ -377,7 +377,7 @@ impl Session {
                     return Some(End::Silently);
                 };
                 log::info!("{} ({nick}) quit", self.peer);
-                return say_and_end(render::bye(nick));
+                return farewell(render::bye(nick));
             }
         }
         None
@@ -394,7 +394,7 @@ impl Session {
                 log::info!("{}: disconnected for excess flood", self.peer);
                 scoreboard::bump(&self.totals.flood_disconnects);
                 self.inbox.clear();
-                self.ending = Some(End::Say(render::EXCESS_FLOOD.to_string()));
+                self.ending = Some(End::Farewell(render::EXCESS_FLOOD.to_string()));
             }
         }
         false
@@ -433,7 +433,7 @@ impl Session {
         if self.hub_busy() {
             self.held.push_back((self.requests, line));
         } else {
-            self.say(&line);
+            self.tell(&line);
         }
     }
 
@@ -458,7 +458,7 @@ impl Session {
             Err(e) => return Err(e.into()),
         }
         if Stop::requested(&fds[2..]) {
-            return Ok(say_and_end(render::SHUTTING_DOWN));
+            return Ok(farewell(render::SHUTTING_DOWN));
         }
         let [client, hub] = [&fds[0], &fds[1]].map(|f| f.revents().unwrap_or(PollFlags::empty()));
         if hub.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
@@ -536,11 +536,11 @@ impl Session {
         let now = Instant::now();
         if matches!(self.phase, Phase::Login { .. }) && now >= self.login_deadline {
             log::info!("{}: login timed out", self.peer);
-            return Ok(say_and_end(render::LOGIN_TIMED_OUT));
+            return Ok(farewell(render::LOGIN_TIMED_OUT));
         }
         if self.idle_deadline().is_some_and(|deadline| now >= deadline) {
             log::info!("{}: idle for too long", self.peer);
-            return Ok(say_and_end(render::IDLE_TIMEOUT));
+            return Ok(farewell(render::IDLE_TIMEOUT));
         }
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
@@ -647,11 +647,11 @@ impl Session {
                 Ok(link) => break link,
                 Err(e) if Instant::now() >= deadline => {
                     log::error!("{}: no hub to rejoin: {e}", self.peer);
-                    return Ok(say_and_end(render::SHUTTING_DOWN));
+                    return Ok(farewell(render::SHUTTING_DOWN));
                 }
                 Err(_) => {
                     if self.stop_within(REJOIN_RETRY) {
-                        return Ok(say_and_end(render::SHUTTING_DOWN));
+                        return Ok(farewell(render::SHUTTING_DOWN));
                     }
                 }
             }
@@ -661,7 +661,7 @@ impl Session {
         self.outbox_bytes = 0;
         self.answered = self.requests;
         while let Some((_, line)) = self.held.pop_front() {
-            self.say(&line);
+            self.tell(&line);
         }
         let addr = self.peer.to_string();
         let again = match (&self.phase, &self.pending_nick) {
@@ -691,7 +691,7 @@ impl Session {
     /// Carries out one event from the hub; `Some` ends the session.
     fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
-            ToChild::Line(line) => self.say(&line),
+            ToChild::Line(line) => self.tell(&line),
             ToChild::Registered { nick, id } => self.registered(nick, id),
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
             ToChild::TooSlow => {
@@ -701,7 +701,7 @@ impl Session {
             }
             // After a hub restart, someone new took the nickname first.
             ToChild::NickRefused { .. } if matches!(self.phase, Phase::Chat { .. }) => {
-                return say_and_end(render::NICK_LOST);
+                return farewell(render::NICK_LOST);
             }
             ToChild::NickRefused { reason } => {
                 self.pending_nick = None;
@@ -715,7 +715,7 @@ impl Session {
             }
             ToChild::Kicked => {
                 log::info!("{} was kicked", self.peer);
-                return say_and_end(render::KICKED);
+                return farewell(render::KICKED);
             }
             ToChild::Done => self.request_done(),
         }
@@ -724,7 +724,7 @@ impl Session {
 
     /// The hub took the nickname: the session is in the room.
     fn registered(&mut self, nick: String, id: u64) {
-        self.say(&render::hello(&nick));
+        self.tell(&render::hello(&nick));
         title::set(&format!("mpchat: {nick} {}", self.peer));
         self.phase = Phase::Chat { nick, id };
         self.pending_nick = None;
@@ -740,14 +740,14 @@ impl Session {
             && *after <= self.answered
         {
             if let Some((_, line)) = self.held.pop_front() {
-                self.say(&line);
+                self.tell(&line);
             }
         }
     }
 
     /// Queues one line for the client; it is written before the child next
     /// waits, together with whatever else is queued by then.
-    fn say(&mut self, line: &str) {
+    fn tell(&mut self, line: &str) {
         self.backlog.push_line(line);
     }
 
@@ -769,12 +769,12 @@ impl Session {
         // Only a farewell of the child's own is cut short by a shutdown;
         // the shutdown's farewell is the one to say then.
         let (patience, stop_ends_it) = match end {
-            End::Say(line) => {
-                self.say(&line);
+            End::Farewell(line) => {
+                self.tell(&line);
                 (FAREWELL_TIME, false)
             }
             End::FellBehind => {
-                self.say(render::NOT_READING);
+                self.tell(render::NOT_READING);
                 (FELL_BEHIND_FAREWELL_TIME, true)
             }
             End::Silently => (FAREWELL_TIME, false),
