@@ -22,10 +22,10 @@
 //! room/       the room's rules without I/O: nicknames, owner, commands,
 //!             schedules, replay; entry (one public line), saved (the
 //!             schedule as kept on disk)
-//! session/    the client's child: the session loop, the outbox to the
-//!             hub; backlog (what waits for the client, and when it is
-//!             behind or cut off), flood (the line rate limit), echo (the
-//!             class-lab echo child)
+//! session/    the client's child: the session loop; backlog (what waits
+//!             for the client, and when it is behind or cut off), hub_link
+//!             (the outbox to the hub, replies kept in order), flood (the
+//!             line rate limit), echo (the class-lab echo child)
 //! protocol/   the wire protocols: framing, sanitize, command, render for
 //!             clients; ipc for the child-hub messages and their socket
 //! os/         what every process takes from the system: spawn (fork, the

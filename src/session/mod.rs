@@ -32,6 +32,7 @@
 mod backlog;
 pub(crate) mod echo;
 pub(crate) mod flood;
+mod hub_link;
 
 pub use backlog::BacklogLimits;
 
@@ -39,7 +40,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -51,11 +52,12 @@ use crate::os::{clock, title};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
-use crate::protocol::ipc::{self, Event, Link, Received, ToChild, ToHub};
+use crate::protocol::ipc::{self, Event, Received, ToChild, ToHub};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
 use crate::session::backlog::Backlog;
 use crate::session::flood::{Flood, FloodLimits, Verdict};
+use crate::session::hub_link::HubLink;
 
 /// An unfinished line counts as complete once it has sat this long: the
 /// class-lab C client never sends a line end.
@@ -150,12 +152,8 @@ fn farewell(line: impl Into<String>) -> Option<End> {
 struct Session {
     client: TcpStream,
     peer: SocketAddr,
-    hub: Link,
-    /// Requests for the hub that its socket has not taken yet, encoded.
-    outbox: VecDeque<Vec<u8>>,
-    outbox_bytes: usize,
-    /// Where to reach a new hub if this one goes away.
-    hub_socket: PathBuf,
+    /// The connection to the hub, its outbox and the replies held for it.
+    hub: HubLink,
     /// The nickname asked for and not yet answered, to ask a new hub
     /// again if the old one went away meanwhile.
     pending_nick: Option<String>,
@@ -165,13 +163,6 @@ struct Session {
     inbox: VecDeque<Line>,
     /// What waits for the client.
     backlog: Backlog,
-    /// Requests sent to the hub, and how many of them it has finished.
-    requests: u64,
-    answered: u64,
-    /// Replies the child makes itself, each held until the hub has finished
-    /// the requests sent before it, so the client sees every reply in the
-    /// order it typed the commands.
-    held: VecDeque<(u64, String)>,
     phase: Phase,
     logging_in: Option<LoggingIn>,
     flood: Flood,
@@ -191,7 +182,7 @@ struct Session {
 /// Runs one client's session to its end.
 pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
     prepare_socket(&setup.client)?;
-    let hub = match Link::connect(hub_socket) {
+    let hub = match HubLink::connect(hub_socket) {
         Ok(hub) => hub,
         Err(e) => {
             log::error!("{}: cannot reach the hub: {e}", setup.peer);
@@ -200,7 +191,7 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
             return Err(e);
         }
     };
-    let mut session = Session::new(setup, hub, hub_socket);
+    let mut session = Session::new(setup, hub);
     session.tell(render::WELCOME);
     let end = match session.converse() {
         Ok(end) => end,
@@ -225,23 +216,17 @@ fn prepare_socket(client: &TcpStream) -> io::Result<()> {
 }
 
 impl Session {
-    fn new(setup: Setup, hub: Link, hub_socket: &Path) -> Session {
+    fn new(setup: Setup, hub: HubLink) -> Session {
         let now = Instant::now();
         Session {
             client: setup.client,
             peer: setup.peer,
             hub,
-            outbox: VecDeque::new(),
-            outbox_bytes: 0,
-            hub_socket: hub_socket.to_path_buf(),
             pending_nick: None,
             stop: setup.stop,
             reader: LineReader::new(),
             inbox: VecDeque::new(),
             backlog: Backlog::new(setup.backlog, now),
-            requests: 0,
-            answered: 0,
-            held: VecDeque::new(),
             phase: Phase::Login { failures: 0 },
             logging_in: setup.logging_in,
             flood: Flood::new(setup.flood, now),
@@ -287,7 +272,7 @@ impl Session {
 
     /// True while the hub has not finished every request sent to it.
     fn hub_busy(&self) -> bool {
-        self.answered < self.requests
+        self.hub.busy()
     }
 
     /// Carries out received lines, in order, until none are left or the
@@ -296,7 +281,7 @@ impl Session {
     /// nothing more is asked of a hub that has a datagram's worth of
     /// requests from us not yet taken.
     fn work_through_inbox(&mut self) -> io::Result<Option<End>> {
-        while self.outbox_bytes < ipc::MAX_DATAGRAM
+        while !self.hub.outbox_full()
             && let Some(line) = self.inbox.pop_front()
         {
             let text = sanitize(&line.bytes);
@@ -403,36 +388,12 @@ impl Session {
     /// Queues a request for the hub; it is sent before the child next
     /// waits, with the others queued by then, in one datagram.
     fn request(&mut self, request: ToHub) {
-        let bytes = ipc::encode(&request);
-        self.outbox_bytes += bytes.len();
-        self.outbox.push_back(bytes);
-        self.requests += 1;
-    }
-
-    /// Sends queued requests as far as the hub's socket takes them, without
-    /// waiting. A hub that is gone is noticed on the receiving side, which
-    /// reaches the new one.
-    fn send_to_hub(&mut self) -> io::Result<()> {
-        while !self.outbox.is_empty() {
-            let batch = ipc::next_batch(&self.outbox);
-            match self.hub.try_send_batch(&batch.pieces) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) if ipc::is_gone(&e) => break,
-                Err(e) => return Err(e),
-            }
-            let count = batch.pieces.len();
-            self.outbox_bytes -= batch.bytes;
-            self.outbox.drain(..count);
-        }
-        Ok(())
+        self.hub.request(&request);
     }
 
     /// A reply the child makes itself, kept in order with the hub's.
     fn reply(&mut self, line: String) {
-        if self.hub_busy() {
-            self.held.push_back((self.requests, line));
-        } else {
+        if let Some(line) = self.hub.in_order(line) {
             self.tell(&line);
         }
     }
@@ -444,7 +405,7 @@ impl Session {
         if let Err(e) = self.flush() {
             log::debug!("{}: {e}", self.peer);
         }
-        self.send_to_hub()?;
+        self.hub.send()?;
         let (client_events, hub_events) = self.events_wanted();
         let [lifeline, terminate] = self.stop.poll_fds();
         let mut fds = [
@@ -491,7 +452,7 @@ impl Session {
         if !self.backlog.waiting_for_catch_up() {
             hub |= PollFlags::POLLIN;
         }
-        if !self.outbox.is_empty() {
+        if self.hub.sending() {
             hub |= PollFlags::POLLOUT;
         }
         (client, hub)
@@ -502,7 +463,7 @@ impl Session {
     /// client that sends faster than the room takes it is held back by TCP
     /// instead of filling this process's memory.
     fn reading_client(&self) -> bool {
-        !self.client_eof && self.inbox.is_empty() && self.outbox.is_empty() && self.ending.is_none()
+        !self.client_eof && self.inbox.is_empty() && !self.hub.sending() && self.ending.is_none()
     }
 
     /// An unfinished line is waiting for its end. While the client is not
@@ -642,9 +603,9 @@ impl Session {
     fn rejoin(&mut self) -> io::Result<Option<End>> {
         log::warn!("{}: the hub is gone; reaching a new one", self.peer);
         let deadline = Instant::now() + REJOIN_TIME;
-        self.hub = loop {
-            match Link::connect(&self.hub_socket) {
-                Ok(link) => break link,
+        let held = loop {
+            match self.hub.reconnect() {
+                Ok(held) => break held,
                 Err(e) if Instant::now() >= deadline => {
                     log::error!("{}: no hub to rejoin: {e}", self.peer);
                     return Ok(farewell(render::SHUTTING_DOWN));
@@ -656,11 +617,7 @@ impl Session {
                 }
             }
         };
-        // What the old hub was not sent is lost with what it was.
-        self.outbox.clear();
-        self.outbox_bytes = 0;
-        self.answered = self.requests;
-        while let Some((_, line)) = self.held.pop_front() {
+        for line in held {
             self.tell(&line);
         }
         let addr = self.peer.to_string();
@@ -735,13 +692,8 @@ impl Session {
 
     /// The hub finished a request: the replies held for it go out.
     fn request_done(&mut self) {
-        self.answered += 1;
-        while let Some((after, _)) = self.held.front()
-            && *after <= self.answered
-        {
-            if let Some((_, line)) = self.held.pop_front() {
-                self.tell(&line);
-            }
+        for line in self.hub.done() {
+            self.tell(&line);
         }
     }
 
