@@ -277,20 +277,22 @@ impl Room {
             log::warn!("request from unregistered connection {conn} ignored");
             return Vec::new();
         };
-        let stamp = clock::hhmm(now);
         let me = me.nick.clone();
         match request {
             Request::Say(text) => vec![self.public(now, Kind::Chat, &me, &text)],
             Request::Me(text) => vec![self.public(now, Kind::Me, &me, &text)],
             Request::Whisper { to: target, text } => match self.find(&target) {
                 None => vec![line(Target::One(conn), render::user_not_found(&target))],
-                Some((other, other_nick)) => vec![
-                    line(Target::One(other), render::whisper_from(&stamp, &me, &text)),
-                    line(
-                        Target::One(conn),
-                        render::whisper_to(&stamp, other_nick, &text),
-                    ),
-                ],
+                Some((other, other_nick)) => {
+                    let stamp = clock::hhmm(now);
+                    vec![
+                        line(Target::One(other), render::whisper_from(&stamp, &me, &text)),
+                        line(
+                            Target::One(conn),
+                            render::whisper_to(&stamp, other_nick, &text),
+                        ),
+                    ]
+                }
             },
             Request::Users => {
                 let nicks: Vec<&str> = self
