@@ -9,7 +9,18 @@
 //! One folder per process role, and two that every role shares, so "what
 //! happens when a client connects" reads top-down: [`parent::Server::serve`]
 //! accepts and forks, [`session::run`] runs the client's session in the
-//! child, [`hub::run`] shares the room.
+//! child, [`hub::run`] shares the room. In the order it happens:
+//!
+//! 1. parent: `Server::serve` polls; `accept_client` asks `admission`
+//!    whether the address may come in, `fork_client` forks (the fds each
+//!    side closes are listed there), and the child leaves the loop through
+//!    `run_job` and `run_client`;
+//! 2. child: `session::run` sets up the socket, connects to the hub
+//!    (`hub_link`) and says welcome; `Session::converse` loops, and the
+//!    nickname goes to the hub from `login_line`;
+//! 3. hub: `Hub::admit` takes the child's connection, `read_from` its
+//!    requests, and `Room::handle` decides (`join`); what it returns is
+//!    queued for each receiver and written by `flush_dirty`.
 //!
 //! ```text
 //! main.rs     command line -> Config -> parent::Server
