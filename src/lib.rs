@@ -71,6 +71,7 @@ pub use hub::history::{Fsync, Options as HistoryOptions};
 pub use os::{logging, procfs, title};
 pub use parent::Server;
 pub use parent::admission::Limits;
+pub use room::RoomLimits;
 pub use session::BacklogLimits;
 pub use session::flood::FloodLimits;
 
@@ -104,6 +105,8 @@ pub struct Config {
     /// for a while, or too much waits for it. The hub applies the same
     /// stall rule to a child.
     pub backlog: session::BacklogLimits,
+    /// How many rooms there may be, and how many one user may be in.
+    pub rooms: room::RoomLimits,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
     /// The user to serve as, when started as root.

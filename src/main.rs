@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use mpchat::{
-    BacklogLimits, Config, FloodLimits, Fsync, HistoryOptions, Limits, Server, logging, title,
+    BacklogLimits, Config, FloodLimits, Fsync, HistoryOptions, Limits, RoomLimits, Server, logging,
+    title,
 };
 
 /// A fork-per-connection chat server: connect with telnet, nc or the
@@ -105,6 +106,8 @@ struct ServerArgs {
     #[command(flatten)]
     backlog: BacklogArgs,
     #[command(flatten)]
+    rooms: RoomArgs,
+    #[command(flatten)]
     service: ServiceArgs,
     #[command(flatten)]
     history: HistoryArgs,
@@ -117,6 +120,7 @@ impl From<ServerArgs> for Config {
             admission,
             flood,
             backlog,
+            rooms,
             service,
             history,
         } = args;
@@ -131,6 +135,7 @@ impl From<ServerArgs> for Config {
             limits: admission.into(),
             flood: flood.into(),
             backlog: backlog.into(),
+            rooms: rooms.into(),
             echo: service.echo,
             user: service.user,
             history: history.into(),
@@ -210,6 +215,26 @@ impl From<FloodArgs> for FloodLimits {
         FloodLimits {
             burst: args.flood_burst,
             rate: args.flood_rate,
+        }
+    }
+}
+
+/// How many rooms there may be.
+#[derive(Debug, clap::Args)]
+struct RoomArgs {
+    /// Rooms one user may be in at once.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_rooms_per_user: u32,
+    /// Rooms on the server, #lobby included.
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_rooms: u32,
+}
+
+impl From<RoomArgs> for RoomLimits {
+    fn from(args: RoomArgs) -> RoomLimits {
+        RoomLimits {
+            per_user: args.max_rooms_per_user as usize,
+            total: args.max_rooms as usize,
         }
     }
 }

@@ -530,7 +530,13 @@ mod tests {
     }
 
     fn say(i: usize) -> Entry {
-        Entry::new(SystemTime::now(), Kind::Chat, "bob", &format!("line {i}"))
+        Entry::new(
+            SystemTime::now(),
+            "#lobby",
+            Kind::Chat,
+            "bob",
+            &format!("line {i}"),
+        )
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
-use crate::room::{ConnId, Delivery, Room, Target};
+use crate::room::{Chat, ConnId, Delivery, RoomLimits, Target};
 use history::Writer;
 use schedule_file::ScheduleFile;
 use status::Admin;
@@ -184,7 +184,7 @@ struct Hub {
     next_reply: u64,
     history: Writer,
     /// The number of users the process title shows.
-    users_shown: usize,
+    users_shown: (usize, usize),
     uid: u32,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
@@ -201,7 +201,7 @@ struct Hub {
     stall_check: Option<Instant>,
     /// When to give the memory of the last burst back to the kernel.
     trim_at: Option<Instant>,
-    room: Room,
+    chat: Chat,
     buf: Vec<u8>,
     /// Where the scheduled messages are saved.
     schedule: ScheduleFile,
@@ -217,11 +217,12 @@ pub(crate) fn run(
     socket_dir: SocketDir,
     stall: Option<Duration>,
     history: &history::Options,
+    rooms: RoomLimits,
     admin: Option<Admin>,
 ) -> io::Result<()> {
     let hangup = SelfPipe::on(signal_hook::consts::SIGHUP)?;
     let epoll = watch_own_fds(&listener, &stop, &hangup, admin.as_ref())?;
-    let (writer, room, schedule) = open_room(history)?;
+    let (writer, chat, schedule) = open_chat(history, rooms)?;
     let mut hub = Hub {
         epoll,
         listener,
@@ -231,7 +232,7 @@ pub(crate) fn run(
         replies: HashMap::new(),
         next_reply: FIRST_REPLY,
         history: writer,
-        users_shown: 0,
+        users_shown: (0, 1),
         uid: nix::unistd::getuid().as_raw(),
         conns: HashMap::new(),
         next_id: FIRST_CONN,
@@ -241,7 +242,7 @@ pub(crate) fn run(
         stall,
         stall_check: None,
         trim_at: None,
-        room,
+        chat,
         buf: Vec::new(),
         schedule,
     };
@@ -283,7 +284,10 @@ fn watch_own_fds(
 /// The room as the last hub left it: its recent lines from the history,
 /// which this hub goes on writing, and its schedule from the schedule file
 /// (in the data directory, so it outlives the whole server).
-fn open_room(history: &history::Options) -> io::Result<(Writer, Room, ScheduleFile)> {
+fn open_chat(
+    history: &history::Options,
+    rooms: RoomLimits,
+) -> io::Result<(Writer, Chat, ScheduleFile)> {
     let (writer, recent) = Writer::open(history).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -291,11 +295,11 @@ fn open_room(history: &history::Options) -> io::Result<(Writer, Room, ScheduleFi
         )
     })?;
     let path = history.dir.join("schedule.json");
-    let mut room = Room::new();
-    room.restore(schedule_file::load(&path));
-    room.restore_history(recent, history.replay_lines);
-    let schedule = ScheduleFile::new(path, room.schedule_changes());
-    Ok((writer, room, schedule))
+    let mut chat = Chat::new(rooms);
+    chat.restore(schedule_file::load(&path));
+    chat.restore_history(recent, history.replay_lines);
+    let schedule = ScheduleFile::new(path, chat.saved_changes());
+    Ok((writer, chat, schedule))
 }
 
 impl Hub {
@@ -358,12 +362,12 @@ impl Hub {
     /// What follows the events of one wait: what is due, the disk, then
     /// the children's sockets, in that order.
     fn end_turn(&mut self) {
-        let due = self.room.due(SystemTime::now());
+        let due = self.chat.due(SystemTime::now());
         self.deliver(due);
         // Written before anyone is sent it, like the schedule below: a
         // line someone has read is in the history, even if the hub dies
         // the next moment.
-        let lines = self.room.take_unwritten();
+        let lines = self.chat.take_unwritten();
         if let Some(admin) = &self.admin {
             let messages = lines.iter().filter(|e| e.is_message()).count();
             scoreboard::add(&admin.scoreboard.totals.messages, messages as u64);
@@ -373,9 +377,9 @@ impl Hub {
         self.history.write(now);
         // Saved before anyone hears of it: a confirmed scheduled message
         // is on disk, even if the hub dies the next moment.
-        let room = &self.room;
+        let chat = &self.chat;
         self.schedule
-            .save_if_changed(room.schedule_changes(), || room.saved(), now);
+            .save_if_changed(chat.saved_changes(), || chat.saved(), now);
         self.drop_stalled(now);
         self.flush_dirty();
         self.trim_if_due(now);
@@ -433,15 +437,16 @@ impl Hub {
         let Some(admin) = &self.admin else {
             return Vec::new();
         };
-        let members = self.room.members().iter().filter_map(|conn| {
-            let (nick, address) = self.room.user(*conn)?;
+        let users = self.chat.members();
+        let members = users.iter().filter_map(|conn| {
+            let (nick, address) = self.chat.user(*conn)?;
             Some(status::Member {
                 nick,
                 address,
                 pid: self.conns.get(conn)?.pid,
             })
         });
-        status::encode(&status::report(admin, members))
+        status::encode(&status::report(admin, members, self.chat.rooms()))
     }
 
     /// Starts writing a report, as the socket takes it, so a slow reader
@@ -490,13 +495,19 @@ impl Hub {
         }
     }
 
-    /// Keeps the process title (`mpchat: hub, 3 users`) up to date.
+    /// Keeps the process title (`mpchat: hub, 3 users`, and `in 7 rooms`
+    /// once there is more than the lobby) up to date.
     fn show_users(&mut self) {
-        let users = self.room.members().len();
-        if users != self.users_shown {
-            self.users_shown = users;
+        let shown = (self.chat.user_count(), self.chat.room_count());
+        if shown != self.users_shown {
+            self.users_shown = shown;
+            let (users, rooms) = shown;
             let plural = if users == 1 { "" } else { "s" };
-            title::set(&format!("mpchat: hub, {users} user{plural}"));
+            let title = match rooms {
+                1 => format!("mpchat: hub, {users} user{plural}"),
+                n => format!("mpchat: hub, {users} user{plural} in {n} rooms"),
+            };
+            title::set(&title);
         }
     }
 
@@ -504,7 +515,7 @@ impl Hub {
     /// flushed to disk or a child may have stalled, or forever.
     fn timeout(&self) -> PollTimeout {
         let due = self
-            .room
+            .chat
             .next_due()
             .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
         let now = Instant::now();
@@ -579,10 +590,11 @@ impl Hub {
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
                 Ok(Received::Data(requests)) => {
                     for req in requests {
-                        let mut out = self.room.handle(id, req, SystemTime::now());
+                        let mut out = self.chat.handle(id, req, SystemTime::now());
                         out.push(Delivery {
                             to: Target::One(id),
                             msg: ToChild::Done,
+                            elsewhere: None,
                         });
                         self.deliver(out);
                     }
@@ -655,20 +667,32 @@ impl Hub {
         {
             self.full -= 1;
         }
-        let out = self.room.leave(id, SystemTime::now());
+        let out = self.chat.leave(id, SystemTime::now());
         self.deliver(out);
     }
 
-    /// Queues each delivery for its receivers, encoding it once.
+    /// Queues each delivery for its receivers, encoding it once (a room's
+    /// line twice: as it is, and with the room's name for the members
+    /// whose current room is another).
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             let frame: Rc<[u8]> = delivery.msg.encode().into();
             let (conns, dirty, full) = (&mut self.conns, &mut self.dirty, &mut self.full);
             match delivery.to {
                 Target::One(id) => enqueue(conns, dirty, full, id, &frame),
-                Target::All => {
-                    for &id in self.room.members() {
+                Target::Many(ids) => {
+                    for id in ids {
                         enqueue(conns, dirty, full, id, &frame);
+                    }
+                }
+                Target::Room(key) => {
+                    let elsewhere: Rc<[u8]> = match &delivery.elsewhere {
+                        Some(msg) => msg.encode().into(),
+                        None => Rc::clone(&frame),
+                    };
+                    for member in self.chat.room_members(&key) {
+                        let frame = if member.here { &frame } else { &elsewhere };
+                        enqueue(conns, dirty, full, member.conn, frame);
                     }
                 }
             }
@@ -677,7 +701,7 @@ impl Hub {
 
     /// Drops the children that have taken nothing for the stall timeout
     /// while messages waited for them: they have stopped. Their children,
-    /// if they ever run again, are turned away (see [`Room::too_slow`]).
+    /// if they ever run again, are turned away (see [`Chat::too_slow`]).
     fn drop_stalled(&mut self, now: Instant) {
         let Some(stall) = self.stall else { return };
         if self.stall_check.is_none_or(|at| now < at) {
@@ -701,7 +725,7 @@ impl Hub {
                 "connection {id} (pid {pid}) stopped reading: nothing taken for {} s; dropping it",
                 stall.as_secs()
             );
-            self.room.too_slow(id);
+            self.chat.too_slow(id);
             self.close(id);
         }
     }

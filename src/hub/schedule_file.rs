@@ -139,7 +139,9 @@ mod tests {
                 author: 42,
                 author_nick: "alice".into(),
                 text: "\"quotes\", \\ and\nnewlines".into(),
+                room: "#lab2".into(),
             }],
+            topics: vec![("#lab2".into(), "lab two".into())],
         }
     }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::os::clock;
 use crate::os::dirs::{IfExists, private_dir, runtime_bases};
 use crate::os::scoreboard::{self, Scoreboard, Slot, now_ms};
+use crate::room::RoomInfo;
 
 /// What the hub needs to answer the admin socket.
 #[derive(Debug)]
@@ -57,9 +58,20 @@ pub struct Report {
     pub uptime_secs: u64,
     /// In join order.
     pub users: Vec<User>,
+    /// By name.
+    #[serde(default)]
+    pub rooms: Vec<RoomReport>,
     pub totals: Totals,
     /// The parent, the hub, then each client's process.
     pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomReport {
+    pub name: String,
+    pub users: usize,
+    pub owner: Option<String>,
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +128,11 @@ pub(crate) struct Member<'a> {
 }
 
 /// Puts the report together (in the hub).
-pub(crate) fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>>) -> Report {
+pub(crate) fn report<'a>(
+    admin: &Admin,
+    members: impl Iterator<Item = Member<'a>>,
+    rooms: Vec<RoomInfo>,
+) -> Report {
     let board = &admin.scoreboard;
     let parent = nix::unistd::getppid().as_raw() as u32;
     let hub = std::process::id();
@@ -138,6 +154,15 @@ pub(crate) fn report<'a>(admin: &Admin, members: impl Iterator<Item = Member<'a>
         started_ms: board.started_ms(),
         uptime_secs: now_ms().saturating_sub(board.started_ms()) / 1000,
         users,
+        rooms: rooms
+            .into_iter()
+            .map(|r| RoomReport {
+                name: r.name.to_string(),
+                users: r.users,
+                owner: r.owner.map(str::to_string),
+                topic: r.topic.map(str::to_string),
+            })
+            .collect(),
         totals: totals(board.totals),
         processes,
     }
@@ -338,6 +363,7 @@ pub fn render(report: &Report) -> String {
         duration(report.uptime_secs)
     );
     render_users(&mut out, &report.users);
+    render_rooms(&mut out, &report.rooms);
     render_totals(&mut out, &report.totals);
     render_memory(&mut out, &report.processes);
     out
@@ -373,6 +399,26 @@ fn render_users(out: &mut String, users: &[User]) {
             &u.lines_in.to_string(),
             &u.lines_out.to_string(),
             &u.backlog.to_string(),
+        ]);
+    }
+}
+
+fn render_rooms(out: &mut String, rooms: &[RoomReport]) {
+    let _ = writeln!(out, "\nrooms: {}", rooms.len());
+    let mut row = |cells: [&str; 4]| {
+        let [name, users, owner, topic] = cells;
+        let _ = writeln!(out, "  {name:<34} {users:>6} {owner:<16} {topic}");
+    };
+    if !rooms.is_empty() {
+        row(["ROOM", "USERS", "OWNER", "TOPIC"]);
+    }
+    for r in rooms {
+        let owner = r.owner.as_deref().unwrap_or("-");
+        row([
+            &r.name,
+            &r.users.to_string(),
+            owner,
+            r.topic.as_deref().unwrap_or(""),
         ]);
     }
 }

@@ -679,6 +679,7 @@ fn run_hub(
         job.socket_dir,
         stall,
         &config.history,
+        config.rooms,
         admin,
     )
 }

@@ -37,7 +37,8 @@ pub enum Request {
         to: String,
         text: String,
     },
-    Users,
+    /// The users of the current room, or of the room named.
+    Users(Option<String>),
     Rename(String),
     Kick(String),
     Schedule {
@@ -48,6 +49,13 @@ pub enum Request {
     ScheduleCancel(usize),
     /// The last N public lines.
     History(usize),
+    /// Join a room (creating it) and make it the current one.
+    Join(String),
+    /// Leave a room; the current one if none is named.
+    Part(Option<String>),
+    Rooms,
+    /// Show the current room's topic, or set it.
+    Topic(Option<String>),
 }
 
 /// Lines `/history` shows without a number.
@@ -90,7 +98,17 @@ pub fn parse(line: &str) -> Command {
             }
             _ => Command::Usage(render::USAGE_WHISPER),
         },
-        "user" | "users" => Command::Request(Request::Users),
+        "user" | "users" => Command::Request(Request::Users(optional(rest))),
+        "join" => match split_word(rest) {
+            (room, "") if !room.is_empty() => Command::Request(Request::Join(room.to_string())),
+            _ => Command::Usage(render::USAGE_JOIN),
+        },
+        "part" => match split_word(rest) {
+            (room, "") => Command::Request(Request::Part(optional(room))),
+            _ => Command::Usage(render::USAGE_PART),
+        },
+        "rooms" => Command::Request(Request::Rooms),
+        "topic" => Command::Request(Request::Topic(optional(rest))),
         "nick" | "rename" => with_arg(rest, Request::Rename, render::USAGE_RENAME),
         "kick" => with_arg(rest, Request::Kick, render::USAGE_KICK),
         "me" => with_arg(rest, Request::Me, render::USAGE_ME),
@@ -100,6 +118,10 @@ pub fn parse(line: &str) -> Command {
         "quit" => Command::Quit,
         _ => Command::Unknown(format!("/{word}")),
     }
+}
+
+fn optional(rest: &str) -> Option<String> {
+    (!rest.is_empty()).then(|| rest.to_string())
 }
 
 fn with_arg(rest: &str, make: fn(String) -> Request, usage: &'static str) -> Command {
@@ -192,6 +214,30 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest room name, after the `#`.
+pub const MAX_ROOM_CHARS: usize = 32;
+
+/// Checks a room name: `#` and 1 to [`MAX_ROOM_CHARS`] letters (of any
+/// script), digits, `_`, `-` or `.`.
+pub fn check_room(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    match name.strip_prefix('#') {
+        Some(rest)
+            if (1..=MAX_ROOM_CHARS).contains(&rest.chars().count())
+                && rest.chars().all(allowed) =>
+        {
+            Ok(())
+        }
+        _ => Err(render::BAD_ROOM_NAME.to_string()),
+    }
+}
+
+/// The form of a room name used to compare names, folded as nicknames
+/// are: `#Lab2` and `#lab2` are the same room.
+pub fn room_key(name: &str) -> String {
+    nick_key(name)
+}
+
 /// The form of a nickname used to compare names: `Alice` and `alice` are
 /// the same name.
 pub fn nick_key(nick: &str) -> String {
@@ -204,6 +250,42 @@ mod tests {
 
     fn say(text: &str) -> Command {
         Command::Request(Request::Say(text.into()))
+    }
+
+    #[test]
+    fn room_commands() {
+        let req = |r| Command::Request(r);
+        assert_eq!(parse("/join #lab2"), req(Request::Join("#lab2".into())));
+        assert_eq!(parse("/join"), Command::Usage(render::USAGE_JOIN));
+        assert_eq!(parse("/join #a #b"), Command::Usage(render::USAGE_JOIN));
+        assert_eq!(parse("/part"), req(Request::Part(None)));
+        assert_eq!(parse("/part #x"), req(Request::Part(Some("#x".into()))));
+        assert_eq!(parse("/part #x y"), Command::Usage(render::USAGE_PART));
+        assert_eq!(parse("/rooms"), req(Request::Rooms));
+        assert_eq!(parse("/topic"), req(Request::Topic(None)));
+        assert_eq!(
+            parse("/topic a  b"),
+            req(Request::Topic(Some("a  b".into())))
+        );
+        assert_eq!(parse("/user #x"), req(Request::Users(Some("#x".into()))));
+    }
+
+    #[test]
+    fn room_names() {
+        for good in ["#lab2", "#Ä_b-c.d", "#x", &format!("#{}", "a".repeat(32))] {
+            assert_eq!(check_room(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "lab2",
+            "#",
+            "#a*b",
+            "#a b",
+            "##",
+            &format!("#{}", "a".repeat(33)),
+        ] {
+            assert!(check_room(bad).is_err(), "{bad}");
+        }
+        assert_eq!(room_key("#LaB"), room_key("#lab"));
     }
 
     #[test]
@@ -225,8 +307,8 @@ mod tests {
 
     #[test]
     fn simple_commands_and_aliases() {
-        assert_eq!(parse("/user"), Command::Request(Request::Users));
-        assert_eq!(parse("/users"), Command::Request(Request::Users));
+        assert_eq!(parse("/user"), Command::Request(Request::Users(None)));
+        assert_eq!(parse("/users"), Command::Request(Request::Users(None)));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(
             parse("/history"),

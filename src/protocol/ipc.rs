@@ -50,10 +50,25 @@ pub enum ToHub {
     /// Take this nickname and join the room.
     Login { nick: String, addr: String },
     /// A new hub has started: put this user back, silently, with the
-    /// nickname and id the old hub gave.
-    Rejoin { nick: String, addr: String, id: u64 },
+    /// nickname and id the old hub gave, in the rooms it was in (none
+    /// given: the lobby alone).
+    Rejoin {
+        nick: String,
+        addr: String,
+        id: u64,
+        rooms: Option<Memberships>,
+    },
     /// A registered user's command.
     Request(Request),
+}
+
+/// The rooms a user is in, as a new hub needs them to put the user back:
+/// each room's name and the user's place in its join order, the rooms in
+/// the order joined, and the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memberships {
+    pub rooms: Vec<(String, u64)>,
+    pub current: String,
 }
 
 /// An event from the hub for one client's child.
@@ -76,6 +91,9 @@ pub enum ToChild {
     Renamed { nick: String },
     /// The user was kicked: say so and close.
     Kicked,
+    /// The user's rooms changed: the child keeps this, to give it back to
+    /// a new hub in [`ToHub::Rejoin`].
+    Memberships(Memberships),
     /// The hub has finished with the child's oldest unanswered request:
     /// everything it sent about that request came before this.
     Done,

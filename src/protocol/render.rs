@@ -31,6 +31,12 @@ pub const USAGE_KICK: &str = "Usage: /kick <nick>";
 pub const USAGE_ME: &str = "Usage: /me <action>";
 pub const USAGE_SCHEDULE: &str = "Usage: /schedule HH:MM <message> or /schedule +SECONDS <message>";
 pub const USAGE_SCHEDULE_CANCEL: &str = "Usage: /schedule cancel N";
+pub const USAGE_JOIN: &str = "Usage: /join #room";
+pub const USAGE_PART: &str = "Usage: /part [#room]";
+pub const BAD_ROOM_NAME: &str =
+    "Room names are # and 1 to 32 letters, digits, _, - or . (like #lab2).";
+pub const TOO_MANY_ROOMS: &str = "The server has too many rooms; join an existing one.";
+pub const LAST_ROOM: &str = "You cannot leave your last room; /quit leaves the chat.";
 pub const USAGE_HISTORY: &str = "Usage: /history [N] (N from 1 to 200)";
 
 pub const HISTORY_END: &str = "--- end of history ---";
@@ -40,9 +46,13 @@ pub const NO_HISTORY: &str = "--- no messages yet ---";
 pub const HELP: &[&str] = &[
     "Commands:",
     "/whisper <nick> <message> (or /w) - private message to one user",
-    "/user (or /users) - list the users in the chat",
+    "/user [#room] (or /users) - list the users in the chat or in a room",
     "/rename <newnick> (or /nick) - change your nickname",
-    "/kick <nick> - disconnect a user (room owner only)",
+    "/kick <nick> - disconnect a user, or remove them from a room (room owner only)",
+    "/join #room - join a room (creating it) and talk there",
+    "/part [#room] - leave a room",
+    "/rooms - list the rooms",
+    "/topic [text] - show or set the room's topic (owner)",
     "/schedule HH:MM <message> or /schedule +SECONDS <message> - send later",
     "/schedule list, /schedule cancel N - your pending scheduled messages",
     "/me <action> - describe what you do",
@@ -150,4 +160,95 @@ pub fn schedule_cancelled(number: usize) -> String {
 
 pub fn no_such_scheduled(number: usize) -> String {
     format!("You have no scheduled message number {number}.")
+}
+
+/// The lobby: every user is in it on login.
+pub const LOBBY: &str = "#lobby";
+
+pub fn users_in(room: &str, nicks: &[&str]) -> String {
+    format!("Users in {room}: {}", nicks.join(", "))
+}
+
+pub fn now_talking_in(room: &str) -> String {
+    format!("Now talking in {room}.")
+}
+
+pub fn too_many_rooms_for_you(limit: usize) -> String {
+    format!("You are in {limit} rooms already; /part one first.")
+}
+
+pub fn not_in_room(room: &str) -> String {
+    format!("You are not in {room}.")
+}
+
+pub fn no_room(room: &str) -> String {
+    format!("No room {room}.")
+}
+
+pub fn topic_of(room: &str, topic: &str) -> String {
+    format!("Topic of {room}: {topic}")
+}
+
+pub fn no_topic(room: &str) -> String {
+    format!("{room} has no topic.")
+}
+
+pub fn only_owner_sets_topic(room: &str) -> String {
+    format!("Only the owner of {room} can set its topic.")
+}
+
+pub fn only_owner_kicks_from(room: &str) -> String {
+    format!("Only the owner of {room} can kick.")
+}
+
+pub fn user_not_in_room(nick: &str, room: &str) -> String {
+    format!("{nick} is not in {room}.")
+}
+
+pub fn removed_from(room: &str, by: &str) -> String {
+    format!("You have been removed from {room} by {by}.")
+}
+
+/// `/rooms`: the header, then one [`rooms_item`] per room.
+pub fn rooms_header(count: usize) -> String {
+    format!("Rooms ({count}):")
+}
+
+/// `mark` is `*` for the asker's current room, `+` for another of theirs,
+/// `-` for the rest.
+pub fn rooms_item(mark: char, room: &str, users: usize, topic: Option<&str>) -> String {
+    let plural = if users == 1 { "" } else { "s" };
+    match topic {
+        Some(topic) => format!("  {mark} {room} ({users} user{plural}): {topic}"),
+        None => format!("  {mark} {room} ({users} user{plural})"),
+    }
+}
+
+pub fn joined_room(stamp: &str, nick: &str, room: &str) -> String {
+    format!("[{stamp}] * {nick} has joined {room}.")
+}
+
+pub fn parted(stamp: &str, nick: &str, room: &str) -> String {
+    format!("[{stamp}] * {nick} has left {room}.")
+}
+
+pub fn removed_by(stamp: &str, nick: &str, room: &str, by: &str) -> String {
+    format!("[{stamp}] * {nick} was removed from {room} by {by}.")
+}
+
+pub fn new_room_owner(stamp: &str, nick: &str, room: &str) -> String {
+    format!("[{stamp}] * {nick} is now the owner of {room}.")
+}
+
+pub fn topic_set(stamp: &str, nick: &str, room: &str, topic: &str) -> String {
+    format!("[{stamp}] * {nick} set the topic of {room}: {topic}")
+}
+
+/// A public line of a room that is not the receiver's current one: the
+/// room's name after the stamp.
+pub fn elsewhere(line: &str, room: &str) -> String {
+    match line.split_once("] ") {
+        Some((stamp, rest)) => format!("{stamp}] {room} {rest}"),
+        None => format!("{room} {line}"),
+    }
 }

@@ -1,5 +1,5 @@
-//! One public line of the room, as the history keeps it and as it is
-//! shown again: what the room's rules produce, and the hub writes to disk.
+//! One public line of a room, as the history keeps it and as it is shown
+//! again: what the room's rules produce, and the hub writes to disk.
 
 use std::time::SystemTime;
 
@@ -15,12 +15,25 @@ pub(crate) enum Kind {
     Chat,
     Me,
     Scheduled,
+    /// Joined the room (the lobby: logged in).
     Join,
+    /// Left the chat.
     Leave,
     Rename,
+    /// Kicked from the chat.
     Kick,
-    /// Someone became the room owner.
+    /// Someone became the room's owner.
     Owner,
+    /// Left the room, staying in the chat.
+    Part,
+    /// Removed from the room by its owner (`text`).
+    Removed,
+    /// The owner set the room's topic (`text`).
+    Topic,
+}
+
+fn lobby() -> String {
+    render::LOBBY.to_string()
 }
 
 /// One public line, as stored.
@@ -35,15 +48,20 @@ pub(crate) struct Entry {
     /// The message; for a rename the new nickname, for a kick who kicked.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
+    /// The room's name; the history from before rooms has none: the
+    /// lobby's.
+    #[serde(default = "lobby")]
+    pub room: String,
 }
 
 impl Entry {
-    pub(crate) fn new(time: SystemTime, kind: Kind, nick: &str, text: &str) -> Entry {
+    pub(crate) fn new(time: SystemTime, room: &str, kind: Kind, nick: &str, text: &str) -> Entry {
         Entry {
             time_ms: clock::unix_ms(time),
             kind,
             nick: nick.to_string(),
             text: text.to_string(),
+            room: room.to_string(),
         }
     }
 
@@ -58,17 +76,27 @@ impl Entry {
 
     /// The line users see, with `stamp` for its time. Live lines and
     /// replayed ones are rendered by this one function, so they look alike.
+    ///
+    /// This is the line for the members whose current room it is; the
+    /// others see [`render::elsewhere`] of it. The lobby keeps the words
+    /// it had before there were rooms.
     pub(crate) fn render(&self, stamp: &str) -> String {
-        let (nick, text) = (self.nick.as_str(), self.text.as_str());
+        let (nick, text, room) = (self.nick.as_str(), self.text.as_str(), self.room.as_str());
+        let lobby = room == render::LOBBY;
         match self.kind {
             Kind::Chat => render::chat(stamp, nick, text),
             Kind::Me => render::action(stamp, nick, text),
             Kind::Scheduled => render::scheduled(stamp, nick, text),
-            Kind::Join => render::joined(stamp, nick),
+            Kind::Join if lobby => render::joined(stamp, nick),
+            Kind::Join => render::joined_room(stamp, nick, room),
             Kind::Leave => render::left(stamp, nick),
             Kind::Rename => render::renamed(stamp, nick, text),
             Kind::Kick => render::kicked_by(stamp, nick, text),
-            Kind::Owner => render::new_owner(stamp, nick),
+            Kind::Owner if lobby => render::new_owner(stamp, nick),
+            Kind::Owner => render::new_room_owner(stamp, nick, room),
+            Kind::Part => render::parted(stamp, nick, room),
+            Kind::Removed => render::removed_by(stamp, nick, room, text),
+            Kind::Topic => render::topic_set(stamp, nick, room, text),
         }
     }
 }

@@ -1,11 +1,15 @@
-//! The room: who is here, who owns it, and what each request does.
+//! The chat's rules: who is here, which rooms there are, who owns each,
+//! and what each request does.
 //!
-//! The hub owns one [`Room`]. It holds no sockets: each call returns the
+//! The hub owns one [`Chat`]. It holds no sockets: each call returns the
 //! [`Delivery`]s to make, and the hub carries them out. That keeps every
 //! rule of the chat in one place that can be tested without processes.
 //!
 //! Users are identified by their connection's [`ConnId`], never by
-//! nickname, since a nickname can change.
+//! nickname, since a nickname can change; rooms by their name's key
+//! ([`room_key`]), since `#Lab2` and `#lab2` are one room. Every user is
+//! in `#lobby` on login; a user who never types a room command sees the
+//! chat as it was before there were rooms.
 //!
 //! May use: `protocol` and `os` only: no sockets, no files, no clock of
 //! its own (the time is passed in). Checked by `scripts/check_layout.py`.
@@ -19,13 +23,18 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::os::clock;
-use crate::protocol::command::{MAX_HISTORY, Request, When, check_nick, nick_key};
-use crate::protocol::ipc::{ToChild, ToHub};
-use crate::protocol::render;
+use crate::protocol::command::{
+    MAX_HISTORY, Request, When, check_nick, check_room, nick_key, room_key,
+};
+use crate::protocol::ipc::{Memberships, ToChild, ToHub};
+use crate::protocol::render::{self, LOBBY};
 use saved::{SavedMessage, State};
 
 /// The hub's name for one child connection.
 pub(crate) type ConnId = u64;
+
+/// A room's name folded for comparison ([`room_key`]).
+pub(crate) type RoomKey = String;
 
 /// Pending scheduled messages per user, at most.
 pub(crate) const MAX_SCHEDULED_PER_USER: usize = 10;
@@ -33,12 +42,33 @@ pub(crate) const MAX_SCHEDULED_PER_USER: usize = 10;
 /// Lines of history a user who joins is shown, unless told otherwise.
 pub(crate) const DEFAULT_REPLAY: usize = 20;
 
-/// Who receives a delivery.
+/// How many rooms there may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms one user may be in at once.
+    pub per_user: usize,
+    /// Rooms on the server, the lobby included.
+    pub total: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            per_user: 10,
+            total: 1000,
+        }
+    }
+}
+
+/// Who receives a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     One(ConnId),
-    /// Every registered user.
-    All,
+    /// Each of these users once.
+    Many(Vec<ConnId>),
+    /// Every member of a room: the message as it is to those whose
+    /// current room it is, [`Delivery::elsewhere`] to the others.
+    Room(RoomKey),
 }
 
 /// One message to deliver.
@@ -46,12 +76,16 @@ pub(crate) enum Target {
 pub(crate) struct Delivery {
     pub to: Target,
     pub msg: ToChild,
+    /// For [`Target::Room`]: the form for the members whose current room
+    /// is another (the room's name after the stamp).
+    pub elsewhere: Option<ToChild>,
 }
 
 fn to(conn: ConnId, msg: ToChild) -> Delivery {
     Delivery {
         to: Target::One(conn),
         msg,
+        elsewhere: None,
     }
 }
 
@@ -59,15 +93,79 @@ fn line(to: Target, text: String) -> Delivery {
     Delivery {
         to,
         msg: ToChild::Line(text),
+        elsewhere: None,
     }
+}
+
+fn reply(conn: ConnId, text: String) -> Vec<Delivery> {
+    vec![line(Target::One(conn), text)]
 }
 
 #[derive(Debug)]
 struct User {
     nick: String,
     addr: String,
-    /// Stays the user's across hub restarts; join order is id order.
+    /// Stays the user's across hub restarts; the lobby's join order is id
+    /// order.
     id: u64,
+    /// The rooms the user is in, in the order joined, each with the
+    /// user's place in its join order.
+    rooms: Vec<(RoomKey, u64)>,
+    /// Where plain lines go.
+    current: RoomKey,
+}
+
+/// One member of a room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Member {
+    pub conn: ConnId,
+    /// Place in the room's join order: the longest present comes first.
+    seq: u64,
+    /// This is the member's current room.
+    pub here: bool,
+}
+
+#[derive(Debug)]
+struct Room {
+    /// As its creator wrote it.
+    name: String,
+    /// In join order; the first is the owner.
+    members: Vec<Member>,
+    topic: Option<String>,
+}
+
+impl Room {
+    fn new(name: &str) -> Room {
+        Room {
+            name: name.to_string(),
+            members: Vec::new(),
+            topic: None,
+        }
+    }
+
+    fn owner(&self) -> Option<ConnId> {
+        self.members.first().map(|m| m.conn)
+    }
+
+    fn has(&self, conn: ConnId) -> bool {
+        self.members.iter().any(|m| m.conn == conn)
+    }
+
+    /// Adds `conn` in its place by `seq`.
+    fn add(&mut self, conn: ConnId, seq: u64, here: bool) {
+        let at = self.members.partition_point(|m| m.seq < seq);
+        self.members.insert(at, Member { conn, seq, here });
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        self.members.retain(|m| m.conn != conn);
+    }
+
+    fn set_here(&mut self, conn: ConnId, here: bool) {
+        if let Some(m) = self.members.iter_mut().find(|m| m.conn == conn) {
+            m.here = here;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -82,67 +180,92 @@ struct Scheduled {
     /// the author is renamed or gone by the time it is due.
     author_nick: String,
     text: String,
+    /// The room that was the author's current one.
+    room: String,
+}
+
+/// A room as `mpchat status` shows it.
+#[derive(Debug)]
+pub(crate) struct RoomInfo<'a> {
+    pub name: &'a str,
+    pub users: usize,
+    pub owner: Option<&'a str>,
+    pub topic: Option<&'a str>,
 }
 
 /// The shared state of the chat.
 #[derive(Debug)]
-pub(crate) struct Room {
+pub(crate) struct Chat {
     users: HashMap<ConnId, User>,
-    /// Registered users, longest-connected first.
-    order: Vec<ConnId>,
     by_nick: HashMap<String, ConnId>,
+    /// The rooms with members, and the lobby always.
+    rooms: HashMap<RoomKey, Room>,
+    limits: RoomLimits,
     /// Pending scheduled messages, sorted by (due, seq).
     schedule: Vec<Scheduled>,
     next_seq: u64,
-    next_user: u64,
-    /// Counts changes to `schedule`, so the hub knows when to save it.
-    schedule_changes: u64,
+    /// User ids and places in rooms' join orders.
+    next_id: u64,
+    /// Counts changes to what is saved (schedule, topics), so the hub
+    /// knows when to save it.
+    saved_changes: u64,
+    /// Topics a former hub saved, for the rooms users bring back.
+    saved_topics: HashMap<RoomKey, String>,
     /// Users the hub dropped because their child stopped reading: their
     /// child must not rejoin when it finds its socket closed.
     too_slow: HashSet<u64>,
-    /// The last public lines, oldest first, at most [`MAX_HISTORY`].
-    recent: VecDeque<Entry>,
+    /// Each room's last public lines, oldest first, at most
+    /// [`MAX_HISTORY`]; kept when a room empties, as its history is.
+    recent: HashMap<RoomKey, VecDeque<Entry>>,
     /// Public lines the hub has not yet handed to the history's writer.
     unwritten: Vec<Entry>,
     /// Lines of history shown to a user who joins.
     replay_lines: usize,
 }
 
-impl Default for Room {
+impl Default for Chat {
     fn default() -> Self {
-        Self::new()
+        Self::new(RoomLimits::default())
     }
 }
 
-impl Room {
-    pub(crate) fn new() -> Self {
-        // User ids start from the clock (in microseconds), so that a hub
+impl Chat {
+    pub(crate) fn new(limits: RoomLimits) -> Self {
+        // Ids start from the clock (in microseconds), so that a hub
         // started after another gives ids above all of the old hub's,
         // which its users bring back when they rejoin.
-        let next_user = SystemTime::now()
+        let next_id = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
-        Room {
+        let mut rooms = HashMap::new();
+        rooms.insert(room_key(LOBBY), Room::new(LOBBY));
+        Chat {
             users: HashMap::new(),
-            order: Vec::new(),
             by_nick: HashMap::new(),
+            rooms,
+            limits,
             schedule: Vec::new(),
             next_seq: 0,
-            next_user,
-            schedule_changes: 0,
+            next_id,
+            saved_changes: 0,
+            saved_topics: HashMap::new(),
             too_slow: HashSet::new(),
-            recent: VecDeque::new(),
+            recent: HashMap::new(),
             unwritten: Vec::new(),
             replay_lines: DEFAULT_REPLAY,
         }
     }
 
     /// Takes the last lines of the history (oldest first), and how many of
-    /// them a user who joins is shown.
+    /// them a user who joins a room is shown.
     pub(crate) fn restore_history(&mut self, entries: Vec<Entry>, replay_lines: usize) {
-        self.recent = entries.into();
-        self.recent
-            .drain(..self.recent.len().saturating_sub(MAX_HISTORY));
+        for entry in entries {
+            let recent = self.recent.entry(room_key(&entry.room)).or_default();
+            if recent.len() == MAX_HISTORY {
+                recent.pop_front();
+            }
+            recent.push_back(entry);
+        }
         self.replay_lines = replay_lines.min(MAX_HISTORY);
     }
 
@@ -151,25 +274,84 @@ impl Room {
         std::mem::take(&mut self.unwritten)
     }
 
-    /// A public line: kept for the history and rendered for everyone.
-    fn public(&mut self, now: SystemTime, kind: Kind, nick: &str, text: &str) -> Delivery {
-        let entry = Entry::new(now, kind, nick, text);
-        let rendered = entry.render(&clock::hhmm(now));
-        if self.recent.len() == MAX_HISTORY {
-            self.recent.pop_front();
+    /// Keeps a public line for the history of its room.
+    fn keep(&mut self, entry: Entry) {
+        let key = room_key(&entry.room);
+        if !self.recent.contains_key(&key) && self.recent.len() >= 2 * self.limits.total {
+            // Bounded: the history of rooms long gone is in the files.
+            let rooms = &self.rooms;
+            self.recent.retain(|k, _| rooms.contains_key(k));
         }
-        self.recent.push_back(entry.clone());
+        let recent = self.recent.entry(key).or_default();
+        if recent.len() == MAX_HISTORY {
+            recent.pop_front();
+        }
+        recent.push_back(entry.clone());
         self.unwritten.push(entry);
-        line(Target::All, rendered)
     }
 
-    /// The last `count` public lines for `conn`, between markers. Lines of
-    /// an earlier day carry their date.
-    fn replay(&self, conn: ConnId, count: usize, now: SystemTime) -> Vec<Delivery> {
-        let shown = count.min(self.recent.len());
+    /// A public line of room `key`: kept for the history and rendered once
+    /// for its members, in both forms.
+    fn public(
+        &mut self,
+        now: SystemTime,
+        key: &str,
+        kind: Kind,
+        nick: &str,
+        text: &str,
+    ) -> Delivery {
+        let name = self.rooms.get(key).map_or(key, |r| r.name.as_str());
+        let entry = Entry::new(now, name, kind, nick, text);
+        let rendered = entry.render(&clock::hhmm(now));
+        let elsewhere = render::elsewhere(&rendered, &entry.room);
+        self.keep(entry);
+        Delivery {
+            to: Target::Room(key.to_string()),
+            msg: ToChild::Line(rendered),
+            elsewhere: Some(ToChild::Line(elsewhere)),
+        }
+    }
+
+    /// A line about a user that concerns the whole chat (a rename, leaving
+    /// the chat, a kick from it): kept in the history of each of `rooms`,
+    /// and told once to everyone in any of them, without a room's name.
+    fn chat_wide(
+        &mut self,
+        now: SystemTime,
+        rooms: &[RoomKey],
+        kind: Kind,
+        nick: &str,
+        text: &str,
+    ) -> Option<Delivery> {
+        let mut rendered = None;
+        let mut receivers = Vec::new();
+        let mut seen = HashSet::new();
+        for key in rooms {
+            let Some(room) = self.rooms.get(key) else {
+                continue;
+            };
+            receivers.extend(
+                room.members
+                    .iter()
+                    .map(|m| m.conn)
+                    .filter(|c| seen.insert(*c)),
+            );
+            let entry = Entry::new(now, &room.name, kind, nick, text);
+            rendered.get_or_insert_with(|| entry.render(&clock::hhmm(now)));
+            self.keep(entry);
+        }
+        Some(line(Target::Many(receivers), rendered?))
+    }
+
+    /// The last `count` public lines of room `key` for `conn`, between
+    /// markers. Lines of an earlier day carry their date.
+    fn replay(&self, conn: ConnId, key: &str, count: usize, now: SystemTime) -> Vec<Delivery> {
+        let empty = VecDeque::new();
+        let recent = self.recent.get(key).unwrap_or(&empty);
+        let shown = count.min(recent.len());
         let mut out = Vec::with_capacity(shown + 2);
         out.push(line(Target::One(conn), render::history_header(shown)));
-        for entry in self.recent.range(self.recent.len() - shown..) {
+        for entry in recent.range(recent.len() - shown..) {
             let at = entry.time();
             let stamp = if clock::same_day(at, now) {
                 clock::hhmm(at)
@@ -180,6 +362,10 @@ impl Room {
         }
         out.push(line(Target::One(conn), render::HISTORY_END.to_string()));
         out
+    }
+
+    fn has_history(&self, key: &str) -> bool {
+        self.recent.get(key).is_some_and(|r| !r.is_empty())
     }
 
     /// The hub is dropping `conn` because its child stopped reading.
@@ -193,12 +379,13 @@ impl Room {
         }
     }
 
-    /// Goes up whenever the scheduled messages change.
-    pub(crate) fn schedule_changes(&self) -> u64 {
-        self.schedule_changes
+    /// Goes up whenever what is saved (the schedule, the topics) changes.
+    pub(crate) fn saved_changes(&self) -> u64 {
+        self.saved_changes
     }
 
-    /// What a new hub needs to carry on: the scheduled messages.
+    /// What a new hub needs to carry on: the scheduled messages and the
+    /// rooms' topics.
     pub(crate) fn saved(&self) -> State {
         let schedule = self
             .schedule
@@ -209,15 +396,23 @@ impl Room {
                 author: s.author,
                 author_nick: s.author_nick.clone(),
                 text: s.text.clone(),
+                room: s.room.clone(),
             })
             .collect();
+        let mut topics: Vec<(String, String)> = self
+            .rooms
+            .values()
+            .filter_map(|r| Some((r.name.clone(), r.topic.clone()?)))
+            .collect();
+        topics.sort();
         State {
             next_seq: self.next_seq,
             schedule,
+            topics,
         }
     }
 
-    /// Takes over the scheduled messages an earlier hub saved.
+    /// Takes over what an earlier hub saved.
     pub(crate) fn restore(&mut self, state: State) {
         self.next_seq = state.next_seq;
         self.schedule = state
@@ -229,18 +424,72 @@ impl Room {
                 author: s.author,
                 author_nick: s.author_nick,
                 text: s.text,
+                room: s.room,
             })
             .collect();
         self.schedule.sort_by_key(|s| (s.due, s.seq));
         // Authors keep their ids; new users must come after them.
         if let Some(max) = self.schedule.iter().map(|s| s.author).max() {
-            self.next_user = self.next_user.max(max + 1);
+            self.next_id = self.next_id.max(max + 1);
+        }
+        for (name, topic) in state.topics {
+            let key = room_key(&name);
+            match self.rooms.get_mut(&key) {
+                Some(room) => room.topic = Some(topic),
+                None => {
+                    self.saved_topics.insert(key, topic);
+                }
+            }
         }
     }
 
-    /// Registered users in join order.
-    pub(crate) fn members(&self) -> &[ConnId] {
-        &self.order
+    /// Registered users, in the lobby's join order (the lobby's members
+    /// first, then the users who left it).
+    pub(crate) fn members(&self) -> Vec<ConnId> {
+        let lobby = &self.rooms[&room_key(LOBBY)];
+        let mut all: Vec<ConnId> = lobby.members.iter().map(|m| m.conn).collect();
+        let mut others: Vec<(u64, ConnId)> = self
+            .users
+            .iter()
+            .filter(|(c, _)| !lobby.has(**c))
+            .map(|(c, u)| (u.id, *c))
+            .collect();
+        others.sort_unstable();
+        all.extend(others.into_iter().map(|(_, c)| c));
+        all
+    }
+
+    /// How many users are registered.
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// How many rooms there are, the lobby included.
+    pub(crate) fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The members of room `key`, in its join order.
+    pub(crate) fn room_members(&self, key: &str) -> &[Member] {
+        self.rooms.get(key).map_or(&[], |r| &r.members)
+    }
+
+    /// The rooms, by name, for `mpchat status`.
+    pub(crate) fn rooms(&self) -> Vec<RoomInfo<'_>> {
+        let mut rooms: Vec<RoomInfo> = self
+            .rooms
+            .values()
+            .map(|r| RoomInfo {
+                name: &r.name,
+                users: r.members.len(),
+                owner: r
+                    .owner()
+                    .and_then(|c| Some(self.users.get(&c)?.nick.as_str())),
+                topic: r.topic.as_deref(),
+            })
+            .collect();
+        rooms.sort_by_key(|r| room_key(r.name));
+        rooms
     }
 
     /// A registered user's nickname and address.
@@ -250,17 +499,21 @@ impl Room {
             .map(|u| (u.nick.as_str(), u.addr.as_str()))
     }
 
-    /// The room's owner: always the longest-connected user (the first to
-    /// register, then whoever has been here longest once the owner leaves).
+    /// The lobby's owner: always its longest-present member.
     pub(crate) fn owner(&self) -> Option<ConnId> {
-        self.order.first().copied()
+        self.rooms[&room_key(LOBBY)].owner()
     }
 
     /// Carries out one message from `conn`'s child.
     pub(crate) fn handle(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
         match msg {
-            ToHub::Login { nick, addr } => self.join(conn, nick, addr, now),
-            ToHub::Rejoin { nick, addr, id } => self.rejoin(conn, nick, addr, id),
+            ToHub::Login { nick, addr } => self.login(conn, nick, addr, now),
+            ToHub::Rejoin {
+                nick,
+                addr,
+                id,
+                rooms,
+            } => self.rejoin(conn, nick, addr, id, rooms),
             ToHub::Request(request) => self.request(conn, request, now),
         }
     }
@@ -278,43 +531,78 @@ impl Room {
             return Vec::new();
         };
         let me = me.nick.clone();
+        let here = self.users[&conn].current.clone();
         match request {
-            Request::Say(text) => vec![self.public(now, Kind::Chat, &me, &text)],
-            Request::Me(text) => vec![self.public(now, Kind::Me, &me, &text)],
-            Request::Whisper { to: target, text } => match self.find(&target) {
-                None => vec![line(Target::One(conn), render::user_not_found(&target))],
-                Some((other, other_nick)) => {
-                    let stamp = clock::hhmm(now);
-                    vec![
-                        line(Target::One(other), render::whisper_from(&stamp, &me, &text)),
-                        line(
-                            Target::One(conn),
-                            render::whisper_to(&stamp, other_nick, &text),
-                        ),
-                    ]
-                }
-            },
-            Request::Users => {
-                let nicks: Vec<&str> = self
-                    .order
-                    .iter()
-                    .map(|c| self.users[c].nick.as_str())
-                    .collect();
-                vec![line(Target::One(conn), render::users(&nicks))]
-            }
+            Request::Say(text) => vec![self.public(now, &here, Kind::Chat, &me, &text)],
+            Request::Me(text) => vec![self.public(now, &here, Kind::Me, &me, &text)],
+            Request::Whisper { to: target, text } => self.whisper(conn, &me, &target, &text, now),
+            Request::Users(room) => self.users_of(conn, room.as_deref().unwrap_or(&here)),
             Request::Rename(new) => self.rename(conn, &me, new, now),
-            Request::Kick(target) => self.kick(conn, &me, &target, now),
+            Request::Kick(target) if here == room_key(LOBBY) => self.kick(conn, &me, &target, now),
+            Request::Kick(target) => self.remove_from_room(conn, &me, &target, &here, now),
             Request::Schedule { when, text } => self.schedule(conn, me, when, text, now),
             Request::ScheduleList => self.schedule_list(conn, now),
             Request::ScheduleCancel(n) => self.schedule_cancel(conn, n),
-            Request::History(_) if self.recent.is_empty() => {
-                vec![line(Target::One(conn), render::NO_HISTORY.to_string())]
+            Request::History(_) if !self.has_history(&here) => {
+                reply(conn, render::NO_HISTORY.to_string())
             }
-            Request::History(count) => self.replay(conn, count, now),
+            Request::History(count) => self.replay(conn, &here, count, now),
+            Request::Join(name) => self.join(conn, &me, &name, now),
+            Request::Part(name) => {
+                let name = name.unwrap_or_else(|| self.rooms[&here].name.clone());
+                self.part(conn, &me, &name, now)
+            }
+            Request::Rooms => self.list_rooms(conn),
+            Request::Topic(None) => self.show_topic(conn, &here),
+            Request::Topic(Some(text)) => self.set_topic(conn, &me, &here, text, now),
         }
     }
 
-    fn join(&mut self, conn: ConnId, nick: String, addr: String, now: SystemTime) -> Vec<Delivery> {
+    fn whisper(
+        &self,
+        conn: ConnId,
+        me: &str,
+        target: &str,
+        text: &str,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        let Some((other, other_nick)) = self.find(target) else {
+            return reply(conn, render::user_not_found(target));
+        };
+        let stamp = clock::hhmm(now);
+        vec![
+            line(Target::One(other), render::whisper_from(&stamp, me, text)),
+            line(
+                Target::One(conn),
+                render::whisper_to(&stamp, other_nick, text),
+            ),
+        ]
+    }
+
+    fn users_of(&self, conn: ConnId, name: &str) -> Vec<Delivery> {
+        let key = room_key(name);
+        let Some(room) = self.rooms.get(&key) else {
+            return reply(conn, render::no_room(name));
+        };
+        let nicks: Vec<&str> = room
+            .members
+            .iter()
+            .map(|m| self.users[&m.conn].nick.as_str())
+            .collect();
+        if key == room_key(LOBBY) {
+            reply(conn, render::users(&nicks))
+        } else {
+            reply(conn, render::users_in(&room.name, &nicks))
+        }
+    }
+
+    fn login(
+        &mut self,
+        conn: ConnId,
+        nick: String,
+        addr: String,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
         if self.users.contains_key(&conn) {
             log::warn!("second login from connection {conn} ignored");
             return Vec::new();
@@ -328,37 +616,49 @@ impl Room {
             return vec![to(conn, ToChild::NickRefused { reason })];
         }
         log::info!("{nick} registered from {addr}");
-        let id = self.next_user;
-        self.next_user += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        let lobby = room_key(LOBBY);
         self.by_nick.insert(key, conn);
-        self.order.push(conn);
         self.users.insert(
             conn,
             User {
                 nick: nick.clone(),
                 addr,
                 id,
+                rooms: vec![(lobby.clone(), id)],
+                current: lobby.clone(),
             },
         );
+        if let Some(room) = self.rooms.get_mut(&lobby) {
+            room.add(conn, id, true);
+        }
         // The history first, then the welcome, then everyone (this user
         // included) hears of the arrival.
-        let mut out = if self.replay_lines > 0 && !self.recent.is_empty() {
-            self.replay(conn, self.replay_lines, now)
+        let mut out = if self.replay_lines > 0 && self.has_history(&lobby) {
+            self.replay(conn, &lobby, self.replay_lines, now)
         } else {
             Vec::new()
         };
-        let joined = self.public(now, Kind::Join, &nick, "");
+        let joined = self.public(now, &lobby, Kind::Join, &nick, "");
         out.push(to(conn, ToChild::Registered { nick, id }));
         out.push(joined);
         out
     }
 
-    /// A user of an earlier hub comes back: same nickname, same place in
-    /// the join order, and nobody is told, since for them nothing changed.
-    /// The owner is the longest-connected user, as always. A nickname
-    /// taken in the meantime (by a newcomer while the hub restarted) is
-    /// refused like any login.
-    fn rejoin(&mut self, conn: ConnId, nick: String, addr: String, id: u64) -> Vec<Delivery> {
+    /// A user of an earlier hub comes back: same nickname, same rooms,
+    /// same place in each room's join order, same current room, and nobody
+    /// is told, since for them nothing changed. Each room's owner is its
+    /// longest-present member, as always. A nickname taken in the meantime
+    /// (by a newcomer while the hub restarted) is refused like any login.
+    fn rejoin(
+        &mut self,
+        conn: ConnId,
+        nick: String,
+        addr: String,
+        id: u64,
+        rooms: Option<Memberships>,
+    ) -> Vec<Delivery> {
         if self.users.contains_key(&conn) {
             log::warn!("second login from connection {conn} ignored");
             return Vec::new();
@@ -372,41 +672,289 @@ impl Room {
             return vec![to(conn, ToChild::NickRefused { reason })];
         }
         log::info!("{nick} rejoined from {addr}");
-        self.next_user = self.next_user.max(id + 1);
-        let at = self.order.partition_point(|c| self.users[c].id < id);
-        self.order.insert(at, conn);
+        let rooms = rooms.unwrap_or_else(|| Memberships {
+            rooms: vec![(LOBBY.to_string(), id)],
+            current: LOBBY.to_string(),
+        });
+        let current = room_key(&rooms.current);
+        let mut joined = Vec::new();
+        for (name, seq) in rooms.rooms {
+            let room_key = room_key(&name);
+            if check_room(&name).is_err() || joined.iter().any(|(k, _)| *k == room_key) {
+                continue;
+            }
+            self.next_id = self.next_id.max(seq + 1);
+            let saved_topic = self.saved_topics.remove(&room_key);
+            let room = self.rooms.entry(room_key.clone()).or_insert_with(|| Room {
+                topic: saved_topic,
+                ..Room::new(&name)
+            });
+            room.add(conn, seq, room_key == current);
+            joined.push((room_key, seq));
+        }
+        let current = if joined.iter().any(|(k, _)| *k == current) {
+            current
+        } else {
+            // Nothing valid came back: the lobby, as on a login.
+            let lobby = room_key(LOBBY);
+            if joined.is_empty() {
+                joined.push((lobby.clone(), id));
+                if let Some(room) = self.rooms.get_mut(&lobby) {
+                    room.add(conn, id, true);
+                }
+            }
+            let (last, _) = joined.last().cloned().unwrap_or((lobby, id));
+            if let Some(room) = self.rooms.get_mut(&last) {
+                room.set_here(conn, true);
+            }
+            last
+        };
+        self.next_id = self.next_id.max(id + 1);
         self.by_nick.insert(key, conn);
-        self.users.insert(conn, User { nick, addr, id });
+        self.users.insert(
+            conn,
+            User {
+                nick,
+                addr,
+                id,
+                rooms: joined,
+                current,
+            },
+        );
         vec![to(conn, ToChild::Rejoined)]
     }
 
-    /// Removes `conn`'s user, if registered, and tells the others.
-    pub(crate) fn leave(&mut self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
-        let was_owner = self.owner() == Some(conn);
-        let Some(user) = self.remove(conn) else {
+    /// What the user's child keeps to give a new hub.
+    fn memberships(&self, conn: ConnId) -> Option<Delivery> {
+        let user = self.users.get(&conn)?;
+        let name = |key: &str| self.rooms.get(key).map(|r| r.name.clone());
+        let memberships = Memberships {
+            rooms: user
+                .rooms
+                .iter()
+                .filter_map(|(key, seq)| Some((name(key)?, *seq)))
+                .collect(),
+            current: name(&user.current)?,
+        };
+        Some(to(conn, ToChild::Memberships(memberships)))
+    }
+
+    /// Makes `key` the user's current room.
+    fn make_current(&mut self, conn: ConnId, key: &str) {
+        let Some(user) = self.users.get_mut(&conn) else {
+            return;
+        };
+        let old = std::mem::replace(&mut user.current, key.to_string());
+        if let Some(room) = self.rooms.get_mut(&old) {
+            room.set_here(conn, false);
+        }
+        if let Some(room) = self.rooms.get_mut(key) {
+            room.set_here(conn, true);
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, me: &str, name: &str, now: SystemTime) -> Vec<Delivery> {
+        if let Err(reason) = check_room(name) {
+            return reply(conn, reason);
+        }
+        let key = room_key(name);
+        let user = &self.users[&conn];
+        if user.rooms.iter().any(|(k, _)| *k == key) {
+            self.make_current(conn, &key);
+            let mut out = reply(conn, render::now_talking_in(&self.rooms[&key].name));
+            out.extend(self.memberships(conn));
+            return out;
+        }
+        if user.rooms.len() >= self.limits.per_user {
+            return reply(conn, render::too_many_rooms_for_you(self.limits.per_user));
+        }
+        if !self.rooms.contains_key(&key) && self.rooms.len() >= self.limits.total {
+            return reply(conn, render::TOO_MANY_ROOMS.to_string());
+        }
+        let seq = self.next_id;
+        self.next_id += 1;
+        self.rooms.entry(key.clone()).or_insert_with(|| {
+            log::info!("{me} created {name}");
+            Room::new(name)
+        });
+        let mut out = Vec::new();
+        if self.replay_lines > 0 && self.has_history(&key) {
+            out.extend(self.replay(conn, &key, self.replay_lines, now));
+        }
+        let room = self.rooms.get_mut(&key).expect("made above");
+        if let Some(topic) = &room.topic {
+            out.push(line(Target::One(conn), render::topic_of(&room.name, topic)));
+        }
+        room.add(conn, seq, false);
+        if let Some(user) = self.users.get_mut(&conn) {
+            user.rooms.push((key.clone(), seq));
+        }
+        self.make_current(conn, &key);
+        out.push(self.public(now, &key, Kind::Join, me, ""));
+        out.extend(self.memberships(conn));
+        out
+    }
+
+    fn part(&mut self, conn: ConnId, me: &str, name: &str, now: SystemTime) -> Vec<Delivery> {
+        if let Err(reason) = check_room(name) {
+            return reply(conn, reason);
+        }
+        let key = room_key(name);
+        let user = &self.users[&conn];
+        if !user.rooms.iter().any(|(k, _)| *k == key) {
+            return reply(conn, render::not_in_room(name));
+        }
+        if user.rooms.len() == 1 {
+            return reply(conn, render::LAST_ROOM.to_string());
+        }
+        // A room's lines reach whoever is its member when the hub delivers
+        // them, after this request: the one who leaves is told apart.
+        let left = self.public(now, &key, Kind::Part, me, "");
+        let mine = match self.users[&conn].current == key {
+            true => left.msg.clone(),
+            false => left.elsewhere.clone().unwrap_or_else(|| left.msg.clone()),
+        };
+        let mut out = vec![left, to(conn, mine)];
+        out.extend(self.leave_room(conn, &key, now));
+        out
+    }
+
+    /// Takes `conn` out of room `key` (not its last): the next owner is
+    /// announced, an empty room forgotten, and if it was the current room
+    /// the most recently joined one left becomes current.
+    fn leave_room(&mut self, conn: ConnId, key: &str, now: SystemTime) -> Vec<Delivery> {
+        let mut out = self.drop_member(conn, key, now);
+        let Some(user) = self.users.get_mut(&conn) else {
+            return out;
+        };
+        user.rooms.retain(|(k, _)| k != key);
+        if user.current == key
+            && let Some((next, _)) = user.rooms.last().cloned()
+        {
+            self.make_current(conn, &next);
+            let name = self
+                .rooms
+                .get(&next)
+                .map_or(next.clone(), |r| r.name.clone());
+            out.push(line(Target::One(conn), render::now_talking_in(&name)));
+        }
+        out.extend(self.memberships(conn));
+        out
+    }
+
+    /// Removes `conn` from room `key`'s members: announces the next owner
+    /// if it was the owner, and forgets the room if it is empty now.
+    fn drop_member(&mut self, conn: ConnId, key: &str, now: SystemTime) -> Vec<Delivery> {
+        let Some(room) = self.rooms.get_mut(key) else {
             return Vec::new();
         };
-        log::info!("{} ({}) left", user.nick, user.addr);
-        let mut out = vec![self.public(now, Kind::Leave, &user.nick, "")];
-        if was_owner {
-            out.extend(self.announce_owner(now));
+        let was_owner = room.owner() == Some(conn);
+        room.remove(conn);
+        self.after_leaving(vec![(key.to_string(), was_owner)], now)
+    }
+
+    /// After someone left `rooms` (each with whether they owned it): each
+    /// empty room but the lobby is forgotten, and where the owner left,
+    /// the next one is announced.
+    fn after_leaving(&mut self, rooms: Vec<(RoomKey, bool)>, now: SystemTime) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for (key, was_owner) in rooms {
+            let Some(room) = self.rooms.get(&key) else {
+                continue;
+            };
+            if room.members.is_empty() && key != room_key(LOBBY) {
+                log::info!("{} is empty; forgotten", room.name);
+                if room.topic.is_some() {
+                    self.saved_changes += 1;
+                }
+                self.rooms.remove(&key);
+                continue;
+            }
+            if let Some(heir) = room.owner().filter(|_| was_owner) {
+                let nick = self.users[&heir].nick.clone();
+                log::info!("{nick} now owns {}", room.name);
+                out.push(self.public(now, &key, Kind::Owner, &nick, ""));
+            }
         }
         out
     }
 
-    fn remove(&mut self, conn: ConnId) -> Option<User> {
-        let user = self.users.remove(&conn)?;
-        self.by_nick.remove(&nick_key(&user.nick));
-        self.order.retain(|&c| c != conn);
-        Some(user)
+    fn list_rooms(&self, conn: ConnId) -> Vec<Delivery> {
+        let user = &self.users[&conn];
+        let rooms = self.rooms();
+        let mut out = vec![line(Target::One(conn), render::rooms_header(rooms.len()))];
+        for room in rooms {
+            let key = room_key(room.name);
+            let mark = if user.current == key {
+                '*'
+            } else if user.rooms.iter().any(|(k, _)| *k == key) {
+                '+'
+            } else {
+                '-'
+            };
+            let item = render::rooms_item(mark, room.name, room.users, room.topic);
+            out.push(line(Target::One(conn), item));
+        }
+        out
     }
 
-    /// After the owner left: who owns the room now, if anyone is left.
-    fn announce_owner(&mut self, now: SystemTime) -> Option<Delivery> {
-        let heir = self.owner()?;
-        let nick = self.users[&heir].nick.clone();
-        log::info!("{nick} is now the room owner");
-        Some(self.public(now, Kind::Owner, &nick, ""))
+    fn show_topic(&self, conn: ConnId, key: &str) -> Vec<Delivery> {
+        let room = &self.rooms[key];
+        match &room.topic {
+            Some(topic) => reply(conn, render::topic_of(&room.name, topic)),
+            None => reply(conn, render::no_topic(&room.name)),
+        }
+    }
+
+    fn set_topic(
+        &mut self,
+        conn: ConnId,
+        me: &str,
+        key: &str,
+        text: String,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return Vec::new();
+        };
+        if room.owner() != Some(conn) {
+            return reply(conn, render::only_owner_sets_topic(&room.name));
+        }
+        room.topic = Some(text.clone());
+        self.saved_changes += 1;
+        vec![self.public(now, key, Kind::Topic, me, &text)]
+    }
+
+    /// Removes `conn`'s user, if registered, from the chat and tells the
+    /// others.
+    pub(crate) fn leave(&mut self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
+        let Some((user, rooms)) = self.remove(conn) else {
+            return Vec::new();
+        };
+        log::info!("{} ({}) left", user.nick, user.addr);
+        let keys: Vec<RoomKey> = rooms.iter().map(|(k, _)| k.clone()).collect();
+        let mut out: Vec<Delivery> = self
+            .chat_wide(now, &keys, Kind::Leave, &user.nick, "")
+            .into_iter()
+            .collect();
+        out.extend(self.after_leaving(rooms, now));
+        out
+    }
+
+    /// Takes a user out of the chat: out of each room's members, and their
+    /// nickname is free. Returns the user, and each room they were in
+    /// with whether they owned it, for [`Chat::after_leaving`].
+    fn remove(&mut self, conn: ConnId) -> Option<(User, Vec<(RoomKey, bool)>)> {
+        let user = self.users.remove(&conn)?;
+        self.by_nick.remove(&nick_key(&user.nick));
+        let mut rooms = Vec::new();
+        for (key, _) in &user.rooms {
+            if let Some(room) = self.rooms.get_mut(key) {
+                rooms.push((key.clone(), room.owner() == Some(conn)));
+                room.remove(conn);
+            }
+        }
+        Some((user, rooms))
     }
 
     fn find(&self, nick: &str) -> Option<(ConnId, &str)> {
@@ -416,47 +964,85 @@ impl Room {
 
     fn rename(&mut self, conn: ConnId, old: &str, new: String, now: SystemTime) -> Vec<Delivery> {
         if let Err(reason) = check_nick(&new) {
-            return vec![line(Target::One(conn), reason)];
+            return reply(conn, reason);
         }
         if new == old {
-            return vec![line(Target::One(conn), render::nick_unchanged(old))];
+            return reply(conn, render::nick_unchanged(old));
         }
         let key = nick_key(&new);
         // Changing only the case of one's own name is allowed.
         if self.by_nick.get(&key).is_some_and(|&holder| holder != conn) {
-            return vec![line(Target::One(conn), render::nick_in_use(&new))];
+            return reply(conn, render::nick_in_use(&new));
         }
         self.by_nick.remove(&nick_key(old));
         self.by_nick.insert(key, conn);
-        if let Some(user) = self.users.get_mut(&conn) {
-            user.nick = new.clone();
-        }
+        let Some(user) = self.users.get_mut(&conn) else {
+            return Vec::new();
+        };
+        user.nick = new.clone();
+        let rooms: Vec<RoomKey> = user.rooms.iter().map(|(k, _)| k.clone()).collect();
         log::info!("{old} is now known as {new}");
-        vec![
-            self.public(now, Kind::Rename, old, &new),
-            to(conn, ToChild::Renamed { nick: new }),
-        ]
+        let mut out: Vec<Delivery> = self
+            .chat_wide(now, &rooms, Kind::Rename, old, &new)
+            .into_iter()
+            .collect();
+        out.push(to(conn, ToChild::Renamed { nick: new }));
+        out
     }
 
+    /// `/kick` in the lobby: its owner puts someone out of the chat.
     fn kick(&mut self, conn: ConnId, me: &str, target: &str, now: SystemTime) -> Vec<Delivery> {
-        let reply = |text: String| vec![line(Target::One(conn), text)];
         if self.owner() != Some(conn) {
-            return reply(render::ONLY_OWNER_KICKS.to_string());
+            return reply(conn, render::ONLY_OWNER_KICKS.to_string());
         }
         let Some((victim, _)) = self.find(target) else {
-            return reply(render::user_not_found(target));
+            return reply(conn, render::user_not_found(target));
         };
         if victim == conn {
-            return reply(render::CANNOT_KICK_SELF.to_string());
+            return reply(conn, render::CANNOT_KICK_SELF.to_string());
         }
-        let Some(user) = self.remove(victim) else {
+        let Some((user, rooms)) = self.remove(victim) else {
             return Vec::new();
         };
         log::info!("{} ({}) was kicked by {me}", user.nick, user.addr);
-        vec![
-            to(victim, ToChild::Kicked),
-            self.public(now, Kind::Kick, &user.nick, me),
-        ]
+        let keys: Vec<RoomKey> = rooms.iter().map(|(k, _)| k.clone()).collect();
+        let mut out = vec![to(victim, ToChild::Kicked)];
+        out.extend(self.chat_wide(now, &keys, Kind::Kick, &user.nick, me));
+        out.extend(self.after_leaving(rooms, now));
+        out
+    }
+
+    /// `/kick` in another room: its owner removes someone from it. One
+    /// removed from their only room is back in the lobby.
+    fn remove_from_room(
+        &mut self,
+        conn: ConnId,
+        me: &str,
+        target: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        let room = &self.rooms[key];
+        let name = room.name.clone();
+        if room.owner() != Some(conn) {
+            return reply(conn, render::only_owner_kicks_from(&name));
+        }
+        let victim = match self.find(target) {
+            Some((victim, _)) if room.has(victim) => victim,
+            _ => return reply(conn, render::user_not_in_room(target, &name)),
+        };
+        if victim == conn {
+            return reply(conn, render::CANNOT_KICK_SELF.to_string());
+        }
+        let nick = self.users[&victim].nick.clone();
+        log::info!("{nick} was removed from {name} by {me}");
+        let mut out = vec![self.public(now, key, Kind::Removed, &nick, me)];
+        out.push(line(Target::One(victim), render::removed_from(&name, me)));
+        if self.users[&victim].rooms.len() == 1 {
+            out.extend(self.join(victim, &nick, LOBBY, now));
+        }
+        out.extend(self.leave_room(victim, key, now));
+        out
     }
 
     fn schedule(
@@ -468,10 +1054,7 @@ impl Room {
         now: SystemTime,
     ) -> Vec<Delivery> {
         if self.pending_of(conn).count() >= MAX_SCHEDULED_PER_USER {
-            return vec![line(
-                Target::One(conn),
-                render::TOO_MANY_SCHEDULED.to_string(),
-            )];
+            return reply(conn, render::TOO_MANY_SCHEDULED.to_string());
         }
         let due = match when {
             When::Clock { hour, minute } => clock::next_clock_time(now, hour, minute),
@@ -482,19 +1065,21 @@ impl Room {
         let at = self
             .schedule
             .partition_point(|s| (s.due, s.seq) <= (due, seq));
-        self.schedule_changes += 1;
+        self.saved_changes += 1;
+        let user = &self.users[&conn];
+        let room = self.rooms[&user.current].name.clone();
         self.schedule.insert(
             at,
             Scheduled {
                 due,
                 seq,
-                author: self.users[&conn].id,
+                author: user.id,
                 author_nick,
                 text,
+                room,
             },
         );
-        let confirmation = render::schedule_confirmed(&describe_due(due, now));
-        vec![line(Target::One(conn), confirmation)]
+        reply(conn, render::schedule_confirmed(&describe_due(due, now)))
     }
 
     fn pending_of(&self, conn: ConnId) -> impl Iterator<Item = &Scheduled> {
@@ -505,12 +1090,9 @@ impl Room {
     fn schedule_list(&self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
         let mine: Vec<&Scheduled> = self.pending_of(conn).collect();
         if mine.is_empty() {
-            return vec![line(Target::One(conn), render::NO_SCHEDULED.to_string())];
+            return reply(conn, render::NO_SCHEDULED.to_string());
         }
-        let mut out = vec![line(
-            Target::One(conn),
-            render::schedule_list_header(mine.len()),
-        )];
+        let mut out = reply(conn, render::schedule_list_header(mine.len()));
         for (i, s) in mine.iter().enumerate() {
             let item = render::schedule_list_item(i + 1, &describe_due(s.due, now), &s.text);
             out.push(line(Target::One(conn), item));
@@ -532,25 +1114,39 @@ impl Room {
         let text = match index {
             Some(i) => {
                 self.schedule.remove(i);
-                self.schedule_changes += 1;
+                self.saved_changes += 1;
                 render::schedule_cancelled(number)
             }
             None => render::no_such_scheduled(number),
         };
-        vec![line(Target::One(conn), text)]
+        reply(conn, text)
     }
 
-    /// The scheduled messages due by `now`, in due order.
+    /// The scheduled messages due by `now`, in due order, each in its room
+    /// (kept in the room's history even if nobody is in it now).
     pub(crate) fn due(&mut self, now: SystemTime) -> Vec<Delivery> {
         let ready = self.schedule.partition_point(|s| s.due <= now);
         if ready == 0 {
             return Vec::new();
         }
-        self.schedule_changes += 1;
+        self.saved_changes += 1;
         let due: Vec<Scheduled> = self.schedule.drain(..ready).collect();
-        due.iter()
-            .map(|s| self.public(now, Kind::Scheduled, &s.author_nick, &s.text))
-            .collect()
+        let mut out = Vec::new();
+        for s in due {
+            let key = room_key(&s.room);
+            if self.rooms.contains_key(&key) {
+                out.push(self.public(now, &key, Kind::Scheduled, &s.author_nick, &s.text));
+            } else {
+                self.keep(Entry::new(
+                    now,
+                    &s.room,
+                    Kind::Scheduled,
+                    &s.author_nick,
+                    &s.text,
+                ));
+            }
+        }
+        out
     }
 
     /// When the next scheduled message is due, if any.
@@ -572,7 +1168,7 @@ fn describe_due(due: SystemTime, now: SystemTime) -> String {
 mod tests {
     use super::*;
 
-    fn login(room: &mut Room, conn: ConnId, nick: &str) -> Vec<Delivery> {
+    fn login(room: &mut Chat, conn: ConnId, nick: &str) -> Vec<Delivery> {
         let req = ToHub::Login {
             nick: nick.into(),
             addr: "127.0.0.1:1".into(),
@@ -580,8 +1176,16 @@ mod tests {
         room.handle(conn, req, SystemTime::now())
     }
 
+    /// Who a line goes to, as these tests tell them apart.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Who {
+        One(ConnId),
+        /// A room's members or everyone who shares a room with someone.
+        All,
+    }
+
     /// The text of every line delivery, without the `[HH:MM] ` stamp.
-    fn texts(out: &[Delivery]) -> Vec<(Target, String)> {
+    fn texts(out: &[Delivery]) -> Vec<(Who, String)> {
         out.iter()
             .filter_map(|d| match &d.msg {
                 ToChild::Line(l) => {
@@ -590,7 +1194,11 @@ mod tests {
                     } else {
                         l.clone()
                     };
-                    Some((d.to, text))
+                    let who = match d.to {
+                        Target::One(conn) => Who::One(conn),
+                        Target::Many(_) | Target::Room(_) => Who::All,
+                    };
+                    Some((who, text))
                 }
                 _ => None,
             })
@@ -599,15 +1207,15 @@ mod tests {
 
     #[test]
     fn first_user_owns_and_names_are_unique_without_case() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         let out = login(&mut room, 1, "Alice");
         assert!(
-            matches!(&out[0], Delivery { to: Target::One(1), msg: ToChild::Registered { nick, .. } } if nick == "Alice"),
+            matches!(&out[0], Delivery { to: Target::One(1), msg: ToChild::Registered { nick, .. }, .. } if nick == "Alice"),
             "{out:?}"
         );
         assert_eq!(
             texts(&out),
-            [(Target::All, "* Alice has joined the chat.".into())]
+            [(Who::All, "* Alice has joined the chat.".into())]
         );
         assert_eq!(room.owner(), Some(1));
         let out = login(&mut room, 2, "alice");
@@ -620,12 +1228,12 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(room.members(), [1]);
+        assert_eq!(room.members(), vec![1]);
     }
 
     #[test]
     fn owner_passes_to_longest_connected() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         for (conn, nick) in [(1, "a"), (2, "b"), (3, "c")] {
             login(&mut room, conn, nick);
         }
@@ -633,8 +1241,8 @@ mod tests {
         assert_eq!(
             texts(&out),
             [
-                (Target::All, "* a has left the chat.".into()),
-                (Target::All, "* b is now the room owner.".into())
+                (Who::All, "* a has left the chat.".into()),
+                (Who::All, "* b is now the room owner.".into())
             ]
         );
         assert_eq!(room.owner(), Some(2));
@@ -643,52 +1251,46 @@ mod tests {
 
     #[test]
     fn kick_rules() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         login(&mut room, 1, "own");
         login(&mut room, 2, "bob");
         let now = SystemTime::now();
         let out = room.request(2, Request::Kick("own".into()), now);
         assert_eq!(
             texts(&out),
-            [(Target::One(2), render::ONLY_OWNER_KICKS.into())]
+            [(Who::One(2), render::ONLY_OWNER_KICKS.into())]
         );
         let out = room.request(1, Request::Kick("own".into()), now);
         assert_eq!(
             texts(&out),
-            [(Target::One(1), render::CANNOT_KICK_SELF.into())]
+            [(Who::One(1), render::CANNOT_KICK_SELF.into())]
         );
         let out = room.request(1, Request::Kick("zed".into()), now);
-        assert_eq!(
-            texts(&out),
-            [(Target::One(1), "User 'zed' not found.".into())]
-        );
+        assert_eq!(texts(&out), [(Who::One(1), "User 'zed' not found.".into())]);
         let out = room.request(1, Request::Kick("BOB".into()), now);
         assert_eq!(out[0], to(2, ToChild::Kicked));
-        assert_eq!(
-            texts(&out),
-            [(Target::All, "* bob was kicked by own.".into())]
-        );
-        assert_eq!(room.members(), [1]);
+        assert_eq!(texts(&out), [(Who::All, "* bob was kicked by own.".into())]);
+        assert_eq!(room.members(), vec![1]);
         // The kicked user's connection closing later announces nothing more.
         assert!(room.leave(2, now).is_empty());
     }
 
     #[test]
     fn rename_checks_and_frees_the_old_name() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         login(&mut room, 1, "alice");
         login(&mut room, 2, "bob");
         let now = SystemTime::now();
         let out = room.request(1, Request::Rename("BOB".into()), now);
         assert_eq!(
             texts(&out),
-            [(Target::One(1), "Nickname \"BOB\" is already in use.".into())]
+            [(Who::One(1), "Nickname \"BOB\" is already in use.".into())]
         );
         let out = room.request(1, Request::Rename("Alice".into()), now);
         assert_eq!(
             texts(&out),
             [(
-                Target::All,
+                Who::All,
                 "* User \"alice\" has changed their nickname to \"Alice\".".into()
             )]
         );
@@ -702,7 +1304,7 @@ mod tests {
 
     #[test]
     fn scheduled_messages_are_due_in_order_and_outlive_their_author() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         login(&mut room, 1, "alice");
         login(&mut room, 2, "bob");
         let now = SystemTime::now();
@@ -731,8 +1333,8 @@ mod tests {
         assert_eq!(
             texts(&out),
             [
-                (Target::All, "[Scheduled by alice] first".into()),
-                (Target::All, "[Scheduled by alice] second".into())
+                (Who::All, "[Scheduled by alice] first".into()),
+                (Who::All, "[Scheduled by alice] second".into())
             ]
         );
         assert_eq!(room.next_due(), None);
@@ -740,7 +1342,7 @@ mod tests {
 
     #[test]
     fn schedule_limit_and_cancel() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         login(&mut room, 1, "alice");
         let now = SystemTime::now();
         for i in 0..MAX_SCHEDULED_PER_USER {
@@ -763,18 +1365,12 @@ mod tests {
         );
         assert_eq!(
             texts(&out),
-            [(Target::One(1), render::TOO_MANY_SCHEDULED.into())]
+            [(Who::One(1), render::TOO_MANY_SCHEDULED.into())]
         );
         let out = room.request(1, Request::ScheduleCancel(11), now);
-        assert_eq!(
-            texts(&out),
-            [(Target::One(1), render::no_such_scheduled(11))]
-        );
+        assert_eq!(texts(&out), [(Who::One(1), render::no_such_scheduled(11))]);
         let out = room.request(1, Request::ScheduleCancel(1), now);
-        assert_eq!(
-            texts(&out),
-            [(Target::One(1), render::schedule_cancelled(1))]
-        );
+        assert_eq!(texts(&out), [(Who::One(1), render::schedule_cancelled(1))]);
         let list = texts(&room.request(1, Request::ScheduleList, now));
         assert!(list[1].1.ends_with(" m1"));
     }
@@ -788,24 +1384,25 @@ mod tests {
             .expect("registered")
     }
 
-    fn rejoin(room: &mut Room, conn: ConnId, nick: &str, id: u64) -> Vec<Delivery> {
+    fn rejoin(room: &mut Chat, conn: ConnId, nick: &str, id: u64) -> Vec<Delivery> {
         let req = ToHub::Rejoin {
             nick: nick.into(),
             addr: "127.0.0.1:1".into(),
             id,
+            rooms: None,
         };
         room.handle(conn, req, SystemTime::now())
     }
 
     #[test]
     fn users_of_an_old_hub_rejoin_silently_in_their_old_order() {
-        let mut old = Room::new();
+        let mut old = Chat::default();
         let a = registered_id(&login(&mut old, 1, "alice"));
         let b = registered_id(&login(&mut old, 2, "bob"));
         let c = registered_id(&login(&mut old, 3, "carol"));
         assert!(a < b && b < c);
         // A new hub; the children come back in any order, on new conns.
-        let mut room = Room::new();
+        let mut room = Chat::default();
         assert_eq!(
             rejoin(&mut room, 10, "carol", c),
             [to(10, ToChild::Rejoined)]
@@ -816,7 +1413,7 @@ mod tests {
             [to(11, ToChild::Rejoined)]
         );
         assert_eq!(rejoin(&mut room, 12, "bob", b), [to(12, ToChild::Rejoined)]);
-        assert_eq!(room.members(), [11, 12, 10]);
+        assert_eq!(room.members(), vec![11, 12, 10]);
         assert_eq!(
             room.owner(),
             Some(11),
@@ -829,12 +1426,12 @@ mod tests {
             login(&mut room, 14, "Bob")[0].msg,
             ToChild::NickRefused { .. }
         ));
-        assert_eq!(room.members(), [11, 12, 10, 13]);
+        assert_eq!(room.members(), vec![11, 12, 10, 13]);
     }
 
     #[test]
     fn a_user_dropped_for_falling_behind_cannot_rejoin() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         let id = registered_id(&login(&mut room, 1, "alice"));
         room.too_slow(1);
         room.leave(1, SystemTime::now());
@@ -844,20 +1441,20 @@ mod tests {
 
     #[test]
     fn a_rejoin_under_a_name_taken_meanwhile_is_refused() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         login(&mut room, 1, "alice");
         let out = rejoin(&mut room, 2, "Alice", 1);
         assert!(matches!(out[0].msg, ToChild::NickRefused { .. }), "{out:?}");
-        assert_eq!(room.members(), [1]);
+        assert_eq!(room.members(), vec![1]);
     }
 
-    fn say(room: &mut Room, conn: ConnId, text: &str) -> Vec<Delivery> {
+    fn say(room: &mut Chat, conn: ConnId, text: &str) -> Vec<Delivery> {
         room.request(conn, Request::Say(text.into()), SystemTime::now())
     }
 
     #[test]
     fn a_newcomer_gets_the_history_before_the_welcome_and_the_join() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         room.restore_history(Vec::new(), 2);
         login(&mut room, 1, "alice");
         say(&mut room, 1, "one");
@@ -866,11 +1463,11 @@ mod tests {
         assert_eq!(
             texts(&out),
             [
-                (Target::One(2), "--- last 2 messages ---".to_string()),
-                (Target::One(2), "alice: one".to_string()),
-                (Target::One(2), "alice: two".to_string()),
-                (Target::One(2), render::HISTORY_END.to_string()),
-                (Target::All, "* bob has joined the chat.".to_string()),
+                (Who::One(2), "--- last 2 messages ---".to_string()),
+                (Who::One(2), "alice: one".to_string()),
+                (Who::One(2), "alice: two".to_string()),
+                (Who::One(2), render::HISTORY_END.to_string()),
+                (Who::All, "* bob has joined the chat.".to_string()),
             ]
         );
         // The welcome (Registered) comes after the replay, before the join.
@@ -879,7 +1476,7 @@ mod tests {
 
     #[test]
     fn public_lines_are_handed_to_the_writer_once_and_whispers_never() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         login(&mut room, 1, "alice");
         login(&mut room, 2, "bob");
         room.take_unwritten();
@@ -897,9 +1494,17 @@ mod tests {
 
     #[test]
     fn the_room_keeps_only_the_last_lines_in_memory() {
-        let mut room = Room::new();
+        let mut room = Chat::default();
         let old: Vec<Entry> = (0..250)
-            .map(|i| Entry::new(SystemTime::now(), Kind::Chat, "bob", &i.to_string()))
+            .map(|i| {
+                Entry::new(
+                    SystemTime::now(),
+                    "#lobby",
+                    Kind::Chat,
+                    "bob",
+                    &i.to_string(),
+                )
+            })
             .collect();
         room.restore_history(old, 500);
         login(&mut room, 1, "alice");
@@ -910,5 +1515,136 @@ mod tests {
         // 250 restored and alice's join: the oldest 51 are gone.
         assert_eq!(lines[1].1, "bob: 51");
         assert_eq!(lines[200].1, "* alice has joined the chat.");
+    }
+
+    fn req(chat: &mut Chat, conn: ConnId, request: Request) -> Vec<Delivery> {
+        chat.request(conn, request, SystemTime::now())
+    }
+
+    fn join_room(chat: &mut Chat, conn: ConnId, name: &str) -> Vec<Delivery> {
+        req(chat, conn, Request::Join(name.into()))
+    }
+
+    fn current_of(chat: &Chat, conn: ConnId) -> &str {
+        &chat.users[&conn].current
+    }
+
+    #[test]
+    fn a_room_line_has_two_forms_and_reaches_each_member_in_one() {
+        let mut chat = Chat::default();
+        login(&mut chat, 1, "alice");
+        login(&mut chat, 2, "bob");
+        join_room(&mut chat, 1, "#Lab2");
+        join_room(&mut chat, 2, "#lab2");
+        req(&mut chat, 2, Request::Join("#lobby".into()));
+        let out = say(&mut chat, 1, "hi");
+        let d = &out[0];
+        assert_eq!(d.to, Target::Room("#lab2".into()));
+        let (ToChild::Line(here), Some(ToChild::Line(there))) = (&d.msg, &d.elsewhere) else {
+            panic!("{d:?}");
+        };
+        assert!(here.ends_with("] alice: hi"), "{here}");
+        assert!(there.ends_with("] #Lab2 alice: hi"), "{there}");
+        let members: Vec<(ConnId, bool)> = chat
+            .room_members("#lab2")
+            .iter()
+            .map(|m| (m.conn, m.here))
+            .collect();
+        assert_eq!(members, [(1, true), (2, false)]);
+    }
+
+    #[test]
+    fn parting_moves_to_the_last_joined_room_and_hands_over_the_room() {
+        let mut chat = Chat::default();
+        login(&mut chat, 1, "alice");
+        login(&mut chat, 2, "bob");
+        join_room(&mut chat, 1, "#a");
+        join_room(&mut chat, 1, "#b");
+        join_room(&mut chat, 2, "#a");
+        req(&mut chat, 1, Request::Join("#a".into()));
+        let out = req(&mut chat, 1, Request::Part(None));
+        assert_eq!(current_of(&chat, 1), "#b");
+        let lines = texts(&out);
+        assert!(
+            lines.contains(&(Who::One(1), "Now talking in #b.".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(Who::All, "* bob is now the owner of #a.".into())),
+            "{lines:?}"
+        );
+        req(&mut chat, 2, Request::Part(Some("#a".into())));
+        assert!(!chat.rooms.contains_key("#a"), "an empty room is forgotten");
+        req(&mut chat, 1, Request::Part(Some("#lobby".into())));
+        let out = req(&mut chat, 1, Request::Part(None));
+        assert_eq!(texts(&out), [(Who::One(1), render::LAST_ROOM.into())]);
+        assert_eq!(chat.owner(), Some(2), "the lobby passed to bob");
+    }
+
+    #[test]
+    fn room_limits_and_bad_names_change_nothing() {
+        let mut chat = Chat::new(RoomLimits {
+            per_user: 2,
+            total: 2,
+        });
+        login(&mut chat, 1, "alice");
+        login(&mut chat, 2, "bob");
+        let out = join_room(&mut chat, 1, "lab");
+        assert_eq!(texts(&out), [(Who::One(1), render::BAD_ROOM_NAME.into())]);
+        join_room(&mut chat, 1, "#a");
+        let out = join_room(&mut chat, 1, "#b");
+        assert_eq!(
+            texts(&out),
+            [(Who::One(1), render::too_many_rooms_for_you(2))]
+        );
+        let out = join_room(&mut chat, 2, "#b");
+        assert_eq!(texts(&out), [(Who::One(2), render::TOO_MANY_ROOMS.into())]);
+        assert_eq!(chat.room_count(), 2);
+        assert_eq!(current_of(&chat, 2), "#lobby");
+    }
+
+    #[test]
+    fn a_new_hub_takes_back_rooms_order_and_current_room_from_the_children() {
+        let mut old = Chat::default();
+        let mut ids = Vec::new();
+        for (conn, nick) in [(1, "alice"), (2, "bob")] {
+            ids.push(registered_id(&login(&mut old, conn, nick)));
+        }
+        join_room(&mut old, 1, "#lab");
+        join_room(&mut old, 2, "#lab");
+        req(&mut old, 2, Request::Join("#lobby".into()));
+        req(&mut old, 1, Request::Topic(Some("t".into())));
+        let memberships: Vec<Memberships> = [1, 2]
+            .iter()
+            .map(|&conn| match old.memberships(conn).map(|d| d.msg) {
+                Some(ToChild::Memberships(m)) => m,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut new = Chat::default();
+        new.restore(old.saved());
+        // In the other order: the places come from the children.
+        for (conn, i) in [(12, 1), (11, 0)] {
+            let out = new.handle(
+                conn,
+                ToHub::Rejoin {
+                    nick: ["alice", "bob"][i].into(),
+                    addr: "127.0.0.1:1".into(),
+                    id: ids[i],
+                    rooms: Some(memberships[i].clone()),
+                },
+                SystemTime::now(),
+            );
+            assert_eq!(out, [to(conn, ToChild::Rejoined)]);
+        }
+        let lab: Vec<(ConnId, bool)> = new
+            .room_members("#lab")
+            .iter()
+            .map(|m| (m.conn, m.here))
+            .collect();
+        assert_eq!(lab, [(11, true), (12, false)]);
+        assert_eq!(new.owner(), Some(11));
+        let out = req(&mut new, 11, Request::Topic(None));
+        assert_eq!(texts(&out), [(Who::One(11), "Topic of #lab: t".into())]);
     }
 }

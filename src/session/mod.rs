@@ -52,7 +52,7 @@ use crate::os::{clock, title};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
-use crate::protocol::ipc::{self, Event, Received, ToChild, ToHub};
+use crate::protocol::ipc::{self, Event, Memberships, Received, ToChild, ToHub};
 use crate::protocol::render;
 use crate::protocol::sanitize::sanitize;
 use crate::session::backlog::Backlog;
@@ -128,10 +128,12 @@ enum Phase {
         failures: u32,
     },
     /// Registered; `id` is the user's id from the hub, kept across hub
-    /// restarts (see [`ToChild::Registered`]).
+    /// restarts (see [`ToChild::Registered`]), and so are the rooms the
+    /// hub last said the user is in (none said: the lobby alone).
     Chat {
         nick: String,
         id: u64,
+        rooms: Option<Memberships>,
     },
 }
 
@@ -622,10 +624,11 @@ impl Session {
         }
         let addr = self.peer.to_string();
         let again = match (&self.phase, &self.pending_nick) {
-            (Phase::Chat { nick, id }, _) => Some(ToHub::Rejoin {
+            (Phase::Chat { nick, id, rooms }, _) => Some(ToHub::Rejoin {
                 nick: nick.clone(),
                 addr,
                 id: *id,
+                rooms: rooms.clone(),
             }),
             (Phase::Login { .. }, Some(nick)) => Some(ToHub::Login {
                 nick: nick.clone(),
@@ -674,6 +677,11 @@ impl Session {
                 log::info!("{} was kicked", self.peer);
                 return farewell(render::KICKED);
             }
+            ToChild::Memberships(now) => {
+                if let Phase::Chat { rooms, .. } = &mut self.phase {
+                    *rooms = Some(now);
+                }
+            }
             ToChild::Done => self.request_done(),
         }
         None
@@ -683,7 +691,11 @@ impl Session {
     fn registered(&mut self, nick: String, id: u64) {
         self.tell(&render::hello(&nick));
         title::set(&format!("mpchat: {nick} {}", self.peer));
-        self.phase = Phase::Chat { nick, id };
+        self.phase = Phase::Chat {
+            nick,
+            id,
+            rooms: None,
+        };
         self.pending_nick = None;
         // Tells the parent this connection no longer counts against
         // --max-unregistered.
