@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A short conversation: starts mpchat on a free port, connects three nc
-# clients that type a few lines each, then shows what every client saw and
+# clients that type a few lines each (two of them meet in a room, #lab2), then shows what every client saw and
 # what the processes looked like in ps while they were connected.
 #
 # Usage: scripts/demo.sh        (builds the release binary first)
@@ -35,8 +35,8 @@ client() {
           if [[ $line == sleep:* ]]; then sleep "${line#sleep:}"; else printf '%s\n' "$line"; fi
       done; } | nc -q 1 127.0.0.1 "$port" >"$work/$name.out" 2>&1 &
 }
-client alice alice sleep:1.0 "hi everyone" sleep:1.0 "/whisper bob are you there?" sleep:1.5 /users sleep:1.5 /quit
-client bob sleep:0.3 bob sleep:1.5 "/me waves" sleep:1.0 "/w alice yes!" sleep:2.0 /quit
+client alice alice sleep:1.0 "hi everyone" sleep:1.0 "/whisper bob are you there?" sleep:1.5 /users sleep:0.5 "/join #lab2" sleep:1.5 "the lab is open" sleep:1.5 /quit
+client bob sleep:0.3 bob sleep:1.5 "/me waves" sleep:1.0 "/w alice yes!" sleep:1.7 "/join #lab2" sleep:0.5 "/join #lobby" sleep:2.0 /rooms sleep:0.5 /quit
 client carol sleep:0.6 carol sleep:2.0 "/schedule +2 coffee time" sleep:3.0 /quit
 sleep 1.2
 echo
