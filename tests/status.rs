@@ -220,3 +220,33 @@ fn the_admin_socket_is_private_and_removed_at_shutdown() {
     server.wait_exit();
     assert!(!socket.exists(), "{} left behind", socket.display());
 }
+
+#[test]
+fn status_lists_the_rooms_and_the_hub_counts_them_in_its_title() {
+    let server = Server::start();
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
+    alice.send_line("/join #Lab2");
+    alice.expect_stamped("* alice has joined #Lab2.");
+    alice.send_line("/topic soldering");
+    alice.expect_stamped("* alice set the topic of #Lab2: soldering");
+    bob.send_line("/join #lab2");
+    bob.read_until(|l| l.ends_with("* bob has joined #Lab2."));
+    let rooms = report(&server)["rooms"].clone();
+    assert_eq!(
+        rooms,
+        serde_json::json!([
+            {"name": "#Lab2", "users": 2, "owner": "alice", "topic": "soldering"},
+            {"name": "#lobby", "users": 2, "owner": "alice", "topic": null},
+        ]),
+    );
+    let (code, text, _) = run_status(server.port(), &[]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("\nrooms: 2\n"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("#Lab2"))
+        .unwrap_or_else(|| panic!("no #Lab2 row in {text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, ["#Lab2", "2", "alice", "soldering"]);
+    pid_titled(&server, "mpchat: hub, 2 users in 2 rooms");
+}
