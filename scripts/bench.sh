@@ -7,6 +7,9 @@
 #            full speed, N=100 paced at 1000 msg/s; mpchat and ngircd.
 #            N=100 (10 x 1000 of 80 B) with senders that write as fast as
 #            their sockets take the bytes (no window), for lost lines; mpchat
+#   rooms    N=1000 in 100 rooms of 10 (#r0..#r99), every client sending 100
+#            messages in its own room (--rooms 100 --senders 1000); mpchat
+#            and ngircd (the same channels)
 #   connect  connect/register/first reply/close cycles, 1 and 16 in flight;
 #            mpchat, mpchat --echo, the C echo server, ngircd (8 at most)
 #   memory   USS/PSS per idle client at N=1000; same four servers
@@ -55,6 +58,7 @@ if [[ $quick == 1 ]]; then
     fan_small=30;  fan_small_msgs=200      # 10 senders each
     fan_large=100; fan_large_msgs=50
     paced_n=30;    paced_msgs=200          # 10 x 200 at 1000/s: 2 s
+    rooms_n=100;   rooms_count=10; rooms_msgs=20   # 10 rooms of 10, all sending
     cycles=200
     mem_n=100
     scale_steps=(200 1000)
@@ -65,6 +69,9 @@ else
     fan_small=100;  fan_small_msgs=1000
     fan_large=1000; fan_large_msgs=100
     paced_n=100;    paced_msgs=1000        # 10 x 1000 at 1000/s: 10 s
+    # 100 rooms of 10, all sending: 100 000 messages, 1 000 000 deliveries
+    # (900 000 on IRC, which does not echo); ngircd takes about 10 s.
+    rooms_n=1000;   rooms_count=100; rooms_msgs=100
     cycles=2000
     mem_n=1000
     scale_steps=(1000 2000 5000 10000)
@@ -298,6 +305,11 @@ if want fanout; then
                 --clients "$fan_large" --senders "$senders" --messages "$fan_large_msgs"
             run fanout "n$paced_n-paced" "$server" "$k" "$fan_limit" "${spawn[@]}" \
                 --clients "$paced_n" --senders "$senders" --messages "$paced_msgs" --rate "$paced_rate"
+            # Rooms: the clients spread over rooms (client i in #r{i mod R},
+            # joined before the traffic starts), every one of them talking
+            # in its own; a line that reaches another room fails the run.
+            run fanout "n$rooms_n-rooms$rooms_count" "$server" "$k" "$fan_limit" "${spawn[@]}" \
+                --clients "$rooms_n" --rooms "$rooms_count" --senders "$rooms_n" --messages "$rooms_msgs"
             # No window: each sender writes as fast as its socket takes the
             # bytes, as a paste or a bot does. A server that drops clients
             # who fall behind loses lines here (the run then fails).

@@ -106,7 +106,7 @@ def order_word(orders):
 
 def fig_key(fig):
     n = int(fig.split("-")[0][1:]) if fig.startswith("n") else 0
-    return ("paced" in fig, "nowindow" in fig, n)
+    return ("paced" in fig, "nowindow" in fig, "rooms" in fig, n)
 
 
 def lost_cell(rs):
@@ -247,7 +247,11 @@ if fan:
       "\"one order\": every receiver saw the messages in the same order, in every run. "
       "Senders keep at most 64 messages on their way, except in the \"no window\" row, where "
       "each writes as fast as its socket takes the bytes (a paste, a bot): a server that "
-      "drops clients who fall behind loses lines there. \"lost\": deliveries that never "
+      "drops clients who fall behind loses lines there. In the rooms row the clients are "
+      "spread over rooms (client i in #r{i mod R}, each joined before the traffic starts) and "
+      "every client talks in its own: a message goes to its sender's room only, \"one order\" "
+      "is per room, and a line that reaches a client of another room fails the run. "
+      "\"lost\": deliveries that never "
       "arrived in the worst run; \"dropped\": clients the server disconnected in the worst "
       "run.\n")
     w("| figure | server | runs ok | delivered/s | p50 ms | p99 ms | CPU µs/delivery | (tree) | lost | dropped | one order |")
@@ -264,14 +268,20 @@ if fan:
                 speed = "full speed" if f0["rate"] == 0 else f"{f0['rate']} msg/s"
                 size = "" if f0.get("size", 64) == 64 else f" of {f0['size']} B"
                 window = ", no window" if f0.get("window") == 0 else ""
-                desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}{size}, {speed}{window}"
+                r0 = next(r["r"] for r in rs if r["r"] and r["r"].get("fanout"))
+                rooms = r0.get("rooms", 1)
+                where = f" in {rooms} rooms" if rooms > 1 else ""
+                desc = (f"N={n}{where}, {f0['senders']}×{f0['messages_per_sender']}{size}, "
+                        f"{speed}{window}")
             # yes / NO / "same, incomplete" (every receiver agreed, but not
             # everything arrived, so one order is not shown).
             orders = []
             for r in rs:
                 o = (r["r"] or {}).get("fanout", {}) or {}
                 o = o.get("order")
-                if o:
+                # Nothing to compare when every receiver sends on IRC (no
+                # receiver gets its own lines, so none gets them all).
+                if o and o["compared"] > 0:
                     orders.append(True if o["one_global_order"] else
                                   ("same, incomplete" if o["agreeing"] == o["compared"] else False))
             w(f"| {desc} | {SERVER[server]} | {okcount(rs)} "

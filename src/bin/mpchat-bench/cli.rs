@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::rooms::Rooms;
+
 /// Largest number of expected deliveries one run may track. Every delivery
 /// has one bit (to tell duplicates from reordering), so this caps that
 /// bookkeeping at 128 MiB.
@@ -17,6 +19,8 @@ const LINE_SIZE_MAX: usize = 500;
 const IRC_SIZE_MAX: usize = 400;
 /// Source addresses run from 127.0.1.1 through 127.255.255.254 at most.
 const MAX_SOURCES: u32 = 254 * 65_000;
+/// The IRC channel without --rooms.
+const DEFAULT_CHANNEL: &str = "#bench";
 
 /// Drives many clients against a chat server (mpchat's line protocol or
 /// IRC) or an echo server, counts every delivery, and reports throughput,
@@ -63,6 +67,18 @@ pub struct Cli {
     /// Clients among them that send (fanout, memory --burst).
     #[arg(long, value_name = "S")]
     pub senders: Option<usize>,
+    /// Spread the clients over N rooms (fanout, memory), #r0 to #r{N-1}: client
+    /// i is in room i % N (line protocol: it sends "/join #rK" after login and
+    /// waits for its own "* NICK has joined #rK." line; IRC: it joins #rK
+    /// instead of --channel). Traffic starts once every client is in. The
+    /// senders are clients 0 to S-1, so they are spread the same way: when N
+    /// does not divide S, the first S % N rooms get one sender more (and with
+    /// fewer senders than rooms some rooms only listen). Each sender talks in
+    /// its own room; every member of a room must get every line of that room's
+    /// senders, and a line of another room's sender is counted as an error. 1
+    /// (the default) is the one room of the server, with no /join sent.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub rooms: usize,
     /// Messages each sender sends.
     #[arg(long, value_name = "M", conflicts_with = "duration")]
     pub messages: Option<u32>,
@@ -117,9 +133,9 @@ pub struct Cli {
     /// Nicknames are this prefix followed by the client number.
     #[arg(long, value_name = "PREFIX", default_value = "b")]
     pub nick_prefix: String,
-    /// IRC channel to join.
-    #[arg(long, value_name = "NAME", default_value = "#bench")]
-    pub channel: String,
+    /// IRC channel to join without --rooms [default: #bench].
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
     /// Source addresses to spread the clients over (127.0.1.1 onwards);
     /// 0 lets the kernel choose.
     #[arg(long, value_name = "K", default_value_t = 200)]
@@ -204,6 +220,9 @@ pub struct Plan {
     pub allow_remote: bool,
     pub clients: usize,
     pub senders: usize,
+    /// Rooms the clients are spread over; 1: the server's one room, no
+    /// /join sent.
+    pub rooms: usize,
     pub messages: u32,
     pub rate: u64,
     pub timeout: Duration,
@@ -218,6 +237,7 @@ pub struct Plan {
     pub settle: Duration,
     pub nick_prompt_lines: u32,
     pub nick_prefix: String,
+    /// IRC channel when there is one room.
     pub channel: String,
     pub sources: u32,
     pub json: bool,
@@ -265,6 +285,15 @@ impl Plan {
             },
             (None, None) => return Err("give --spawn CMD or --addr HOST:PORT".into()),
         };
+        if cli.rooms > 1
+            && let Some(channel) = &cli.channel
+        {
+            return Err(format!(
+                "--channel {channel} names the one room; with --rooms {} the channels are #r0 to #r{}",
+                cli.rooms,
+                cli.rooms - 1
+            ));
+        }
         let plan = Plan {
             test: cli.test,
             proto: cli.proto,
@@ -273,6 +302,7 @@ impl Plan {
             allow_remote: cli.allow_remote,
             clients,
             senders,
+            rooms: cli.rooms,
             messages,
             rate: cli.rate,
             timeout,
@@ -286,7 +316,7 @@ impl Plan {
             settle: seconds("--settle", cli.settle)?,
             nick_prompt_lines: cli.nick_prompt_lines,
             nick_prefix: cli.nick_prefix,
-            channel: cli.channel,
+            channel: cli.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_string()),
             sources: cli.sources,
             json: cli.json,
             quiet: cli.quiet,
@@ -305,17 +335,25 @@ impl Plan {
         }
     }
 
-    /// Receivers of each message: IRC does not echo a channel message to
-    /// its sender; mpchat does.
+    /// Who is in which room, and who sends.
+    pub fn layout(&self) -> Rooms {
+        Rooms::new(self.rooms, self.clients, self.senders)
+    }
+
+    /// Whether a sender gets its own messages back: IRC does not echo a
+    /// channel message to its sender; mpchat does.
+    pub fn self_delivery(&self) -> bool {
+        self.proto != ProtoKind::Irc
+    }
+
+    /// Receivers of each message (in the largest room, with --rooms:
+    /// room 0, sender 0's).
     pub fn receivers_per_message(&self) -> usize {
-        match self.proto {
-            ProtoKind::Irc => self.clients.saturating_sub(1),
-            _ => self.clients,
-        }
+        self.layout().receivers_of(0, self.self_delivery())
     }
 
     pub fn expected_deliveries(&self) -> u64 {
-        self.senders as u64 * u64::from(self.messages) * self.receivers_per_message() as u64
+        self.layout().expected(self.messages, self.self_delivery())
     }
 
     fn check(&self) -> Result<(), String> {
@@ -352,6 +390,7 @@ impl Plan {
                 "nicknames would be {nick_len} characters; the line protocol allows {LINE_NICK_MAX} (shorten --nick-prefix)"
             ));
         }
+        self.check_rooms()?;
         if self.proto == ProtoKind::Irc
             && (!self.channel.starts_with(['#', '&'])
                 || self.channel.contains([' ', ',', '\r', '\n']))
@@ -396,6 +435,13 @@ impl Plan {
             if self.proto == ProtoKind::Irc && self.clients < 2 {
                 return Err("--proto irc needs at least 2 clients: a channel message does not come back to its sender".into());
             }
+            if self.proto == ProtoKind::Irc && self.clients < self.rooms.saturating_mul(2) {
+                return Err(format!(
+                    "--proto irc with --rooms {} needs at least {} clients, 2 per room: a channel message does not come back to its sender",
+                    self.rooms,
+                    2 * self.rooms
+                ));
+            }
             if self.messages == 0 {
                 return Err("--messages must be at least 1".into());
             }
@@ -405,7 +451,113 @@ impl Plan {
                     self.expected_deliveries()
                 ));
             }
+            // With uneven rooms the ledger keeps a few more bits than there
+            // are deliveries (every room as wide as the largest).
+            let bits = self.layout().pairs() as u64 * u64::from(self.messages);
+            if self.rooms > 1 && bits > MAX_DELIVERIES {
+                return Err(format!(
+                    "{bits} deliveries to track is over the {MAX_DELIVERIES} one run can; lower --messages or --senders"
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The flag combinations --rooms allows.
+    fn check_rooms(&self) -> Result<(), String> {
+        if self.rooms == 0 {
+            return Err("--rooms must be at least 1".into());
+        }
+        if self.rooms == 1 {
+            return Ok(());
+        }
+        if self.test == TestKind::Connect {
+            return Err(
+                "--rooms is for --test fanout and --test memory; connect cycles have no rooms"
+                    .into(),
+            );
+        }
+        if self.proto == ProtoKind::Echo {
+            return Err("--proto echo has no rooms".into());
+        }
+        if self.rooms > self.clients {
+            return Err(format!(
+                "--rooms {} needs at least as many clients, one per room (--clients is {})",
+                self.rooms, self.clients
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        let mut argv = vec!["mpchat-bench", "--addr", "127.0.0.1:1"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Plan::from_cli(cli)
+    }
+
+    #[test]
+    fn one_room_by_default_with_the_old_counts() {
+        let p = plan(&["--clients", "100", "--senders", "10", "--messages", "1000"]).unwrap();
+        assert_eq!(p.rooms, 1);
+        assert_eq!(p.channel, "#bench");
+        assert_eq!(p.receivers_per_message(), 100);
+        assert_eq!(p.expected_deliveries(), 100 * 10 * 1000);
+        let p = plan(&["--proto", "irc", "--clients", "100", "--senders", "10"]).unwrap();
+        assert_eq!(p.receivers_per_message(), 99);
+        assert_eq!(p.expected_deliveries(), 99 * 10 * 1000);
+    }
+
+    #[test]
+    fn rooms_of_ten_with_every_member_sending() {
+        let args = ["--clients", "1000", "--rooms", "100", "--senders", "1000"];
+        let p = plan(&[&args[..], &["--messages", "20"]].concat()).unwrap();
+        assert_eq!(p.receivers_per_message(), 10);
+        assert_eq!(p.expected_deliveries(), 1000 * 10 * 20);
+        let p = plan(&[&args[..], &["--messages", "20", "--proto", "irc"]].concat()).unwrap();
+        assert_eq!(p.receivers_per_message(), 9);
+        assert_eq!(p.expected_deliveries(), 1000 * 9 * 20);
+    }
+
+    #[test]
+    fn bad_room_combinations_are_refused() {
+        let refused = |args: &[&str], says: &str| {
+            let e = plan(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        };
+        refused(&["--rooms", "0"], "at least 1");
+        refused(
+            &["--clients", "5", "--senders", "1", "--rooms", "6"],
+            "one per room",
+        );
+        refused(&["--rooms", "2", "--channel", "#x"], "#r0 to #r1");
+        refused(
+            &["--rooms", "2", "--test", "connect"],
+            "connect cycles have no rooms",
+        );
+        refused(
+            &["--rooms", "2", "--proto", "echo", "--connect-only"],
+            "no rooms",
+        );
+        refused(
+            &[
+                "--proto",
+                "irc",
+                "--clients",
+                "5",
+                "--senders",
+                "1",
+                "--rooms",
+                "3",
+            ],
+            "2 per room",
+        );
+        // One room keeps --channel, and --rooms 1 is the same as none.
+        assert!(plan(&["--rooms", "1", "--channel", "#x", "--proto", "irc"]).is_ok());
     }
 }

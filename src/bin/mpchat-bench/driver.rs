@@ -1,7 +1,8 @@
 //! The event loop: one thread, one epoll set, every client socket
 //! non-blocking and edge-triggered. It owns the connections and runs the
-//! phases of a test on them: connecting and registering N clients, waiting
-//! for the room to go quiet, the fan-out traffic, and connect cycles.
+//! phases of a test on them: connecting and registering N clients, with
+//! `--rooms` on the line protocol each joining its room, waiting for the
+//! rooms to go quiet, the fan-out traffic, and connect cycles.
 //!
 //! Every loop here ends by count or by time: each phase takes a deadline,
 //! and the stop flag (SIGINT/SIGTERM) is checked on every turn.
@@ -49,6 +50,9 @@ const STALL_NS: u64 = 10_000_000_000;
 /// when no sender has more to send, it ends once nothing has been delivered
 /// for this long, rather than waiting for the stall.
 const CUT_QUIET_NS: u64 = 2_000_000_000;
+
+/// The failure reason of a client whose `/join` the server refused.
+pub const REFUSED_JOIN: &str = "server refused the /join";
 
 /// Why a phase ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -104,6 +108,8 @@ pub struct Counts {
     pub failed: u64,
     /// Closed after registering (not counting finished connect cycles).
     pub dropped: u64,
+    /// Line protocol with rooms: in their room after their `/join`.
+    pub joined: u64,
     /// Connect cycles finished.
     pub completed: u64,
 }
@@ -115,6 +121,8 @@ struct Conn {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
+    /// When the step being timed began: the connect, then (with rooms on
+    /// the line protocol) the `/join`.
     started_ns: u64,
     /// The last line that was not a benchmark message.
     info: Vec<u8>,
@@ -210,6 +218,8 @@ pub struct Driver {
     failures: BTreeMap<String, Failure>,
     pub connect_lat: Histogram,
     pub register_lat: Histogram,
+    /// `/join` sent to own "has joined" line.
+    pub join_lat: Histogram,
     pub tally: Option<Tally>,
     sending: Option<Sending>,
     /// Clients (by id) closed after registering while a tally ran.
@@ -249,6 +259,7 @@ impl Driver {
             failures: BTreeMap::new(),
             connect_lat: Histogram::new(),
             register_lat: Histogram::new(),
+            join_lat: Histogram::new(),
             tally: None,
             sending: None,
             gone: Vec::new(),
@@ -336,7 +347,8 @@ impl Driver {
         };
         self.gens[slot] = self.gens[slot].wrapping_add(1);
         self.free.push(slot);
-        let registered = conn.reg == Reg::Registered;
+        let registered = conn.reg.logged_in();
+        let joining = conn.reg == Reg::Joining;
         let line = (!conn.info.is_empty()).then(|| proto::text(&conn.info));
         // Dropping the socket closes it, which also takes it out of the
         // epoll set.
@@ -358,6 +370,7 @@ impl Driver {
             ),
             CloseWhy::Io(op, e) => (format!("{op}: {e}"), line),
             CloseWhy::Connect(e) => (format!("connect: {e}"), None),
+            CloseWhy::Refused(text) if joining => (REFUSED_JOIN.to_string(), Some(text)),
             CloseWhy::Refused(text) => ("server refused".to_string(), Some(text)),
             CloseWhy::Protocol(e) => (e, line),
         };
@@ -454,6 +467,7 @@ impl Driver {
             tally: &mut self.tally,
             counts: &mut self.counts,
             register_lat: &mut self.register_lat,
+            join_lat: &mut self.join_lat,
             stray: &mut self.stray,
             close_on_register: self.close_on_register,
             now: 0,
@@ -595,6 +609,67 @@ impl Driver {
                 clients: n,
                 rate_of: self.counts.registered,
                 ..self.view("connect")
+            };
+            self.progress.tick(self.now_ns(), &view);
+        }
+    }
+
+    /// With rooms on the line protocol: every registered client sends its
+    /// `/join` at once, and the phase ends when each is in its room (its
+    /// own "has joined" line came) or gone, so traffic starts with every
+    /// room complete. Returns how it ended and how many were asked to join;
+    /// with nothing to join (one room, IRC) it asks none and is done.
+    pub fn join_rooms(&mut self, deadline_ns: u64) -> Result<(Ended, u64), String> {
+        self.close_on_register = false;
+        let base = self.counts;
+        let now = self.now_ns();
+        let mut asked = 0u64;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if conn.reg != Reg::Registered {
+                continue;
+            }
+            let Some(next) = self.proto.start_join(conn.id, &mut conn.out) else {
+                return Ok((Ended::Done, 0));
+            };
+            conn.reg = next;
+            conn.started_ns = now;
+            asked += 1;
+            // What the socket does not take now goes with its next
+            // writable edge (dispatch flushes).
+            if let Err(why) = flush(conn) {
+                self.close(slot, why);
+            }
+        }
+        let mut last_joined = 0;
+        let mut last_progress = now;
+        loop {
+            let now = self.now_ns();
+            let joined = self.counts.joined - base.joined;
+            let gone = self.counts.dropped - base.dropped;
+            if joined + gone >= asked {
+                return Ok((Ended::Done, asked));
+            }
+            if self.stopped() {
+                return Ok((Ended::Interrupted, asked));
+            }
+            if now >= deadline_ns {
+                return Ok((Ended::TimedOut, asked));
+            }
+            if joined != last_joined {
+                last_joined = joined;
+                last_progress = now;
+            } else if now - last_progress >= STALL_NS {
+                return Ok((Ended::Stalled, asked));
+            }
+            self.turn(50)?;
+            let view = View {
+                clients: asked,
+                joined: self.counts.joined - base.joined,
+                rate_of: self.counts.joined,
+                ..self.view("join")
             };
             self.progress.tick(self.now_ns(), &view);
         }
@@ -816,6 +891,7 @@ struct LineCtx<'a> {
     tally: &'a mut Option<Tally>,
     counts: &'a mut Counts,
     register_lat: &'a mut Histogram,
+    join_lat: &'a mut Histogram,
     stray: &'a mut u64,
     close_on_register: bool,
     now: u64,
@@ -881,6 +957,10 @@ fn handle_line(conn: &mut Conn, line: &[u8], ctx: &mut LineCtx) -> Result<(), Cl
             if ctx.close_on_register {
                 return Err(CloseWhy::Done);
             }
+        }
+        Seen::Joined => {
+            ctx.counts.joined += 1;
+            ctx.join_lat.record(ctx.now.saturating_sub(conn.started_ns));
         }
         Seen::Failed(text) => return Err(CloseWhy::Refused(text)),
     }

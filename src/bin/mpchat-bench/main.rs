@@ -10,7 +10,9 @@
 //! * `net`: target checks, source addresses, non-blocking connect.
 //! * `proto`: what the clients say, per protocol, and message parsing.
 //! * `driver`: the single-threaded epoll loop and its phases.
-//! * `tally`: loss, duplicates, order and latency of deliveries.
+//! * `rooms`: which room each client is in with `--rooms`.
+//! * `tally`: loss, duplicates, order, cross-room lines and latency of
+//!   deliveries.
 //! * `procstat`: CPU and memory from /proc and getrusage.
 //! * `scenario`: the tests as sequences of phases.
 //! * `report`, `progress`: what the user sees.
@@ -23,6 +25,7 @@ mod procstat;
 mod progress;
 mod proto;
 mod report;
+mod rooms;
 mod scenario;
 mod server;
 mod tally;
@@ -109,6 +112,7 @@ fn measure(plan: &Plan, spawned: Option<&mut Spawned>, nofile: u64) -> Result<Re
         test: plan.test,
         proto: plan.proto,
         preset: plan.preset,
+        rooms: plan.rooms,
         target: target.to_string(),
         server_pid,
         source_addresses: sources.count(),

@@ -11,6 +11,8 @@ pub struct View {
     pub clients: u64,
     pub connected: u64,
     pub registered: u64,
+    /// With rooms: clients in their room.
+    pub joined: u64,
     pub to_send: u64,
     pub sent: u64,
     pub expected: u64,
@@ -85,6 +87,9 @@ impl Progress {
                 "  conn {}/{}  reg {}/{}",
                 view.connected, view.clients, view.registered, view.clients
             );
+        }
+        if view.joined > 0 {
+            line += &format!("  joined {}/{}", view.joined, view.clients);
         }
         if view.cycles > 0 {
             line += &format!("  cycles {}/{}", view.cycles_done, view.cycles);

@@ -5,10 +5,16 @@
 //! Every message carries `B <sender> <seq> <send_ns>` followed by padding,
 //! and a receiver looks for that header wherever it appears in a line, so
 //! the count does not depend on how the server decorates the line.
+//!
+//! With `--rooms N`, client `i` talks in room `#r{i % N}`: on the line
+//! protocol it joins with `/join` once registered (a step of its own, see
+//! [`Proto::start_join`]); on IRC that channel is the one it joins while
+//! registering.
 
 use std::io::Write;
 
 use crate::cli::{Plan, ProtoKind};
+use crate::rooms::Rooms;
 
 /// Where one client is on its way to being registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +29,19 @@ pub enum Reg {
     AwaitWelcome,
     /// IRC: JOIN sent, waiting for the server to echo it.
     AwaitJoin,
+    /// Line protocol with rooms: registered, `/join` sent, waiting for the
+    /// client's own "has joined" line in its room.
+    Joining,
     /// Echo: the line went out, waiting for it to come back.
     AwaitEcho,
     Registered,
+}
+
+impl Reg {
+    /// Registered with the server, whether or not in its room yet.
+    pub fn logged_in(self) -> bool {
+        matches!(self, Reg::Registered | Reg::Joining)
+    }
 }
 
 /// What a received line meant.
@@ -33,6 +49,8 @@ pub enum Reg {
 pub enum Seen {
     Nothing,
     Registered,
+    /// Line protocol with rooms: the client is in its room.
+    Joined,
     /// The server refused or broke the protocol; the text says how.
     Failed(String),
     /// A benchmark message: sender, seq, send time.
@@ -45,7 +63,10 @@ pub struct Proto {
     pub kind: ProtoKind,
     prompt_lines: u32,
     nick_prefix: String,
+    /// The IRC channel when there is one room.
     channel: String,
+    /// Rooms the clients are spread over (1: no /join, IRC `channel`).
+    rooms: usize,
     size: usize,
 }
 
@@ -56,12 +77,34 @@ impl Proto {
             prompt_lines: plan.nick_prompt_lines,
             nick_prefix: plan.nick_prefix.clone(),
             channel: plan.channel.clone(),
+            rooms: plan.rooms.max(1),
             size: plan.size,
         }
     }
 
     fn nick(&self, id: u32) -> String {
         format!("{}{id}", self.nick_prefix)
+    }
+
+    /// The room (IRC: channel) client `id` talks in.
+    fn room(&self, id: u32) -> String {
+        if self.rooms > 1 {
+            Rooms::name(id as usize % self.rooms)
+        } else {
+            self.channel.clone()
+        }
+    }
+
+    /// With rooms on the line protocol, sends a registered client's
+    /// `/join` for its room and returns its next state; `None` when there
+    /// is nothing to join (one room, or IRC, which joins while it
+    /// registers).
+    pub fn start_join(&self, id: u32, out: &mut Vec<u8>) -> Option<Reg> {
+        if self.rooms <= 1 || self.kind != ProtoKind::Line {
+            return None;
+        }
+        let _ = writeln!(out, "/join {}", self.room(id));
+        Some(Reg::Joining)
     }
 
     /// The TCP connection is up: queue the first bytes, say what comes next.
@@ -134,7 +177,7 @@ impl Proto {
             }
             Reg::AwaitWelcome => match irc_numeric(line) {
                 Some(1) => {
-                    let _ = write!(out, "JOIN {}\r\n", self.channel);
+                    let _ = write!(out, "JOIN {}\r\n", self.room(id));
                     *reg = Reg::AwaitJoin;
                     Seen::Nothing
                 }
@@ -146,6 +189,16 @@ impl Proto {
                     *reg = Reg::Registered;
                     Seen::Registered
                 } else if irc_numeric(line).is_some_and(|n| n >= 400) {
+                    Seen::Failed(text(line))
+                } else {
+                    Seen::Nothing
+                }
+            }
+            Reg::Joining => {
+                if is_own_room_join(line, &self.nick(id), &self.room(id)) {
+                    *reg = Reg::Registered;
+                    Seen::Joined
+                } else if is_join_refusal(line) {
                     Seen::Failed(text(line))
                 } else {
                     Seen::Nothing
@@ -170,6 +223,7 @@ impl Proto {
             return false;
         };
         let nick = self.nick(id);
+        let channel = self.room(id);
         let Some(rest) = rest.strip_prefix(nick.as_bytes()) else {
             return false;
         };
@@ -181,13 +235,20 @@ impl Proto {
         words.next() == Some(b"JOIN")
             && words
                 .next()
-                .is_some_and(|c| c.strip_prefix(b":").unwrap_or(c) == self.channel.as_bytes())
+                .is_some_and(|c| c.strip_prefix(b":").unwrap_or(c) == channel.as_bytes())
     }
 
     /// Appends one benchmark message, with its line end, to `out`.
     pub fn write_message(&self, out: &mut Vec<u8>, sender: u32, seq: u32, send_ns: u64) {
         if self.kind == ProtoKind::Irc {
-            let _ = write!(out, "PRIVMSG {} :", self.channel);
+            // One room writes the channel it always did, without building
+            // a name per message.
+            let _ = if self.rooms > 1 {
+                let room = Rooms::name(sender as usize % self.rooms);
+                write!(out, "PRIVMSG {room} :")
+            } else {
+                write!(out, "PRIVMSG {} :", self.channel)
+            };
         }
         let start = out.len();
         let _ = write!(out, "B {sender} {seq} {send_ns}");
@@ -214,6 +275,42 @@ fn pad(out: &mut Vec<u8>, start: usize, size: usize) {
 pub fn text(line: &[u8]) -> String {
     let cut = &line[..line.len().min(160)];
     String::from_utf8_lossy(cut).into_owned()
+}
+
+/// mpchat's `[HH:MM] * NICK has joined ROOM.` for this nick and room, as
+/// the room's members get it: the room's name after the stamp when it is
+/// not the receiver's current room (`[HH:MM] ROOM * NICK has joined
+/// ROOM.`). The whole line must be the announcement, so a chat line that
+/// quotes one does not count.
+fn is_own_room_join(line: &[u8], nick: &str, room: &str) -> bool {
+    let Some(stamped) = line.strip_prefix(b"[") else {
+        return false;
+    };
+    let Some(end) = stamped.windows(2).position(|w| w == b"] ") else {
+        return false;
+    };
+    let rest = &stamped[end + 2..];
+    let rest = rest
+        .strip_prefix(room.as_bytes())
+        .and_then(|r| r.strip_prefix(b" "))
+        .unwrap_or(rest);
+    let want = format!("* {nick} has joined {room}.");
+    rest == want.as_bytes()
+}
+
+/// mpchat's answers to a `/join` it will not carry out: a server without
+/// rooms, a name it refuses, the per-user and the server's room limits.
+/// These are the asker's own replies, unstamped.
+fn is_join_refusal(line: &[u8]) -> bool {
+    [
+        &b"Unknown command: /join"[..],
+        b"Usage: /join",
+        b"Room names are ",
+        b"The server has too many rooms",
+    ]
+    .iter()
+    .any(|p| line.starts_with(p))
+        || (line.starts_with(b"You are in ") && line.ends_with(b"/part one first."))
 }
 
 /// The three-digit numeric of an IRC reply `:server NNN ...`.
@@ -317,6 +414,7 @@ mod tests {
             prompt_lines: 1,
             nick_prefix: "b".into(),
             channel: String::new(),
+            rooms: 1,
             size: 64,
         };
         let mut out = Vec::new();
@@ -348,5 +446,89 @@ mod tests {
         assert_eq!(irc_numeric(b":irc.example 001 b1 :Welcome"), Some(1));
         assert_eq!(irc_numeric(b":irc.example 433 * b1 :in use"), Some(433));
         assert_eq!(irc_numeric(b":b1!u@h JOIN #x"), None);
+    }
+
+    fn proto(kind: ProtoKind, rooms: usize) -> Proto {
+        Proto {
+            kind,
+            prompt_lines: 1,
+            nick_prefix: "b".into(),
+            channel: "#bench".into(),
+            rooms,
+            size: 64,
+        }
+    }
+
+    #[test]
+    fn own_room_join_in_both_forms_and_no_other() {
+        let yes = |l: &str| is_own_room_join(l.as_bytes(), "b1", "#r1");
+        assert!(yes("[12:00] * b1 has joined #r1."));
+        assert!(yes("[12:00] #r1 * b1 has joined #r1."));
+        assert!(!yes("[12:00] * b11 has joined #r1."));
+        assert!(!yes("[12:00] * b1 has joined #r11."));
+        assert!(!yes("[12:00] * b1 has joined the chat."));
+        assert!(!yes("[12:00] b2: * b1 has joined #r1."));
+        assert!(!yes("* b1 has joined #r1."));
+        assert!(!yes("[12:00] #r2 * b1 has joined #r1."));
+    }
+
+    #[test]
+    fn a_server_without_rooms_or_at_its_limits_refuses_the_join() {
+        for line in [
+            "Unknown command: /join. Type /help for commands.",
+            "Usage: /join #room",
+            "Room names are # and 1 to 32 letters, digits, _, - or . (like #lab2).",
+            "You are in 10 rooms already; /part one first.",
+            "The server has too many rooms; join an existing one.",
+        ] {
+            assert!(is_join_refusal(line.as_bytes()), "{line}");
+        }
+        assert!(!is_join_refusal(b"Now talking in #r1."));
+        assert!(!is_join_refusal(b"[12:00] b2: Unknown command: /join"));
+    }
+
+    #[test]
+    fn line_clients_join_their_room_after_login() {
+        let p = proto(ProtoKind::Line, 3);
+        let mut out = Vec::new();
+        assert_eq!(p.start_join(7, &mut out), Some(Reg::Joining));
+        assert_eq!(out, b"/join #r1\n");
+        let mut reg = Reg::Joining;
+        out.clear();
+        let other = b"[12:00] * b4 has joined #r1.";
+        assert_eq!(p.on_line(&mut reg, 7, other, &mut out), Seen::Nothing);
+        let own = b"[12:00] * b7 has joined #r1.";
+        assert_eq!(p.on_line(&mut reg, 7, own, &mut out), Seen::Joined);
+        assert_eq!(reg, Reg::Registered);
+        let mut reg = Reg::Joining;
+        let no = b"Unknown command: /join. Type /help for commands.";
+        assert!(matches!(
+            p.on_line(&mut reg, 7, no, &mut out),
+            Seen::Failed(_)
+        ));
+        // One room, or IRC: nothing to join after login.
+        assert_eq!(proto(ProtoKind::Line, 1).start_join(7, &mut out), None);
+        assert_eq!(proto(ProtoKind::Irc, 3).start_join(7, &mut out), None);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn irc_clients_join_and_talk_in_their_room() {
+        let p = proto(ProtoKind::Irc, 3);
+        let mut out = Vec::new();
+        let mut reg = Reg::AwaitWelcome;
+        p.on_line(&mut reg, 5, b":irc 001 b5 :Welcome", &mut out);
+        assert_eq!(out, b"JOIN #r2\r\n");
+        assert!(!p.is_own_join(5, b":b5!u@h JOIN #bench"));
+        assert!(p.is_own_join(5, b":b5!u@h JOIN :#r2"));
+        out.clear();
+        p.write_message(&mut out, 5, 0, 9);
+        assert!(out.starts_with(b"PRIVMSG #r2 :B 5 0 9 "));
+        // One room: the --channel, as before there were rooms.
+        let one = proto(ProtoKind::Irc, 1);
+        out.clear();
+        one.write_message(&mut out, 5, 0, 9);
+        assert!(out.starts_with(b"PRIVMSG #bench :B 5 0 9 "));
+        assert!(one.is_own_join(5, b":b5!u@h JOIN #bench"));
     }
 }

@@ -15,6 +15,8 @@ pub struct Report {
     pub test: TestKind,
     pub proto: ProtoKind,
     pub preset: Option<Preset>,
+    /// Rooms the clients were spread over (1: the server's one room).
+    pub rooms: usize,
     pub target: String,
     pub server_pid: Option<i32>,
     /// Source addresses the clients were spread over (0: kernel's choice).
@@ -72,8 +74,30 @@ pub struct ConnectReport {
     pub settle_s: f64,
     pub settled: bool,
     pub held_s: Option<f64>,
+    /// Line protocol with rooms: the clients' `/join`s (absent without
+    /// rooms, and with IRC, whose clients join while registering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinReport>,
     pub cpu: CpuReport,
     pub failures: Vec<Failure>,
+}
+
+/// Every client joining its room, all at once, after registration.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinReport {
+    pub rooms: usize,
+    /// Clients that sent their `/join`.
+    pub asked: u64,
+    /// Of those, in their room (their own "has joined" line came).
+    pub joined: u64,
+    /// Closed while joining: refused or disconnected by the server.
+    pub failed: u64,
+    pub ended: Ended,
+    /// From the first `/join` to the last client in.
+    pub elapsed_s: f64,
+    pub joined_per_s: f64,
+    /// `/join` sent to own "has joined" line.
+    pub join_ms: Latency,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +143,9 @@ pub struct FanoutReport {
     pub reordered: u64,
     /// Benchmark-looking lines that belong to no message of this run.
     pub foreign: u64,
+    /// Messages of this run that reached a client outside their sender's
+    /// room (not counted as deliveries).
+    pub cross_room: u64,
     pub order: OrderSummary,
     /// Registered clients the server disconnected during the run.
     pub dropped_clients: u64,
@@ -178,14 +205,20 @@ impl Report {
             .preset
             .map(|p| format!(", preset {p:?}").to_lowercase())
             .unwrap_or_default();
+        let rooms = if self.rooms > 1 {
+            format!(", {} rooms (#r0 to #r{})", self.rooms, self.rooms - 1)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             t,
-            "mpchat-bench: {} test, {} protocol, {}{}{}",
+            "mpchat-bench: {} test, {} protocol, {}{}{}{}",
             format!("{:?}", self.test).to_lowercase(),
             format!("{:?}", self.proto).to_lowercase(),
             self.target,
             pid,
-            preset
+            preset,
+            rooms
         );
         let _ = writeln!(
             t,
@@ -199,7 +232,8 @@ impl Report {
             connect_table(&mut t, c);
         }
         if let Some(f) = &self.fanout {
-            fanout_table(&mut t, f);
+            let clients = self.connect.as_ref().map_or(0, |c| c.clients);
+            fanout_table(&mut t, f, self.rooms, clients);
         }
         if let Some(c) = &self.cycles {
             cycles_table(&mut t, c);
@@ -339,6 +373,23 @@ fn connect_table(t: &mut String, c: &ConnectReport) {
     );
     row(t, "connect ms", lat(&c.connect_ms));
     row(t, "register ms", lat(&c.register_ms));
+    if let Some(j) = &c.join {
+        row(
+            t,
+            "joined rooms",
+            format!(
+                "{}/{} in {} rooms in {:.3} s ({}/s), {} failed, {}",
+                j.joined,
+                j.asked,
+                j.rooms,
+                j.elapsed_s,
+                count_rate(j.joined_per_s),
+                j.failed,
+                j.ended.word()
+            ),
+        );
+        row(t, "join ms", lat(&j.join_ms));
+    }
     row(
         t,
         "settle",
@@ -359,7 +410,7 @@ fn connect_table(t: &mut String, c: &ConnectReport) {
     failures(t, &c.failures);
 }
 
-fn fanout_table(t: &mut String, f: &FanoutReport) {
+fn fanout_table(t: &mut String, f: &FanoutReport, rooms: usize, clients: u64) {
     let _ = writeln!(t, "fanout");
     let rate = if f.rate == 0 {
         "full speed".to_string()
@@ -373,12 +424,26 @@ fn fanout_table(t: &mut String, f: &FanoutReport) {
     } else {
         format!("window {}", f.window)
     };
+    let receivers = if rooms > 1 {
+        // Rooms of unequal size: the figure is the largest room's.
+        let most = if clients.is_multiple_of(rooms as u64) {
+            ""
+        } else {
+            " (at most)"
+        };
+        format!(
+            "in {rooms} rooms, each to its room's {}{most} receivers",
+            f.receivers_per_message
+        )
+    } else {
+        format!("to {} receivers", f.receivers_per_message)
+    };
     row(
         t,
         "traffic",
         format!(
-            "{} senders × {} messages of {} B to {} receivers, {rate}, {window}",
-            f.senders, f.messages_per_sender, f.size, f.receivers_per_message
+            "{} senders × {} messages of {} B {receivers}, {rate}, {window}",
+            f.senders, f.messages_per_sender, f.size
         ),
     );
     row(
@@ -390,9 +455,23 @@ fn fanout_table(t: &mut String, f: &FanoutReport) {
         ),
     );
     row(t, "reordered (per sender)", f.reordered.to_string());
-    let order = if f.order.one_global_order {
+    if rooms > 1 {
+        row(
+            t,
+            "cross-room",
+            format!("{} lines reached a client outside their room", f.cross_room),
+        );
+    }
+    let (one, first) = if rooms > 1 {
+        ("one order in each room", "their room's first")
+    } else {
+        ("one global order", "the first")
+    };
+    let order = if f.order.compared == 0 {
+        "not compared (every receiver sends, and a sender does not get its own lines)".to_string()
+    } else if f.order.one_global_order {
         format!(
-            "one global order ({}/{} receivers agree)",
+            "{one} ({}/{} receivers agree)",
             f.order.agreeing, f.order.compared
         )
     } else if f.order.agreeing == f.order.compared {
@@ -402,7 +481,7 @@ fn fanout_table(t: &mut String, f: &FanoutReport) {
         )
     } else {
         format!(
-            "NOT one global order ({}/{} receivers agree with the first)",
+            "NOT {one} ({}/{} receivers agree with {first})",
             f.order.agreeing, f.order.compared
         )
     };

@@ -3,10 +3,10 @@
 
 use crate::cli::{Plan, TestKind};
 use crate::clock::{ns, secs};
-use crate::driver::{Driver, Ended};
+use crate::driver::{Driver, Ended, REFUSED_JOIN};
 use crate::procstat::{self, CpuSnap};
 use crate::report::{
-    ConnectReport, CycleReport, FanoutReport, Latency, MemoryReport, PerUnit, Report,
+    ConnectReport, CycleReport, FanoutReport, JoinReport, Latency, MemoryReport, PerUnit, Report,
 };
 use crate::tally::Tally;
 
@@ -65,8 +65,9 @@ impl<'a> Scenario<'a> {
         result
     }
 
-    /// Connects and registers all clients, then waits for quiet; true when
-    /// every client registered.
+    /// Connects and registers all clients, with rooms on the line protocol
+    /// has each join its room, then waits for quiet; true when every client
+    /// registered (and got into its room).
     fn connect_phase(&mut self, report: &mut Report, hold: bool) -> Result<bool, String> {
         let n = self.plan.clients;
         let before = self.snap(true)?;
@@ -76,6 +77,11 @@ impl<'a> Scenario<'a> {
             .connect_clients(n, self.plan.in_flight, self.deadline_ns)?;
         let end = self.driver.now_ns();
         let after = self.snap(false)?;
+        let join = if ended == Ended::Done && self.driver.counts.registered > 0 {
+            self.join_phase(report)?
+        } else {
+            None
+        };
         let (settle_ns, settled) = if self.driver.counts.registered > 0 {
             self.driver
                 .settle(QUIET_NS, ns(self.plan.settle), self.deadline_ns)?
@@ -90,7 +96,11 @@ impl<'a> Scenario<'a> {
         };
         let c = self.driver.counts;
         let elapsed = end.saturating_sub(start);
-        let all = c.registered == n as u64 && c.dropped == 0;
+        // Clients closed because their /join failed are the join's
+        // problem, reported there, not registrations that went wrong.
+        let dropped = c.dropped - join.as_ref().map_or(0, |j| j.failed);
+        let all = c.registered == n as u64 && dropped == 0;
+        let joined_all = join.as_ref().is_none_or(|j| j.joined == j.asked);
         report.connect = Some(ConnectReport {
             clients: n as u64,
             connected: c.connected,
@@ -104,6 +114,7 @@ impl<'a> Scenario<'a> {
             settle_s: secs(settle_ns),
             settled,
             held_s,
+            join,
             cpu: before.report(&after, self.ticks_per_sec),
             failures: self.driver.failures(),
         });
@@ -120,10 +131,9 @@ impl<'a> Scenario<'a> {
                     .problems
                     .push(format!("{} of {n} clients failed to register", c.failed));
             }
-            if c.dropped > 0 {
+            if dropped > 0 {
                 report.problems.push(format!(
-                    "{} registered clients were disconnected while the others connected",
-                    c.dropped
+                    "{dropped} registered clients were disconnected while the others connected"
                 ));
             }
         }
@@ -145,17 +155,60 @@ impl<'a> Scenario<'a> {
                 .problems
                 .push("clients were disconnected while held".into());
         }
-        Ok(ended == Ended::Done && all)
+        Ok(ended == Ended::Done && all && joined_all)
+    }
+
+    /// The join step of the connect phase (line protocol with rooms); None
+    /// when there is nothing to join.
+    fn join_phase(&mut self, report: &mut Report) -> Result<Option<JoinReport>, String> {
+        let start = self.driver.now_ns();
+        let base = self.driver.counts;
+        let (ended, asked) = self.driver.join_rooms(self.deadline_ns)?;
+        if asked == 0 {
+            return Ok(None);
+        }
+        let elapsed = self.driver.now_ns().saturating_sub(start);
+        let joined = self.driver.counts.joined - base.joined;
+        let failed = self.driver.counts.dropped - base.dropped;
+        if joined < asked {
+            let why = if ended == Ended::Done {
+                // The refusal names the cause (a server without rooms says
+                // so), so the one-line summary carries it.
+                let refusal = self
+                    .driver
+                    .failures()
+                    .into_iter()
+                    .find(|f| f.reason == REFUSED_JOIN)
+                    .and_then(|f| f.last_line);
+                match refusal {
+                    Some(line) => {
+                        format!("{failed} refused or disconnected; the server said {line:?}")
+                    }
+                    None => format!("{failed} refused or disconnected, see the failures"),
+                }
+            } else {
+                format!("the join {}", ended_word(ended))
+            };
+            report.problems.push(format!(
+                "{} of {asked} clients did not get into their room: {why}",
+                asked - joined
+            ));
+        }
+        Ok(Some(JoinReport {
+            rooms: self.plan.rooms,
+            asked,
+            joined,
+            failed,
+            ended,
+            elapsed_s: secs(elapsed),
+            joined_per_s: rate(joined, elapsed),
+            join_ms: Latency::of(&self.driver.join_lat),
+        }))
     }
 
     fn traffic_phase(&mut self, report: &mut Report) -> Result<(), String> {
         let p = self.plan;
-        let tally = Tally::new(
-            p.clients,
-            p.senders,
-            p.messages,
-            p.receivers_per_message() == p.clients,
-        );
+        let tally = Tally::new(p.layout(), p.messages, p.self_delivery());
         let dropped_before = self.driver.counts.dropped;
         let failures_before = self.driver.failures().len();
         let before = self.snap(true)?;
@@ -209,6 +262,7 @@ impl<'a> Scenario<'a> {
             duplicates: tally.duplicates,
             reordered: tally.reordered,
             foreign: tally.foreign,
+            cross_room: tally.cross_room,
             order: order.clone(),
             dropped_clients: dropped,
             dropped_senders,
@@ -236,6 +290,12 @@ impl<'a> Scenario<'a> {
         } else if lost > 0 {
             report.problems.push(format!("{lost} deliveries lost"));
         }
+        if tally.cross_room > 0 {
+            report.problems.push(format!(
+                "{} lines reached clients outside their sender's room",
+                tally.cross_room
+            ));
+        }
         if tally.duplicates > 0 {
             report
                 .problems
@@ -253,8 +313,13 @@ impl<'a> Scenario<'a> {
             ));
         }
         if order.agreeing < order.compared {
+            let first = if p.rooms > 1 {
+                "their room's first"
+            } else {
+                "the first"
+            };
             report.warnings.push(format!(
-                "receivers did not all see one order: {}/{} agree with the first",
+                "receivers did not all see one order: {}/{} agree with {first}",
                 order.agreeing, order.compared
             ));
         }

@@ -1,6 +1,9 @@
 //! The delivery ledger: which receiver saw which (sender, seq), and what
 //! follows from it: loss, duplicates, per-sender reordering, whether all
-//! receivers saw one global order, and the latency distribution.
+//! receivers of a room saw one order, lines that crossed into another
+//! room, and the latency distribution.
+
+use crate::rooms::Rooms;
 
 /// Log-linear latency histogram: exact below 128 ns, then 128 buckets per
 /// power of two (under 1% error), in a few thousand counters whatever the
@@ -86,18 +89,23 @@ pub enum Outcome {
     /// Not a message of this run (sender or seq out of range, or an IRC
     /// sender hearing itself).
     Foreign,
+    /// A message of this run said in a room the receiver is not in.
+    CrossRoom,
 }
 
 #[derive(Debug)]
 pub struct Tally {
+    rooms: Rooms,
     receivers: usize,
     senders: usize,
     messages: u32,
     /// Whether a sender receives its own messages (mpchat yes, IRC no).
     self_delivery: bool,
-    /// One bit per (receiver, sender, seq).
+    /// One bit per (receiver, sender, seq), receiver and sender of one
+    /// room; the pair's slot is [`Rooms::pair`].
     seen: Vec<u64>,
-    /// Last seq each receiver saw from each sender (u32::MAX: none yet).
+    /// Last seq each receiver saw from each sender of its room, by pair
+    /// slot (u32::MAX: none yet).
     last: Vec<u32>,
     /// Per receiver: a hash of the order it saw messages in.
     order: Vec<u64>,
@@ -110,19 +118,26 @@ pub struct Tally {
     pub duplicates: u64,
     pub reordered: u64,
     pub foreign: u64,
+    /// Messages of this run delivered to a client outside the sender's
+    /// room: not deliveries, errors.
+    pub cross_room: u64,
     pub latency: Histogram,
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
 }
 
-/// How far the receivers agree on one order.
+/// How far the receivers agree on one order. With rooms, each room is
+/// compared on its own: its receivers against the room's first.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OrderSummary {
-    /// Receivers that are expected to see every message and were compared.
+    /// Receivers that are expected to see every message of their room and
+    /// were compared.
     pub compared: usize,
-    /// Of those, how many saw exactly the reference receiver's order.
+    /// Of those, how many saw exactly their room's reference receiver's
+    /// order.
     pub agreeing: usize,
-    /// All compared receivers saw every message, in one order.
+    /// All compared receivers saw every message of their room, in one
+    /// order per room.
     pub one_global_order: bool,
 }
 
@@ -130,24 +145,31 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl Tally {
-    pub fn new(receivers: usize, senders: usize, messages: u32, self_delivery: bool) -> Tally {
-        let bits = receivers as u64 * senders as u64 * u64::from(messages);
+    /// The ledger of one run: `rooms` says who is in which room and who
+    /// sends; `self_delivery` whether the server echoes a sender's own
+    /// messages (mpchat yes, IRC no).
+    pub fn new(rooms: Rooms, messages: u32, self_delivery: bool) -> Tally {
+        let receivers = rooms.clients();
+        let senders = rooms.senders();
+        let pairs = rooms.pairs();
+        let bits = pairs as u64 * u64::from(messages);
         let watcher = (0..senders)
             .map(|s| {
                 if self_delivery {
                     s
                 } else {
-                    (s + 1) % receivers
+                    rooms.next_member(s)
                 }
             })
             .collect();
         Tally {
+            rooms,
             receivers,
             senders,
             messages,
             self_delivery,
             seen: vec![0; bits.div_ceil(64) as usize],
-            last: vec![u32::MAX; receivers * senders],
+            last: vec![u32::MAX; pairs],
             order: vec![FNV_OFFSET; receivers],
             per_receiver: vec![0; receivers],
             watcher,
@@ -156,6 +178,7 @@ impl Tally {
             duplicates: 0,
             reordered: 0,
             foreign: 0,
+            cross_room: 0,
             latency: Histogram::new(),
             first_ns: None,
             last_ns: None,
@@ -163,12 +186,7 @@ impl Tally {
     }
 
     pub fn expected(&self) -> u64 {
-        let per_message = if self.self_delivery {
-            self.receivers
-        } else {
-            self.receivers.saturating_sub(1)
-        };
-        self.senders as u64 * u64::from(self.messages) * per_message as u64
+        self.rooms.expected(self.messages, self.self_delivery)
     }
 
     /// Records that `receiver` got (`sender`, `seq`) sent at `sent_ns`.
@@ -189,7 +207,11 @@ impl Tally {
             self.foreign += 1;
             return Outcome::Foreign;
         }
-        let pair = receiver * self.senders + s;
+        if !self.rooms.same_room(receiver, s) {
+            self.cross_room += 1;
+            return Outcome::CrossRoom;
+        }
+        let pair = self.rooms.pair(receiver, s);
         let bit = pair as u64 * u64::from(self.messages) + u64::from(seq);
         let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
         if self.seen[word] & mask != 0 {
@@ -221,40 +243,41 @@ impl Tally {
         if receiver >= self.receivers {
             return 0;
         }
-        let senders = if self.self_delivery || receiver >= self.senders {
-            self.senders
-        } else {
-            self.senders - 1
-        };
+        let senders = self.rooms.senders_heard_by(receiver, self.self_delivery);
         (senders as u64 * u64::from(self.messages)).saturating_sub(self.per_receiver[receiver])
     }
 
-    /// Compares each receiver that should see every message (with IRC,
-    /// those that do not send) against the first such receiver.
+    /// Compares, room by room, each receiver that should see every
+    /// message of its room (with IRC, those that do not send) against the
+    /// room's first such receiver.
     pub fn order_summary(&self) -> OrderSummary {
-        let full: Vec<usize> = (0..self.receivers)
-            .filter(|&r| self.self_delivery || r >= self.senders)
-            .collect();
-        let per_full = self.senders as u64 * u64::from(self.messages);
-        let Some(&reference) = full.first() else {
-            return OrderSummary {
-                compared: 0,
-                agreeing: 0,
-                one_global_order: false,
+        let full = |r: &usize| self.self_delivery || *r >= self.senders;
+        let mut compared = 0;
+        let mut agreeing = 0;
+        let mut complete = true;
+        for room in 0..self.rooms.count() {
+            // Room k's members are k, k + N, k + 2N, ...
+            let mut members = (room..self.receivers)
+                .step_by(self.rooms.count())
+                .filter(full);
+            let Some(reference) = members.next() else {
+                continue;
             };
-        };
-        let agreeing = full
-            .iter()
-            .filter(|&&r| {
-                self.order[r] == self.order[reference]
+            let per_full = self.rooms.senders_in(room) as u64 * u64::from(self.messages);
+            for r in std::iter::once(reference).chain(members) {
+                compared += 1;
+                if self.order[r] == self.order[reference]
                     && self.per_receiver[r] == self.per_receiver[reference]
-            })
-            .count();
-        let complete = full.iter().all(|&r| self.per_receiver[r] == per_full);
+                {
+                    agreeing += 1;
+                }
+                complete &= self.per_receiver[r] == per_full;
+            }
+        }
         OrderSummary {
-            compared: full.len(),
+            compared,
             agreeing,
-            one_global_order: complete && agreeing == full.len(),
+            one_global_order: compared > 0 && complete && agreeing == compared,
         }
     }
 }
@@ -277,7 +300,7 @@ mod tests {
 
     #[test]
     fn counts_duplicates_reordering_and_order() {
-        let mut t = Tally::new(2, 1, 3, true);
+        let mut t = Tally::new(Rooms::new(1, 2, 1), 3, true);
         assert_eq!(t.record(0, 0, 0, 0, 10), Outcome::New);
         assert_eq!(t.record(0, 0, 0, 0, 10), Outcome::Duplicate);
         t.record(0, 0, 2, 0, 10);
@@ -296,7 +319,7 @@ mod tests {
 
     #[test]
     fn irc_senders_do_not_hear_themselves() {
-        let mut t = Tally::new(3, 1, 1, false);
+        let mut t = Tally::new(Rooms::new(1, 3, 1), 1, false);
         assert_eq!(t.record(0, 0, 0, 0, 1), Outcome::Foreign);
         t.record(1, 0, 0, 0, 1);
         assert_eq!(t.acked[0], 1);
@@ -308,7 +331,7 @@ mod tests {
     #[test]
     fn missing_deliveries_per_receiver() {
         // IRC: two senders, so a sender expects only the other's messages.
-        let mut t = Tally::new(3, 2, 2, false);
+        let mut t = Tally::new(Rooms::new(1, 3, 2), 2, false);
         assert_eq!((t.missing(0), t.missing(1), t.missing(2)), (2, 2, 4));
         t.record(0, 1, 0, 0, 1);
         t.record(0, 1, 0, 0, 1);
@@ -316,9 +339,59 @@ mod tests {
         assert_eq!((t.missing(0), t.missing(2)), (1, 3));
         assert_eq!(t.missing(9), 0);
         // The line protocol echoes a sender's own messages.
-        let mut t = Tally::new(2, 1, 2, true);
+        let mut t = Tally::new(Rooms::new(1, 2, 1), 2, true);
         t.record(0, 0, 0, 0, 1);
         t.record(0, 0, 1, 0, 1);
         assert_eq!((t.missing(0), t.missing(1)), (0, 2));
+    }
+
+    #[test]
+    fn a_line_from_another_room_is_counted_apart() {
+        // 6 clients in 2 rooms (0, 2, 4 and 1, 3, 5), senders 0 and 1.
+        let mut t = Tally::new(Rooms::new(2, 6, 2), 2, true);
+        assert_eq!(t.expected(), 2 * 3 * 2);
+        assert_eq!(t.record(2, 0, 0, 0, 1), Outcome::New);
+        assert_eq!(t.record(3, 0, 0, 0, 1), Outcome::CrossRoom);
+        assert_eq!(t.record(4, 1, 1, 0, 1), Outcome::CrossRoom);
+        assert_eq!((t.received, t.cross_room, t.foreign), (1, 2, 0));
+        // Out of range stays foreign, whatever the room.
+        assert_eq!(t.record(3, 2, 0, 0, 1), Outcome::Foreign);
+        assert_eq!(t.missing(2), 1);
+        assert_eq!(t.missing(3), 2);
+    }
+
+    #[test]
+    fn each_room_is_compared_with_itself() {
+        // 4 clients in 2 rooms (0, 2 and 1, 3), senders 0 and 1, two
+        // messages each; the rooms see different messages, and room 1's
+        // receivers disagree on the order.
+        let mut t = Tally::new(Rooms::new(2, 4, 2), 2, true);
+        for r in [0, 2] {
+            t.record(r, 0, 0, 0, 1);
+            t.record(r, 0, 1, 0, 1);
+        }
+        t.record(1, 1, 0, 0, 1);
+        t.record(1, 1, 1, 0, 1);
+        let o = t.order_summary();
+        assert_eq!((o.compared, o.agreeing, o.one_global_order), (4, 3, false));
+        t.record(3, 1, 0, 0, 1);
+        t.record(3, 1, 1, 0, 1);
+        let o = t.order_summary();
+        assert_eq!((o.compared, o.agreeing, o.one_global_order), (4, 4, true));
+        assert_eq!(t.received, t.expected());
+    }
+
+    #[test]
+    fn irc_windows_are_opened_by_a_member_of_the_same_room() {
+        // 6 clients in 3 rooms of 2, all sending: the sender does not hear
+        // itself, so the other member's arrivals move its window.
+        let mut t = Tally::new(Rooms::new(3, 6, 6), 1, false);
+        assert_eq!(t.expected(), 6);
+        assert_eq!(t.record(4, 1, 0, 0, 1), Outcome::New);
+        assert_eq!(t.acked[1], 1);
+        assert_eq!(t.record(1, 4, 0, 0, 1), Outcome::New);
+        assert_eq!(t.acked[4], 1);
+        // Every receiver sends, so none is expected to see a whole room.
+        assert_eq!(t.order_summary().compared, 0);
     }
 }
