@@ -274,15 +274,17 @@ impl Chat {
         std::mem::take(&mut self.unwritten)
     }
 
-    /// Keeps a public line for the history of its room.
-    fn keep(&mut self, entry: Entry) {
-        let key = room_key(&entry.room);
-        if !self.recent.contains_key(&key) && self.recent.len() >= 2 * self.limits.total {
+    /// Keeps a public line for the history of its room, `key`.
+    fn keep(&mut self, key: &str, entry: Entry) {
+        if self.recent.len() >= 2 * self.limits.total && !self.recent.contains_key(key) {
             // Bounded: the history of rooms long gone is in the files.
             let rooms = &self.rooms;
             self.recent.retain(|k, _| rooms.contains_key(k));
         }
-        let recent = self.recent.entry(key).or_default();
+        let recent = match self.recent.get_mut(key) {
+            Some(recent) => recent,
+            None => self.recent.entry(key.to_string()).or_default(),
+        };
         if recent.len() == MAX_HISTORY {
             recent.pop_front();
         }
@@ -304,7 +306,7 @@ impl Chat {
         let entry = Entry::new(now, name, kind, nick, text);
         let rendered = entry.render(&clock::hhmm(now));
         let elsewhere = render::elsewhere(&rendered, &entry.room);
-        self.keep(entry);
+        self.keep(key, entry);
         Delivery {
             to: Target::Room(key.to_string()),
             msg: ToChild::Line(rendered),
@@ -338,7 +340,7 @@ impl Chat {
             );
             let entry = Entry::new(now, &room.name, kind, nick, text);
             rendered.get_or_insert_with(|| entry.render(&clock::hhmm(now)));
-            self.keep(entry);
+            self.keep(key, entry);
         }
         Some(line(Target::Many(receivers), rendered?))
     }
@@ -1137,13 +1139,10 @@ impl Chat {
             if self.rooms.contains_key(&key) {
                 out.push(self.public(now, &key, Kind::Scheduled, &s.author_nick, &s.text));
             } else {
-                self.keep(Entry::new(
-                    now,
-                    &s.room,
-                    Kind::Scheduled,
-                    &s.author_nick,
-                    &s.text,
-                ));
+                self.keep(
+                    &key,
+                    Entry::new(now, &s.room, Kind::Scheduled, &s.author_nick, &s.text),
+                );
             }
         }
         out
