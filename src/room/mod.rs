@@ -210,7 +210,9 @@ pub(crate) struct Chat {
     /// knows when to save it.
     saved_changes: u64,
     /// Topics a former hub saved, for the rooms users bring back.
-    saved_topics: HashMap<RoomKey, String>,
+    /// (Kept in what is saved until their rooms come back, so a second
+    /// restart does not lose them.)
+    saved_topics: HashMap<RoomKey, (String, String)>,
     /// Users the hub dropped because their child stopped reading: their
     /// child must not rejoin when it finds its socket closed.
     too_slow: HashSet<u64>,
@@ -405,6 +407,7 @@ impl Chat {
             .rooms
             .values()
             .filter_map(|r| Some((r.name.clone(), r.topic.clone()?)))
+            .chain(self.saved_topics.values().cloned())
             .collect();
         topics.sort();
         State {
@@ -439,7 +442,7 @@ impl Chat {
             match self.rooms.get_mut(&key) {
                 Some(room) => room.topic = Some(topic),
                 None => {
-                    self.saved_topics.insert(key, topic);
+                    self.saved_topics.insert(key, (name, topic));
                 }
             }
         }
@@ -686,7 +689,7 @@ impl Chat {
                 continue;
             }
             self.next_id = self.next_id.max(seq + 1);
-            let saved_topic = self.saved_topics.remove(&room_key);
+            let saved_topic = self.saved_topics.remove(&room_key).map(|(_, topic)| topic);
             let room = self.rooms.entry(room_key.clone()).or_insert_with(|| Room {
                 topic: saved_topic,
                 ..Room::new(&name)
