@@ -1625,6 +1625,8 @@ mod tests {
             .collect();
         let mut new = Chat::default();
         new.restore(old.saved());
+        // Saved again before anyone is back, the topic is not lost.
+        assert_eq!(new.saved().topics, [("#lab".to_string(), "t".to_string())]);
         // In the other order: the places come from the children.
         for (conn, i) in [(12, 1), (11, 0)] {
             let out = new.handle(
