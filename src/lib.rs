@@ -19,7 +19,7 @@
 //!    (`hub_link`) and says welcome; `Session::converse` loops, and the
 //!    nickname goes to the hub from `login_line`;
 //! 3. hub: `Hub::admit` takes the child's connection, `read_from` its
-//!    requests, and `Room::handle` decides (`join`); what it returns is
+//!    requests, and `Chat::handle` decides (`join`); what it returns is
 //!    queued for each receiver and written by `flush_dirty`.
 //!
 //! ```text
@@ -30,9 +30,9 @@
 //!             bounded queues, timers; history (the files, the data
 //!             directory's lock), schedule_file, status (the admin socket
 //!             and `mpchat status`)
-//! room/       the room's rules without I/O: nicknames, owner, commands,
-//!             schedules, replay; entry (one public line), saved (the
-//!             schedule as kept on disk)
+//! room/       the chat's rules without I/O: nicknames, rooms, owners,
+//!             commands, schedules, replay; entry (one public line of a
+//!             room), saved (the schedule and topics as kept on disk)
 //! session/    the client's child: the session loop; backlog (what waits
 //!             for the client, and when it is behind or cut off), hub_link
 //!             (the outbox to the hub, replies kept in order), flood (the
