@@ -4,13 +4,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Client, Server, send_signal, unstamp, wait_until};
-use serde_json::Value;
+use common::{
+    Client, Server, entries, expect_replay, field, login_with_replay, segments, send_signal,
+    unstamp, wait_until,
+};
 
 /// Starts a server with the replay on (the harness turns it off), at its
 /// default of 20 lines unless `options` say otherwise.
@@ -18,67 +20,6 @@ fn start(options: &[&str]) -> Server {
     let mut args: Vec<&str> = vec!["--history-lines", "20"];
     args.extend_from_slice(options);
     Server::start_with(&args)
-}
-
-/// The segment files of a data directory, oldest first.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read the data directory")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("history-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// Every entry in the data directory, oldest first; fails the test on a
-/// line that is not a whole JSON object.
-fn entries(dir: &Path) -> Vec<Value> {
-    let mut all = Vec::new();
-    for file in segments(dir) {
-        let text = std::fs::read_to_string(&file).expect("read a segment");
-        for line in text.lines() {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("damaged line {line:?} in {}: {e}", file.display()));
-            all.push(value);
-        }
-    }
-    all
-}
-
-fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
-    entry[name].as_str().unwrap_or("")
-}
-
-/// Logs in `nick`, expecting a replay of exactly `replayed` (unstamped)
-/// lines before the welcome.
-fn login_with_replay(server: &Server, nick: &str, replayed: &[&str]) -> Client {
-    let mut client = server.connect();
-    client.expect("Welcome to mpchat! Enter your nickname:");
-    client.send_line(nick);
-    expect_replay(&mut client, replayed);
-    client.expect(&format!("Hello, {nick}! Type /help for commands."));
-    client.expect_stamped(&format!("* {nick} has joined the chat."));
-    client
-}
-
-fn expect_replay(client: &mut Client, replayed: &[&str]) {
-    if replayed.is_empty() {
-        return;
-    }
-    let header = match replayed.len() {
-        1 => "--- last message ---".to_string(),
-        n => format!("--- last {n} messages ---"),
-    };
-    client.expect(&header);
-    for line in replayed {
-        client.expect_stamped(line);
-    }
-    client.expect("--- end of history ---");
 }
 
 #[test]

@@ -10,7 +10,6 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -41,68 +40,6 @@ fn expect_lines(client: &mut Client, lines: &[&str]) {
 /// turns the replay off).
 fn start_with_history() -> Server {
     Server::start_with(&["--history-lines", "20"])
-}
-
-/// The replay block: its header, `replayed` (unstamped), its end marker;
-/// nothing at all when `replayed` is empty.
-fn expect_replay(client: &mut Client, replayed: &[&str]) {
-    if replayed.is_empty() {
-        return;
-    }
-    let header = match replayed.len() {
-        1 => "--- last message ---".to_string(),
-        n => format!("--- last {n} messages ---"),
-    };
-    client.expect(&header);
-    for line in replayed {
-        client.expect_stamped(line);
-    }
-    client.expect("--- end of history ---");
-}
-
-/// Logs in `nick` on a server with the replay on, expecting exactly
-/// `replayed` (unstamped) before the welcome.
-fn login_with_replay(server: &Server, nick: &str, replayed: &[&str]) -> Client {
-    let mut client = server.connect();
-    client.expect("Welcome to mpchat! Enter your nickname:");
-    client.send_line(nick);
-    expect_replay(&mut client, replayed);
-    client.expect(&format!("Hello, {nick}! Type /help for commands."));
-    client.expect_stamped(&format!("* {nick} has joined the chat."));
-    client
-}
-
-/// The history segment files of a data directory, oldest first.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read the data directory")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("history-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// Every history entry in the data directory, oldest first.
-fn entries(dir: &Path) -> Vec<Value> {
-    let mut all = Vec::new();
-    for file in segments(dir) {
-        let text = std::fs::read_to_string(&file).expect("read a segment");
-        for line in text.lines() {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("damaged line {line:?} in {}: {e}", file.display()));
-            all.push(value);
-        }
-    }
-    all
-}
-
-fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
-    entry[name].as_str().unwrap_or("")
 }
 
 /// Kills the running hub with SIGKILL and waits for the parent to start

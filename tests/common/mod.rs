@@ -565,3 +565,71 @@ pub fn unstamp(line: &str) -> Option<&str> {
         && b[7] == b' ';
     ok.then(|| &line[8..])
 }
+
+// ---------------------------------------------------------------------------
+// History: the replay a client is shown, and the files in a data directory.
+// ---------------------------------------------------------------------------
+
+/// The replay block: its header, `replayed` (unstamped), its end marker;
+/// nothing at all when `replayed` is empty.
+pub fn expect_replay(client: &mut Client, replayed: &[&str]) {
+    if replayed.is_empty() {
+        return;
+    }
+    let header = match replayed.len() {
+        1 => "--- last message ---".to_string(),
+        n => format!("--- last {n} messages ---"),
+    };
+    client.expect(&header);
+    for line in replayed {
+        client.expect_stamped(line);
+    }
+    client.expect("--- end of history ---");
+}
+
+/// Logs in `nick`, expecting a replay of exactly `replayed` (unstamped)
+/// lines before the welcome.
+pub fn login_with_replay(server: &Server, nick: &str, replayed: &[&str]) -> Client {
+    let mut client = server.connect();
+    client.expect("Welcome to mpchat! Enter your nickname:");
+    client.send_line(nick);
+    expect_replay(&mut client, replayed);
+    client.expect(&format!("Hello, {nick}! Type /help for commands."));
+    client.expect_stamped(&format!("* {nick} has joined the chat."));
+    client
+}
+
+/// The history segment files of a data directory, oldest first.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read the data directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("history-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every entry in the data directory, oldest first; fails the test on a
+/// line that is not a whole JSON object.
+pub fn entries(dir: &Path) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for file in segments(dir) {
+        let text = std::fs::read_to_string(&file).expect("read a segment");
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("damaged line {line:?} in {}: {e}", file.display()));
+            all.push(value);
+        }
+    }
+    all
+}
+
+/// A string field of a history entry ("" if it has none).
+pub fn field<'a>(entry: &'a serde_json::Value, name: &str) -> &'a str {
+    entry[name].as_str().unwrap_or("")
+}
