@@ -1527,6 +1527,15 @@ mod tests {
         req(chat, conn, Request::Join(name.into()))
     }
 
+    /// A room's members in join order, each with whether it is their
+    /// current room.
+    fn places(chat: &Chat, key: &str) -> Vec<(ConnId, bool)> {
+        chat.room_members(key)
+            .iter()
+            .map(|m| (m.conn, m.here))
+            .collect()
+    }
+
     fn current_of(chat: &Chat, conn: ConnId) -> &str {
         &chat.users[&conn].current
     }
@@ -1547,12 +1556,7 @@ mod tests {
         };
         assert!(here.ends_with("] alice: hi"), "{here}");
         assert!(there.ends_with("] #Lab2 alice: hi"), "{there}");
-        let members: Vec<(ConnId, bool)> = chat
-            .room_members("#lab2")
-            .iter()
-            .map(|m| (m.conn, m.here))
-            .collect();
-        assert_eq!(members, [(1, true), (2, false)]);
+        assert_eq!(places(&chat, "#lab2"), [(1, true), (2, false)]);
     }
 
     #[test]
@@ -1641,12 +1645,7 @@ mod tests {
             );
             assert_eq!(out, [to(conn, ToChild::Rejoined)]);
         }
-        let lab: Vec<(ConnId, bool)> = new
-            .room_members("#lab")
-            .iter()
-            .map(|m| (m.conn, m.here))
-            .collect();
-        assert_eq!(lab, [(11, true), (12, false)]);
+        assert_eq!(places(&new, "#lab"), [(11, true), (12, false)]);
         assert_eq!(new.owner(), Some(11));
         let out = req(&mut new, 11, Request::Topic(None));
         assert_eq!(texts(&out), [(Who::One(11), "Topic of #lab: t".into())]);
