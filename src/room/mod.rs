@@ -131,6 +131,9 @@ struct Room {
     name: String,
     /// In join order; the first is the owner.
     members: Vec<Member>,
+    /// Members whose current room is another: while there are none (a
+    /// server that only has the lobby), a line needs only its one form.
+    away: usize,
     topic: Option<String>,
 }
 
@@ -139,6 +142,7 @@ impl Room {
         Room {
             name: name.to_string(),
             members: Vec::new(),
+            away: 0,
             topic: None,
         }
     }
@@ -155,15 +159,26 @@ impl Room {
     fn add(&mut self, conn: ConnId, seq: u64, here: bool) {
         let at = self.members.partition_point(|m| m.seq < seq);
         self.members.insert(at, Member { conn, seq, here });
+        self.away += usize::from(!here);
     }
 
     fn remove(&mut self, conn: ConnId) {
-        self.members.retain(|m| m.conn != conn);
+        if let Some(at) = self.members.iter().position(|m| m.conn == conn) {
+            let gone = self.members.remove(at);
+            self.away -= usize::from(!gone.here);
+        }
     }
 
     fn set_here(&mut self, conn: ConnId, here: bool) {
-        if let Some(m) = self.members.iter_mut().find(|m| m.conn == conn) {
+        if let Some(m) = self.members.iter_mut().find(|m| m.conn == conn)
+            && m.here != here
+        {
             m.here = here;
+            if here {
+                self.away -= 1;
+            } else {
+                self.away += 1;
+            }
         }
     }
 }
@@ -304,15 +319,26 @@ impl Chat {
         nick: &str,
         text: &str,
     ) -> Delivery {
-        let name = self.rooms.get(key).map_or(key, |r| r.name.as_str());
+        let (name, away) = self
+            .rooms
+            .get(key)
+            .map_or((key, 0), |r| (r.name.as_str(), r.away));
+        // A count off by one would show a line without its room's name;
+        // the tests run debug builds, which check it on every line.
+        debug_assert_eq!(
+            away,
+            self.room_members(key).iter().filter(|m| !m.here).count(),
+            "members away miscounted"
+        );
         let entry = Entry::new(now, name, kind, nick, text);
         let rendered = entry.render(&clock::hhmm(now));
-        let elsewhere = render::elsewhere(&rendered, &entry.room);
+        let elsewhere =
+            (away > 0).then(|| ToChild::Line(render::elsewhere(&rendered, &entry.room)));
         self.keep(key, entry);
         Delivery {
             to: Target::Room(key.to_string()),
             msg: ToChild::Line(rendered),
-            elsewhere: Some(ToChild::Line(elsewhere)),
+            elsewhere,
         }
     }
 
