@@ -9,6 +9,7 @@ directory, and prints the median and range of each figure and of the
 B/A ratio over the pairs.
 
     scripts/ab.py --pairs 9 --bench fanout OLD/mpchat target/release/mpchat
+    scripts/ab.py --bench fanout1000 OLD/mpchat target/release/mpchat
     scripts/ab.py --bench paced  OLD/mpchat target/release/mpchat
     scripts/ab.py --bench connect OLD/mpchat target/release/mpchat
     scripts/ab.py --bench memory OLD/mpchat target/release/mpchat
@@ -40,6 +41,13 @@ LIMITS_OFF = "--bind 127.0.0.1 --max-per-ip 0 --max-conn-rate 0 --max-unregister
 BENCHES = {
     "fanout": (
         "--test fanout --clients 100 --senders 10 --messages 3000",
+        [
+            ("deliveries/s", ("fanout", "deliveries_per_s")),
+            ("server CPU us/delivery", ("fanout", "server_cpu_per_delivery", "tree_us")),
+        ],
+    ),
+    "fanout1000": (
+        "--test fanout --clients 1000 --senders 10 --messages 300",
         [
             ("deliveries/s", ("fanout", "deliveries_per_s")),
             ("server CPU us/delivery", ("fanout", "server_cpu_per_delivery", "tree_us")),
