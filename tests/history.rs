@@ -540,3 +540,52 @@ fn a_full_disk_stops_no_chat_and_loses_no_line() {
     drop(alice);
     drop(server);
 }
+
+/// Every public line is numbered in the files, and the numbers only grow,
+/// also across a killed hub and a restart of the whole server.
+#[test]
+fn public_lines_are_numbered_on_across_a_new_hub_and_a_restart() {
+    let first = start(&[]);
+    let workdir = first.workdir();
+    let mut alice = first.login("alice");
+    alice.send_line("one");
+    alice.expect_stamped("alice: one");
+    let hub = first
+        .processes()
+        .into_iter()
+        .find(|p| p.comm == "mpchat-hub")
+        .expect("a hub");
+    send_signal(hub.pid, libc::SIGKILL);
+    wait_until("alice back with a new hub", || {
+        first.log_text().matches("rejoined").count() >= 1
+    });
+    alice.send_line("two");
+    alice.expect_stamped("alice: two");
+    drop(alice);
+    drop(first);
+
+    let again = Server::start_in(workdir, &["--history-lines", "0"]);
+    let mut bob = again.login("bob");
+    bob.send_line("three");
+    bob.expect_stamped("bob: three");
+    drop(bob);
+    wait_until("bob's leaving written", || {
+        entries(&again.data_dir())
+            .iter()
+            .any(|e| field(e, "kind") == "leave" && field(e, "nick") == "bob")
+    });
+    let stored = entries(&again.data_dir());
+    let seqs: Vec<u64> = stored
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap_or(0))
+        .collect();
+    let texts: Vec<&str> = stored.iter().map(|e| field(e, "text")).collect();
+    for text in ["one", "two", "three"] {
+        assert!(texts.contains(&text), "{text} not stored: {texts:?}");
+    }
+    assert!(seqs[0] >= 1, "{seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "numbers not growing: {seqs:?}"
+    );
+}

@@ -39,6 +39,11 @@ fn lobby() -> String {
 /// One public line, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
+    /// The event's number: server-wide, only growing, never reused, also
+    /// across hub and server restarts (a new hub goes on from the largest
+    /// in the history). 0 for an entry from before numbers were kept.
+    #[serde(default)]
+    pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
     pub kind: Kind,
@@ -57,6 +62,7 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn new(time: SystemTime, room: &str, kind: Kind, nick: &str, text: &str) -> Entry {
         Entry {
+            seq: 0,
             time_ms: clock::unix_ms(time),
             kind,
             nick: nick.to_string(),

@@ -221,6 +221,8 @@ pub(crate) struct Chat {
     next_seq: u64,
     /// User ids and places in rooms' join orders.
     next_id: u64,
+    /// The next public event's number (see [`Entry::seq`]).
+    next_event: u64,
     /// Counts changes to what is saved (schedule, topics), so the hub
     /// knows when to save it.
     saved_changes: u64,
@@ -264,6 +266,7 @@ impl Chat {
             schedule: Vec::new(),
             next_seq: 0,
             next_id,
+            next_event: 1,
             saved_changes: 0,
             saved_topics: HashMap::new(),
             too_slow: HashSet::new(),
@@ -276,6 +279,11 @@ impl Chat {
     /// Takes the last lines of the history (oldest first), and how many of
     /// them a user who joins a room is shown.
     pub(crate) fn restore_history(&mut self, entries: Vec<Entry>, replay_lines: usize) {
+        // The newest entries are the last written, so the largest number
+        // is among them.
+        if let Some(max) = entries.iter().map(|e| e.seq).max() {
+            self.next_event = self.next_event.max(max + 1);
+        }
         for entry in entries {
             let recent = self.recent.entry(room_key(&entry.room)).or_default();
             if recent.len() == MAX_HISTORY {
@@ -291,8 +299,11 @@ impl Chat {
         std::mem::take(&mut self.unwritten)
     }
 
-    /// Keeps a public line for the history of its room, `key`.
-    fn keep(&mut self, key: &str, entry: Entry) {
+    /// Numbers a public line and keeps it for the history of its room,
+    /// `key`.
+    fn keep(&mut self, key: &str, mut entry: Entry) {
+        entry.seq = self.next_event;
+        self.next_event += 1;
         if self.recent.len() >= 2 * self.limits.total && !self.recent.contains_key(key) {
             // Bounded: the history of rooms long gone is in the files.
             let rooms = &self.rooms;
@@ -1675,5 +1686,25 @@ mod tests {
         assert_eq!(new.owner(), Some(11));
         let out = req(&mut new, 11, Request::Topic(None));
         assert_eq!(texts(&out), [(Who::One(11), "Topic of #lab: t".into())]);
+    }
+
+    #[test]
+    fn public_events_are_numbered_on_from_the_history() {
+        let mut chat = Chat::default();
+        let old: Vec<Entry> = (1..=3)
+            .map(|seq| Entry {
+                seq: seq * 10,
+                ..Entry::new(SystemTime::now(), "#lobby", Kind::Chat, "bob", "x")
+            })
+            .collect();
+        chat.restore_history(old, DEFAULT_REPLAY);
+        login(&mut chat, 1, "alice");
+        join_room(&mut chat, 1, "#lab");
+        say(&mut chat, 1, "hi");
+        req(&mut chat, 1, Request::Rename("ally".into()));
+        let seqs: Vec<u64> = chat.take_unwritten().iter().map(|e| e.seq).collect();
+        // Joined the lobby, joined #lab, said hi, and the rename once in
+        // each room.
+        assert_eq!(seqs, [31, 32, 33, 34, 35]);
     }
 }
