@@ -801,6 +801,37 @@ fn a_restart_of_the_whole_server_keeps_each_room_s_history() {
 }
 
 #[test]
+fn a_quiet_room_keeps_its_lines_across_a_restart_while_the_lobby_talks_on() {
+    let first = start_with_history();
+    let workdir = first.workdir();
+    let mut alice = first.login("alice");
+    alice.send_line("/join #quiet");
+    alice.expect_stamped("* alice has joined #quiet.");
+    alice.send_line("one quiet line");
+    alice.expect_stamped("alice: one quiet line");
+    alice.send_line("/join #lobby");
+    alice.expect("Now talking in #lobby.");
+    // More lobby lines than any one room's replay holds.
+    let burst: String = (0..300).map(|i| format!("lobby {i}\n")).collect();
+    alice.send_bytes(burst.as_bytes());
+    alice.read_until(|l| l.ends_with("alice: lobby 299"));
+    drop(first);
+    drop(alice);
+
+    let again = Server::start_in(workdir, &["--history-lines", "20"]);
+    // The lobby's replay (its last 20 lines) comes first.
+    let mut bob = again.connect();
+    bob.send_line("bob");
+    bob.read_until(|l| l.ends_with("* bob has joined the chat."));
+    bob.send_line("/join #quiet");
+    expect_replay(
+        &mut bob,
+        &["* alice has joined #quiet.", "alice: one quiet line"],
+    );
+    bob.expect_stamped("* bob has joined #quiet.");
+}
+
+#[test]
 fn history_written_before_rooms_belongs_to_the_lobby() {
     let workdir = Workdir::new();
     let data = workdir.path().join("mpchat-data");

@@ -30,12 +30,18 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use crate::os::dirs::{self, IfExists};
 use crate::os::logging::Throttle;
-use crate::protocol::command::MAX_HISTORY;
 use crate::room::Entry;
 
 /// How much of a segment's end is read to find its last lines: far more
-/// than [`MAX_HISTORY`] of the longest lines the protocol allows.
+/// than [`MAX_HISTORY`](crate::protocol::command::MAX_HISTORY) of the longest lines the protocol allows.
 const TAIL_BYTES: u64 = 4 << 20;
+
+/// The last entries a new hub reads back, over all rooms: each room's
+/// last [`MAX_HISTORY`](crate::protocol::command::MAX_HISTORY) among them are kept, so a quiet room keeps its
+/// lines across a restart while busy ones talk on (until this many lines
+/// have passed since its last). The tail read parses this many and more
+/// anyway.
+const RESTORED: usize = 10_000;
 
 /// Bytes that may wait for a disk that refuses them before they are given
 /// up (and the loss logged), so a full disk cannot grow the hub forever.
@@ -255,7 +261,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Opens the newest segment for appending (mending a torn last line
-    /// first) and returns the last [`MAX_HISTORY`] entries of the history.
+    /// first) and returns the last [`RESTORED`] entries of the history.
     pub(crate) fn open(options: &Options) -> io::Result<(Writer, Vec<Entry>)> {
         let dir = options.dir.clone();
         let numbers = segments(&dir)?;
@@ -451,13 +457,13 @@ fn open_segment(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// The last [`MAX_HISTORY`] entries over the segments `numbers` (oldest
+/// The last [`RESTORED`] entries over the segments `numbers` (oldest
 /// first), newest segments read first.
 fn recent(dir: &Path, numbers: &[u64]) -> io::Result<Vec<Entry>> {
     let mut damaged = 0;
     let mut entries: Vec<Entry> = Vec::new();
     for &number in numbers.iter().rev() {
-        let want = MAX_HISTORY - entries.len();
+        let want = RESTORED - entries.len();
         if want == 0 {
             break;
         }
