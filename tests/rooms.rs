@@ -29,6 +29,17 @@ fn all_expect(clients: &mut [&mut Client], rest: &str) {
     }
 }
 
+/// `first` creates `room` (and so owns it), then `second` joins it; both
+/// see each join. Each client comes with its nickname.
+fn both_join(room: &str, first: (&mut Client, &str), second: (&mut Client, &str)) {
+    let ((first, first_nick), (second, second_nick)) = (first, second);
+    first.send_line(&format!("/join {room}"));
+    first.expect_stamped(&format!("* {first_nick} has joined {room}."));
+    second.send_line(&format!("/join {room}"));
+    let joined = format!("* {second_nick} has joined {room}.");
+    all_expect(&mut [first, second], &joined);
+}
+
 /// Asserts that the next lines of `client` are exactly `lines`.
 fn expect_lines(client: &mut Client, lines: &[&str]) {
     for line in lines {
@@ -112,10 +123,7 @@ fn a_room_hears_its_own_lines_and_members_elsewhere_see_its_name() {
     let [mut alice, mut bob, mut carol, mut dave] =
         server.login_all(["alice", "bob", "carol", "dave"]);
 
-    alice.send_line("/join #lab2");
-    alice.expect_stamped("* alice has joined #lab2.");
-    bob.send_line("/join #lab2");
-    all_expect(&mut [&mut alice, &mut bob], "* bob has joined #lab2.");
+    both_join("#lab2", (&mut alice, "alice"), (&mut bob, "bob"));
     // Alice talks in the lobby again, still a member of #lab2.
     alice.send_line("/join #lobby");
     alice.expect("Now talking in #lobby.");
@@ -280,10 +288,7 @@ fn part_leaves_a_room_but_never_the_last_one() {
     alice.send_line("/part #x");
     alice.expect("You are not in #x.");
 
-    alice.send_line("/join #lab2");
-    alice.expect_stamped("* alice has joined #lab2.");
-    bob.send_line("/join #lab2");
-    all_expect(&mut [&mut alice, &mut bob], "* bob has joined #lab2.");
+    both_join("#lab2", (&mut alice, "alice"), (&mut bob, "bob"));
     // Leaving the lobby, which is not her current room: the parter too
     // gets the lobby's line in the other form, and she stays in #lab2
     // with no "Now talking" line.
@@ -370,10 +375,7 @@ fn an_empty_room_is_forgotten_and_a_new_join_creates_it_with_a_new_owner() {
 fn rooms_lists_every_room_by_name_with_marks_counts_and_topics() {
     let server = Server::start();
     let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
-    alice.send_line("/join #lab2");
-    alice.expect_stamped("* alice has joined #lab2.");
-    bob.send_line("/join #lab2");
-    all_expect(&mut [&mut alice, &mut bob], "* bob has joined #lab2.");
+    both_join("#lab2", (&mut alice, "alice"), (&mut bob, "bob"));
     alice.send_line("/topic Lab 2 homework");
     all_expect(
         &mut [&mut alice, &mut bob],
@@ -556,10 +558,7 @@ fn kick_in_a_room_removes_from_the_room_and_in_the_lobby_disconnects() {
     // Alice owns the lobby; bob will own #lab2.
     let [mut alice, mut bob, mut carol, mut dave] =
         server.login_all(["alice", "bob", "carol", "dave"]);
-    bob.send_line("/join #lab2");
-    bob.expect_stamped("* bob has joined #lab2.");
-    carol.send_line("/join #lab2");
-    all_expect(&mut [&mut bob, &mut carol], "* carol has joined #lab2.");
+    both_join("#lab2", (&mut bob, "bob"), (&mut carol, "carol"));
     dave.send_line("/join #lab2");
     all_expect(
         &mut [&mut bob, &mut carol, &mut dave],
@@ -615,10 +614,7 @@ fn kick_in_a_room_removes_from_the_room_and_in_the_lobby_disconnects() {
 fn when_a_room_owner_leaves_the_longest_present_member_takes_over() {
     let server = Server::start();
     let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
-    bob.send_line("/join #lab2");
-    bob.expect_stamped("* bob has joined #lab2.");
-    carol.send_line("/join #lab2");
-    all_expect(&mut [&mut bob, &mut carol], "* carol has joined #lab2.");
+    both_join("#lab2", (&mut bob, "bob"), (&mut carol, "carol"));
     alice.send_line("/join #lab2");
     all_expect(
         &mut [&mut alice, &mut bob, &mut carol],
@@ -877,14 +873,8 @@ fn a_new_hub_restores_rooms_current_rooms_and_owners_silently() {
     // Alice owns the lobby and stays there; bob owns #lab2, carol #lab3.
     let [mut alice, mut bob, mut carol, mut dave] =
         server.login_all(["alice", "bob", "carol", "dave"]);
-    bob.send_line("/join #lab2");
-    bob.expect_stamped("* bob has joined #lab2.");
-    carol.send_line("/join #lab2");
-    all_expect(&mut [&mut bob, &mut carol], "* carol has joined #lab2.");
-    carol.send_line("/join #lab3");
-    carol.expect_stamped("* carol has joined #lab3.");
-    dave.send_line("/join #lab3");
-    all_expect(&mut [&mut carol, &mut dave], "* dave has joined #lab3.");
+    both_join("#lab2", (&mut bob, "bob"), (&mut carol, "carol"));
+    both_join("#lab3", (&mut carol, "carol"), (&mut dave, "dave"));
     carol.send_line("/join #lab2");
     carol.expect("Now talking in #lab2.");
     dave.send_line("/join #lobby");
@@ -960,10 +950,7 @@ fn a_new_hub_restores_rooms_current_rooms_and_owners_silently() {
 fn a_scheduled_message_goes_to_the_room_it_was_scheduled_in() {
     let server = Server::start();
     let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]);
-    alice.send_line("/join #lab2");
-    alice.expect_stamped("* alice has joined #lab2.");
-    bob.send_line("/join #lab2");
-    all_expect(&mut [&mut alice, &mut bob], "* bob has joined #lab2.");
+    both_join("#lab2", (&mut alice, "alice"), (&mut bob, "bob"));
 
     alice.send_line("/schedule +2 lab note");
     let confirmation = alice.read_line();
