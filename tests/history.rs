@@ -550,12 +550,7 @@ fn public_lines_are_numbered_on_across_a_new_hub_and_a_restart() {
     let mut alice = first.login("alice");
     alice.send_line("one");
     alice.expect_stamped("alice: one");
-    let hub = first
-        .processes()
-        .into_iter()
-        .find(|p| p.comm == "mpchat-hub")
-        .expect("a hub");
-    send_signal(hub.pid, libc::SIGKILL);
+    first.kill_hub_and_wait_for_new();
     wait_until("alice back with a new hub", || {
         first.log_text().matches("rejoined").count() >= 1
     });

@@ -58,7 +58,8 @@ fn child_pid_of(server: &Server, client: &Client) -> i32 {
     let mut pid = None;
     wait_until("the child holding this client's socket", || {
         pid = socket_inode(server.port(), port).and_then(|inode| {
-            pids_named(server, "mpchat-client")
+            server
+                .pids_named("mpchat-client")
                 .into_iter()
                 .find(|&p| holds_socket(p, inode))
         });
@@ -90,21 +91,11 @@ fn holds_socket(pid: i32, inode: u64) -> bool {
         .unwrap_or(false)
 }
 
-/// The pids of the processes of `server` named `comm`.
-fn pids_named(server: &Server, comm: &str) -> Vec<i32> {
-    server
-        .processes()
-        .into_iter()
-        .filter(|p| p.comm == comm)
-        .map(|p| p.pid)
-        .collect()
-}
-
 /// The hub's pid, once it has taken its name (a moment after the fork).
 fn the_hub(server: &Server) -> i32 {
     let mut hub = None;
     wait_until("the hub", || {
-        hub = pids_named(server, "mpchat-hub").first().copied();
+        hub = server.pids_named("mpchat-hub").first().copied();
         hub.is_some()
     });
     hub.unwrap()
@@ -214,7 +205,7 @@ fn ps_shows_parent_hub_and_one_child_per_client_and_reaps_a_leaver() {
     assert_chat_tree(&server, 3);
     let carol_pid = child_pid_of(&server, &carol);
     assert!(
-        pids_named(&server, "mpchat-client").contains(&carol_pid),
+        server.pids_named("mpchat-client").contains(&carol_pid),
         "carol's child {carol_pid} is not among {:?}",
         server.processes()
     );
@@ -693,20 +684,6 @@ fn another_user_cannot_reach_the_hub() {
 // 9. kill -9 of the hub.
 // ---------------------------------------------------------------------------
 
-/// Kills the running hub and waits for the parent to start another;
-/// returns how long that took.
-fn kill_hub_and_wait_for_new(server: &Server) -> Duration {
-    let old = pids_named(server, "mpchat-hub");
-    assert_eq!(old.len(), 1, "{:?}", server.processes());
-    let started = Instant::now();
-    send_signal(old[0], libc::SIGKILL);
-    wait_until("a new hub", || {
-        let now = pids_named(server, "mpchat-hub");
-        now.len() == 1 && now[0] != old[0]
-    });
-    started.elapsed()
-}
-
 #[test]
 fn killing_the_hub_loses_no_client() {
     let server = Server::start();
@@ -718,7 +695,7 @@ fn killing_the_hub_loses_no_client() {
     let mut at_prompt = server.connect();
     at_prompt.expect("Welcome to mpchat! Enter your nickname:");
 
-    let took = kill_hub_and_wait_for_new(&server);
+    let took = server.kill_hub_and_wait_for_new();
     server.wait_for_log("starting a new one");
     eprintln!("a new hub was running {took:?} after the kill");
     // Each child puts its user back as soon as it is scheduled after the
@@ -762,7 +739,7 @@ fn scheduled_messages_survive_a_hub_restart() {
     let [mut alice, mut bob] = server.login_all(["alice", "bob"]);
     schedule(&mut alice, 3600, "much later");
     schedule(&mut alice, 2, "soon");
-    kill_hub_and_wait_for_new(&server);
+    server.kill_hub_and_wait_for_new();
     // The new hub delivers what the old one had scheduled, under the
     // author's name...
     for c in [&mut alice, &mut bob] {
@@ -805,10 +782,10 @@ fn a_hub_that_keeps_dying_shuts_the_server_down() {
     let audience = Audience::gather(&server);
     let dir = the_socket_dir(&server);
     for _ in 1..5 {
-        kill_hub_and_wait_for_new(&server);
+        server.kill_hub_and_wait_for_new();
     }
     // The fifth death within a minute is the last.
-    let hub = pids_named(&server, "mpchat-hub");
+    let hub = server.pids_named("mpchat-hub");
     send_signal(hub[0], libc::SIGKILL);
     audience.expect_goodbye();
     let status = server.wait_exit();

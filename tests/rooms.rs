@@ -53,29 +53,6 @@ fn start_with_history() -> Server {
     Server::start_with(&["--history-lines", "20"])
 }
 
-/// Kills the running hub with SIGKILL and waits for the parent to start
-/// another.
-fn kill_hub_and_wait_for_new(server: &Server) {
-    let hubs = || -> Vec<i32> {
-        server
-            .processes()
-            .into_iter()
-            .filter(|p| p.comm == "mpchat-hub")
-            .map(|p| p.pid)
-            .collect()
-    };
-    let mut old = Vec::new();
-    wait_until("the hub", || {
-        old = hubs();
-        old.len() == 1
-    });
-    send_signal(old[0], libc::SIGKILL);
-    wait_until("a new hub", || {
-        let now = hubs();
-        now.len() == 1 && now[0] != old[0]
-    });
-}
-
 // ---------------------------------------------------------------------------
 // 1. Nothing changes for those who never use a room command.
 // ---------------------------------------------------------------------------
@@ -893,7 +870,7 @@ fn a_new_hub_restores_rooms_current_rooms_and_owners_silently() {
     alice.send_line("/rooms");
     expect_lines(&mut alice, &rooms);
 
-    kill_hub_and_wait_for_new(&server);
+    server.kill_hub_and_wait_for_new();
     // A line sent before the last user is back would miss that user.
     for nick in ["alice", "bob", "carol", "dave"] {
         server.wait_for_log(&format!("{nick} rejoined from"));

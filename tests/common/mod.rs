@@ -313,6 +313,33 @@ impl Server {
         processes_in_group(self.pid())
     }
 
+    /// The pids of the server's processes named `comm`.
+    pub fn pids_named(&self, comm: &str) -> Vec<i32> {
+        self.processes()
+            .into_iter()
+            .filter(|p| p.comm == comm)
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Kills the running hub (once there is exactly one, with its name:
+    /// a new hub takes it a moment after the fork) and waits for the
+    /// parent to start another; returns how long that took from the kill.
+    pub fn kill_hub_and_wait_for_new(&self) -> Duration {
+        let mut old = Vec::new();
+        wait_until("the hub", || {
+            old = self.pids_named("mpchat-hub");
+            old.len() == 1
+        });
+        let started = Instant::now();
+        send_signal(old[0], libc::SIGKILL);
+        wait_until("a new hub", || {
+            let now = self.pids_named("mpchat-hub");
+            now.len() == 1 && now[0] != old[0]
+        });
+        started.elapsed()
+    }
+
     /// Sends `signal` to the parent process.
     pub fn signal(&self, signal: i32) {
         send_signal(self.pid(), signal);
