@@ -33,7 +33,8 @@ use saved::{SavedMessage, State};
 /// The hub's name for one child connection.
 pub(crate) type ConnId = u64;
 
-/// A room's name folded for comparison ([`room_key`]).
+/// A room's name folded for comparison ([`room_key`]). The lobby's name
+/// is its own key.
 pub(crate) type RoomKey = String;
 
 /// Pending scheduled messages per user, at most.
@@ -257,7 +258,7 @@ impl Chat {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
         let mut rooms = HashMap::new();
-        rooms.insert(room_key(LOBBY), Room::new(LOBBY));
+        rooms.insert(LOBBY.to_string(), Room::new(LOBBY));
         Chat {
             users: HashMap::new(),
             by_nick: HashMap::new(),
@@ -488,7 +489,7 @@ impl Chat {
     /// Registered users, in the lobby's join order (the lobby's members
     /// first, then the users who left it).
     pub(crate) fn members(&self) -> Vec<ConnId> {
-        let lobby = &self.rooms[&room_key(LOBBY)];
+        let lobby = &self.rooms[LOBBY];
         let mut all: Vec<ConnId> = lobby.members.iter().map(|m| m.conn).collect();
         let mut others: Vec<(u64, ConnId)> = self
             .users
@@ -543,7 +544,7 @@ impl Chat {
 
     /// The lobby's owner: always its longest-present member.
     pub(crate) fn owner(&self) -> Option<ConnId> {
-        self.rooms[&room_key(LOBBY)].owner()
+        self.rooms[LOBBY].owner()
     }
 
     /// Carries out one message from `conn`'s child.
@@ -580,7 +581,7 @@ impl Chat {
             Request::Whisper { to: target, text } => self.whisper(conn, &me, &target, &text, now),
             Request::Users(room) => self.users_of(conn, room.as_deref().unwrap_or(&here)),
             Request::Rename(new) => self.rename(conn, &me, new, now),
-            Request::Kick(target) if here == room_key(LOBBY) => self.kick(conn, &me, &target, now),
+            Request::Kick(target) if here == LOBBY => self.kick(conn, &me, &target, now),
             Request::Kick(target) => self.remove_from_room(conn, &me, &target, &here, now),
             Request::Schedule { when, text } => self.schedule(conn, me, when, text, now),
             Request::ScheduleList => self.schedule_list(conn, now),
@@ -631,7 +632,7 @@ impl Chat {
             .iter()
             .map(|m| self.users[&m.conn].nick.as_str())
             .collect();
-        if key == room_key(LOBBY) {
+        if key == LOBBY {
             reply(conn, render::users(&nicks))
         } else {
             reply(conn, render::users_in(&room.name, &nicks))
@@ -660,7 +661,7 @@ impl Chat {
         log::info!("{nick} registered from {addr}");
         let id = self.next_id;
         self.next_id += 1;
-        let lobby = room_key(LOBBY);
+        let lobby = LOBBY.to_string();
         self.by_nick.insert(key, conn);
         self.users.insert(
             conn,
@@ -738,7 +739,7 @@ impl Chat {
             current
         } else {
             // Nothing valid came back: the lobby, as on a login.
-            let lobby = room_key(LOBBY);
+            let lobby = LOBBY.to_string();
             if joined.is_empty() {
                 joined.push((lobby.clone(), id));
                 if let Some(room) = self.rooms.get_mut(&lobby) {
@@ -904,7 +905,7 @@ impl Chat {
             let Some(room) = self.rooms.get(&key) else {
                 continue;
             };
-            if room.members.is_empty() && key != room_key(LOBBY) {
+            if room.members.is_empty() && key != LOBBY {
                 log::info!("{} is empty; forgotten", room.name);
                 if room.topic.is_some() {
                     self.saved_changes += 1;
@@ -1706,5 +1707,10 @@ mod tests {
         // Joined the lobby, joined #lab, said hi, and the rename once in
         // each room.
         assert_eq!(seqs, [31, 32, 33, 34, 35]);
+    }
+
+    #[test]
+    fn the_lobby_s_name_is_its_own_key() {
+        assert_eq!(room_key(LOBBY), LOBBY);
     }
 }
