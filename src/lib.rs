@@ -72,8 +72,8 @@ pub use os::{logging, procfs, title};
 pub use parent::Server;
 pub use parent::admission::Limits;
 pub use room::RoomLimits;
-pub use session::BacklogLimits;
 pub use session::flood::FloodLimits;
+pub use session::{BacklogLimits, ProgramOptions};
 
 /// `mpchat status`: asks a running server for its report, and the memory
 /// figures, which the load generator reads the same way.
@@ -107,6 +107,8 @@ pub struct Config {
     pub backlog: session::BacklogLimits,
     /// How many rooms there may be, and how many one user may be in.
     pub rooms: room::RoomLimits,
+    /// Programs on the JSON protocol: heartbeat and resume.
+    pub programs: session::ProgramOptions,
     /// Run the class-lab echo server instead of the chat.
     pub echo: bool,
     /// The user to serve as, when started as root.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use mpchat::{
-    BacklogLimits, Config, FloodLimits, Fsync, HistoryOptions, Limits, RoomLimits, Server, logging,
-    title,
+    BacklogLimits, Config, FloodLimits, Fsync, HistoryOptions, Limits, ProgramOptions, RoomLimits,
+    Server, logging, title,
 };
 
 /// A fork-per-connection chat server: connect with telnet, nc or the
@@ -108,6 +108,8 @@ struct ServerArgs {
     #[command(flatten)]
     rooms: RoomArgs,
     #[command(flatten)]
+    programs: ProgramArgs,
+    #[command(flatten)]
     service: ServiceArgs,
     #[command(flatten)]
     history: HistoryArgs,
@@ -121,6 +123,7 @@ impl From<ServerArgs> for Config {
             flood,
             backlog,
             rooms,
+            programs,
             service,
             history,
         } = args;
@@ -136,6 +139,7 @@ impl From<ServerArgs> for Config {
             flood: flood.into(),
             backlog: backlog.into(),
             rooms: rooms.into(),
+            programs: programs.into(),
             echo: service.echo,
             user: service.user,
             history: history.into(),
@@ -235,6 +239,28 @@ impl From<RoomArgs> for RoomLimits {
         RoomLimits {
             per_user: args.max_rooms_per_user as usize,
             total: args.max_rooms as usize,
+        }
+    }
+}
+
+/// Programs on the JSON protocol (see PROTOCOL.md).
+#[derive(Debug, clap::Args)]
+struct ProgramArgs {
+    /// Ping a JSON client after this many seconds without a line from it;
+    /// it is disconnected after 2.5 times as long (0: never).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    ping_interval: u64,
+    /// Events one resume replays at most; a client that missed more is
+    /// told of the gap (at most 10000, what the hub keeps).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    resume_max: u32,
+}
+
+impl From<ProgramArgs> for ProgramOptions {
+    fn from(args: ProgramArgs) -> ProgramOptions {
+        ProgramOptions {
+            ping_interval: Duration::from_secs(args.ping_interval),
+            resume_max: args.resume_max as usize,
         }
     }
 }

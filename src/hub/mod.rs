@@ -48,7 +48,7 @@ use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
-use crate::room::{Chat, ConnId, Delivery, RoomLimits, Target};
+use crate::room::{self, Chat, ConnId, Delivery, RoomLimits, Target};
 use history::Writer;
 use schedule_file::ScheduleFile;
 use status::Admin;
@@ -207,22 +207,30 @@ struct Hub {
     schedule: ScheduleFile,
 }
 
+/// What the hub enforces, from the command line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// A child that takes nothing for this long while messages wait for
+    /// it is dropped (`None`: never).
+    pub stall: Option<Duration>,
+    pub rooms: RoomLimits,
+    /// Events one resume replays at most.
+    pub resume_max: usize,
+}
+
 /// Runs the hub until the parent is gone or it is told to stop.
-///
-/// A child that takes nothing for `stall` while messages wait for it is
-/// dropped (`None`: never).
 pub(crate) fn run(
     listener: Listener,
     stop: Stop,
     socket_dir: SocketDir,
-    stall: Option<Duration>,
+    rules: Rules,
     history: &history::Options,
-    rooms: RoomLimits,
     admin: Option<Admin>,
 ) -> io::Result<()> {
     let hangup = SelfPipe::on(signal_hook::consts::SIGHUP)?;
     let epoll = watch_own_fds(&listener, &stop, &hangup, admin.as_ref())?;
-    let (writer, chat, schedule) = open_chat(history, rooms)?;
+    let (writer, mut chat, schedule) = open_chat(history, rules.rooms)?;
+    chat.set_resume_max(rules.resume_max);
     let mut hub = Hub {
         epoll,
         listener,
@@ -239,7 +247,7 @@ pub(crate) fn run(
         dirty: Vec::new(),
         full: 0,
         deferred: Vec::new(),
-        stall,
+        stall: rules.stall,
         stall_check: None,
         trim_at: None,
         chat,
@@ -591,11 +599,7 @@ impl Hub {
                 Ok(Received::Data(requests)) => {
                     for req in requests {
                         let mut out = self.chat.handle(id, req, SystemTime::now());
-                        out.push(Delivery {
-                            to: Target::One(id),
-                            msg: ToChild::Done,
-                            elsewhere: None,
-                        });
+                        out.push(room::to(id, ToChild::Done));
                         self.deliver(out);
                     }
                 }
@@ -672,8 +676,8 @@ impl Hub {
     }
 
     /// Queues each delivery for its receivers, encoding it once (a room's
-    /// line twice: as it is, and with the room's name for the members
-    /// whose current room is another).
+    /// line up to three times: as it is, with the room's name for the
+    /// members whose current room is another, and as JSON for programs).
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
             let frame: Rc<[u8]> = delivery.msg.encode().into();
@@ -690,9 +694,20 @@ impl Hub {
                         Some(msg) => msg.encode().into(),
                         None => Rc::clone(&frame),
                     };
+                    let json: Option<Rc<[u8]>> = delivery.json.map(|msg| msg.encode().into());
                     for member in self.chat.room_members(&key) {
-                        let frame = if member.here { &frame } else { &elsewhere };
+                        let frame = match (&json, member.json, member.here) {
+                            (Some(json), true, _) => json,
+                            (None, true, _) => continue,
+                            (_, false, true) => &frame,
+                            (_, false, false) => &elsewhere,
+                        };
                         enqueue(conns, dirty, full, member.conn, frame);
+                    }
+                }
+                Target::JsonMembers(key) => {
+                    for member in self.chat.room_members(&key).iter().filter(|m| m.json) {
+                        enqueue(conns, dirty, full, member.conn, &frame);
                     }
                 }
             }

@@ -672,14 +672,17 @@ fn run_hub(
         scoreboard,
         address,
     });
-    let stall = config.backlog.stall;
+    let rules = hub::Rules {
+        stall: config.backlog.stall,
+        rooms: config.rooms,
+        resume_max: config.programs.resume_max,
+    };
     hub::run(
         job.listener,
         stop,
         job.socket_dir,
-        stall,
+        rules,
         &config.history,
-        config.rooms,
         admin,
     )
 }
@@ -703,6 +706,7 @@ fn run_client(
         idle_timeout: config.idle_timeout,
         slot: scoreboard.slot(job.slot),
         totals: scoreboard.totals,
+        programs: config.programs,
     };
     session::run(setup, &job.hub_socket)
 }

@@ -33,6 +33,13 @@ pub enum Request {
     /// Any line that is not a command: a public chat message.
     Say(String),
     Me(String),
+    /// A chat message (or with `me`, an action) in a room of the user's
+    /// that need not be the current one (JSON clients name it).
+    SayIn {
+        room: String,
+        text: String,
+        me: bool,
+    },
     Whisper {
         to: String,
         text: String,
@@ -164,7 +171,8 @@ fn parse_schedule(args: &str) -> Command {
 }
 
 /// `HH:MM` (or `H:MM`) or `+SECONDS`.
-fn parse_when(word: &str) -> Option<When> {
+/// `HH:MM` or `+SECONDS`, as `/schedule` takes it.
+pub fn parse_when(word: &str) -> Option<When> {
     if let Some(seconds) = word.strip_prefix('+') {
         if !seconds.bytes().all(|b| b.is_ascii_digit()) {
             return None;

@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::command::Request;
+use crate::protocol::reply::{Code, Reply};
 
 /// Largest datagram either side sends: a batch of a hundred or more chat
 /// lines (one message is at most about 1 KiB, a 512-byte line
@@ -47,8 +48,16 @@ pub const MAX_BATCH: usize = 512;
 /// A message from a client's child to the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToHub {
-    /// Take this nickname and join the room.
-    Login { nick: String, addr: String },
+    /// Take this nickname and join the room; with `after`, the public
+    /// events of the user's rooms since that one come first (a resume).
+    Login {
+        nick: String,
+        addr: String,
+        #[serde(default)]
+        format: Format,
+        #[serde(default)]
+        after: Option<u64>,
+    },
     /// A new hub has started: put this user back, silently, with the
     /// nickname and id the old hub gave, in the rooms it was in (none
     /// given: the lobby alone).
@@ -57,6 +66,8 @@ pub enum ToHub {
         addr: String,
         id: u64,
         rooms: Option<Memberships>,
+        #[serde(default)]
+        format: Format,
     },
     /// A registered user's command.
     Request(Request),
@@ -71,22 +82,51 @@ pub struct Memberships {
     pub current: String,
 }
 
+/// What a child's client reads: the hub renders public lines in this
+/// form for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    /// Lines for people, `[14:05] alice: hi`.
+    #[default]
+    Text,
+    /// JSON events for programs.
+    Json,
+}
+
 /// An event from the hub for one client's child.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToChild {
-    /// A line to show the client, rendered by the hub.
+    /// A line to show the client, rendered by the hub in the client's
+    /// [`Format`].
     Line(String),
     /// The login succeeded under this nickname; `id` is the user's for as
     /// long as the session lasts, across hub restarts (join order is id
-    /// order).
-    Registered { nick: String, id: u64 },
+    /// order); `seq` is the newest public event's number.
+    Registered { nick: String, id: u64, seq: u64 },
+    /// The answer to the child's oldest unfinished request.
+    Reply(Reply),
+    /// The same kind of message, caused by someone else's request.
+    Notice(Reply),
+    /// A whisper, to its sender (`sent`) or to its receiver.
+    Whisper {
+        from: String,
+        to: String,
+        text: String,
+        time_ms: u64,
+        sent: bool,
+    },
+    /// The user was removed from a room by its owner.
+    Removed { room: String, by: String },
+    /// A resume could not replay everything: events after `after` and
+    /// before `next` may be missing.
+    Gap { after: u64, next: u64 },
     /// The user is back in the room of a new hub.
     Rejoined,
     /// The hub dropped this child for not reading its socket; it must not
     /// rejoin.
     TooSlow,
     /// The login failed; the reason is a line to show.
-    NickRefused { reason: String },
+    NickRefused { code: Code, reason: String },
     /// The user's nickname is now this.
     Renamed { nick: String },
     /// The user was kicked: say so and close.

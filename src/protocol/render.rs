@@ -5,6 +5,7 @@
 //! the caller passes in already formatted (see [`crate::os::clock`]).
 
 use super::framing::MAX_LINE;
+use super::reply::Reply;
 
 pub const WELCOME: &str = "Welcome to mpchat! Enter your nickname:";
 pub const ENTER_NICK: &str = "Enter your nickname:";
@@ -250,5 +251,52 @@ pub fn elsewhere(line: &str, room: &str) -> String {
     match line.split_once("] ") {
         Some((stamp, rest)) => format!("{stamp}] {room} {rest}"),
         None => format!("{room} {line}"),
+    }
+}
+
+/// A reply from the hub as the lines a person reads.
+pub fn reply(reply: &Reply) -> Vec<String> {
+    match reply {
+        Reply::Error { message, .. } => vec![message.clone()],
+        Reply::Users { room, nicks } => {
+            let nicks: Vec<&str> = nicks.iter().map(String::as_str).collect();
+            if room == LOBBY {
+                vec![users(&nicks)]
+            } else {
+                vec![users_in(room, &nicks)]
+            }
+        }
+        Reply::Rooms(rooms) => {
+            let mut lines = vec![rooms_header(rooms.len())];
+            lines.extend(rooms.iter().map(|r| {
+                let mark = match (r.current, r.member) {
+                    (true, _) => '*',
+                    (false, true) => '+',
+                    (false, false) => '-',
+                };
+                rooms_item(mark, &r.room, r.users, r.topic.as_deref())
+            }));
+            lines
+        }
+        Reply::Topic { room, topic } => match topic {
+            Some(topic) => vec![topic_of(room, topic)],
+            None => vec![no_topic(room)],
+        },
+        Reply::Current { room } => vec![now_talking_in(room)],
+        Reply::Scheduled { due, .. } => vec![schedule_confirmed(due)],
+        Reply::ScheduleList(pending) if pending.is_empty() => vec![NO_SCHEDULED.to_string()],
+        Reply::ScheduleList(pending) => {
+            let mut lines = vec![schedule_list_header(pending.len())];
+            lines.extend(
+                pending
+                    .iter()
+                    .map(|p| schedule_list_item(p.number, &p.due, &p.text)),
+            );
+            lines
+        }
+        Reply::Cancelled { number } => vec![schedule_cancelled(*number)],
+        Reply::History { count: 0, .. } => vec![NO_HISTORY.to_string()],
+        Reply::History { count, .. } => vec![history_header(*count)],
+        Reply::HistoryEnd => vec![HISTORY_END.to_string()],
     }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::os::clock;
-use crate::protocol::render;
+use crate::protocol::{json, render};
 
 /// What kind of public line an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,25 @@ pub(crate) struct Entry {
     pub room: String,
 }
 
+impl Kind {
+    /// The kind as JSON events name it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Me => "me",
+            Kind::Scheduled => "scheduled",
+            Kind::Join => "join",
+            Kind::Leave => "leave",
+            Kind::Rename => "rename",
+            Kind::Kick => "kick",
+            Kind::Owner => "owner",
+            Kind::Part => "part",
+            Kind::Removed => "removed",
+            Kind::Topic => "topic",
+        }
+    }
+}
+
 impl Entry {
     pub(crate) fn new(time: SystemTime, room: &str, kind: Kind, nick: &str, text: &str) -> Entry {
         Entry {
@@ -104,5 +123,27 @@ impl Entry {
             Kind::Removed => render::removed_by(stamp, nick, room, text),
             Kind::Topic => render::topic_set(stamp, nick, room, text),
         }
+    }
+
+    /// The event as JSON clients receive it (see `PROTOCOL.md`): the
+    /// same for every member, whichever room is current for them.
+    pub(crate) fn json(&self) -> String {
+        let text = Some(self.text.as_str()).filter(|t| !t.is_empty());
+        let (text, to, by) = match self.kind {
+            Kind::Rename => (None, text, None),
+            Kind::Kick | Kind::Removed => (None, None, text),
+            _ => (text, None, None),
+        };
+        json::event(&json::Event {
+            kind_of_line: "event",
+            seq: self.seq,
+            ts: self.time_ms,
+            room: &self.room,
+            kind: self.kind.name(),
+            from: &self.nick,
+            text,
+            to,
+            by,
+        })
     }
 }

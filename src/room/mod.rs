@@ -26,8 +26,9 @@ use crate::os::clock;
 use crate::protocol::command::{
     MAX_HISTORY, Request, When, check_nick, check_room, nick_key, room_key,
 };
-use crate::protocol::ipc::{Memberships, ToChild, ToHub};
+use crate::protocol::ipc::{Format, Memberships, ToChild, ToHub};
 use crate::protocol::render::{self, LOBBY};
+use crate::protocol::reply::{self, Code, Pending, Reply, RoomItem};
 use saved::{SavedMessage, State};
 
 /// The hub's name for one child connection.
@@ -42,6 +43,13 @@ pub(crate) const MAX_SCHEDULED_PER_USER: usize = 10;
 
 /// Lines of history a user who joins is shown, unless told otherwise.
 pub(crate) const DEFAULT_REPLAY: usize = 20;
+
+/// Public events kept in memory for JSON clients that resume: the last
+/// this many over all rooms (a new hub reads as many back from the
+/// history files).
+pub(crate) const RESUME_KEPT: usize = 10_000;
+/// Events one resume replays, at most, unless told otherwise.
+pub(crate) const DEFAULT_RESUME_MAX: usize = 1000;
 
 /// How many rooms there may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +75,12 @@ pub(crate) enum Target {
     One(ConnId),
     /// Each of these users once.
     Many(Vec<ConnId>),
-    /// Every member of a room: the message as it is to those whose
-    /// current room it is, [`Delivery::elsewhere`] to the others.
+    /// Every member of a room: to people, the message as it is if it is
+    /// their current room, [`Delivery::elsewhere`] if not; to programs,
+    /// [`Delivery::json`].
     Room(RoomKey),
+    /// The members of a room whose client reads JSON.
+    JsonMembers(RoomKey),
 }
 
 /// One message to deliver.
@@ -80,13 +91,17 @@ pub(crate) struct Delivery {
     /// For [`Target::Room`]: the form for the members whose current room
     /// is another (the room's name after the stamp).
     pub elsewhere: Option<ToChild>,
+    /// For [`Target::Room`]: the form for members whose client reads
+    /// JSON; made only when the room has such members.
+    pub json: Option<ToChild>,
 }
 
-fn to(conn: ConnId, msg: ToChild) -> Delivery {
+pub(crate) fn to(conn: ConnId, msg: ToChild) -> Delivery {
     Delivery {
         to: Target::One(conn),
         msg,
         elsewhere: None,
+        json: None,
     }
 }
 
@@ -95,11 +110,18 @@ fn line(to: Target, text: String) -> Delivery {
         to,
         msg: ToChild::Line(text),
         elsewhere: None,
+        json: None,
     }
 }
 
-fn reply(conn: ConnId, text: String) -> Vec<Delivery> {
-    vec![line(Target::One(conn), text)]
+/// The answer to `conn`'s request.
+fn answer(conn: ConnId, reply: Reply) -> Delivery {
+    to(conn, ToChild::Reply(reply))
+}
+
+/// An error as the answer to `conn`'s request.
+fn refuse(conn: ConnId, code: Code, message: impl Into<String>) -> Vec<Delivery> {
+    vec![answer(conn, reply::error(code, message))]
 }
 
 #[derive(Debug)]
@@ -114,6 +136,8 @@ struct User {
     rooms: Vec<(RoomKey, u64)>,
     /// Where plain lines go.
     current: RoomKey,
+    /// What the user's client reads.
+    format: Format,
 }
 
 /// One member of a room.
@@ -124,6 +148,8 @@ pub(crate) struct Member {
     seq: u64,
     /// This is the member's current room.
     pub here: bool,
+    /// The member's client reads JSON.
+    pub json: bool,
 }
 
 #[derive(Debug)]
@@ -135,6 +161,9 @@ struct Room {
     /// Members whose current room is another: while there are none (a
     /// server that only has the lobby), a line needs only its one form.
     away: usize,
+    /// Members whose client reads JSON: while there are none, no line is
+    /// rendered as JSON.
+    json: usize,
     topic: Option<String>,
 }
 
@@ -144,6 +173,7 @@ impl Room {
             name: name.to_string(),
             members: Vec::new(),
             away: 0,
+            json: 0,
             topic: None,
         }
     }
@@ -157,16 +187,27 @@ impl Room {
     }
 
     /// Adds `conn` in its place by `seq`.
-    fn add(&mut self, conn: ConnId, seq: u64, here: bool) {
+    fn add(&mut self, conn: ConnId, seq: u64, here: bool, format: Format) {
+        let json = format == Format::Json;
         let at = self.members.partition_point(|m| m.seq < seq);
-        self.members.insert(at, Member { conn, seq, here });
+        self.members.insert(
+            at,
+            Member {
+                conn,
+                seq,
+                here,
+                json,
+            },
+        );
         self.away += usize::from(!here);
+        self.json += usize::from(json);
     }
 
     fn remove(&mut self, conn: ConnId) {
         if let Some(at) = self.members.iter().position(|m| m.conn == conn) {
             let gone = self.members.remove(at);
             self.away -= usize::from(!gone.here);
+            self.json -= usize::from(gone.json);
         }
     }
 
@@ -237,6 +278,11 @@ pub(crate) struct Chat {
     /// Each room's last public lines, oldest first, at most
     /// [`MAX_HISTORY`]; kept when a room empties, as its history is.
     recent: HashMap<RoomKey, VecDeque<Entry>>,
+    /// The last [`RESUME_KEPT`] public lines of all rooms, oldest first,
+    /// for resumes.
+    events: VecDeque<Entry>,
+    /// Events one resume replays, at most.
+    resume_max: usize,
     /// Public lines the hub has not yet handed to the history's writer.
     unwritten: Vec<Entry>,
     /// Lines of history shown to a user who joins.
@@ -272,6 +318,8 @@ impl Chat {
             saved_topics: HashMap::new(),
             too_slow: HashSet::new(),
             recent: HashMap::new(),
+            events: VecDeque::new(),
+            resume_max: DEFAULT_RESUME_MAX,
             unwritten: Vec::new(),
             replay_lines: DEFAULT_REPLAY,
         }
@@ -286,6 +334,7 @@ impl Chat {
             self.next_event = self.next_event.max(max + 1);
         }
         for entry in entries {
+            self.remember(entry.clone());
             let recent = self.recent.entry(room_key(&entry.room)).or_default();
             if recent.len() == MAX_HISTORY {
                 recent.pop_front();
@@ -295,16 +344,47 @@ impl Chat {
         self.replay_lines = replay_lines.min(MAX_HISTORY);
     }
 
+    /// How many events one resume replays at most.
+    pub(crate) fn set_resume_max(&mut self, resume_max: usize) {
+        self.resume_max = resume_max;
+    }
+
+    /// Keeps an event for resumes.
+    fn remember(&mut self, entry: Entry) {
+        if self.events.len() == RESUME_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(entry);
+    }
+
+    /// A new public line, numbered (see [`Entry::seq`]).
+    fn new_entry(
+        &mut self,
+        now: SystemTime,
+        room: &str,
+        kind: Kind,
+        nick: &str,
+        text: &str,
+    ) -> Entry {
+        let mut entry = Entry::new(now, room, kind, nick, text);
+        entry.seq = self.take_number();
+        entry
+    }
+
+    /// The next public event's number.
+    fn take_number(&mut self) -> u64 {
+        self.next_event += 1;
+        self.next_event - 1
+    }
+
     /// The public lines since the last call, for the history's writer.
     pub(crate) fn take_unwritten(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.unwritten)
     }
 
-    /// Numbers a public line and keeps it for the history of its room,
-    /// `key`.
-    fn keep(&mut self, key: &str, mut entry: Entry) {
-        entry.seq = self.next_event;
-        self.next_event += 1;
+    /// Keeps a public line for the history of its room, `key`, and for
+    /// resumes.
+    fn keep(&mut self, key: &str, entry: Entry) {
         if self.recent.len() >= 2 * self.limits.total && !self.recent.contains_key(key) {
             // Bounded: the history of rooms long gone is in the files.
             let rooms = &self.rooms;
@@ -318,6 +398,7 @@ impl Chat {
             recent.pop_front();
         }
         recent.push_back(entry.clone());
+        self.remember(entry.clone());
         self.unwritten.push(entry);
     }
 
@@ -331,10 +412,10 @@ impl Chat {
         nick: &str,
         text: &str,
     ) -> Delivery {
-        let (name, away) = self
+        let (name, away, json) = self
             .rooms
             .get(key)
-            .map_or((key, 0), |r| (r.name.as_str(), r.away));
+            .map_or((key, 0, 0), |r| (r.name.as_str(), r.away, r.json));
         // A count off by one would show a line without its room's name;
         // the tests run debug builds, which check it on every line.
         debug_assert_eq!(
@@ -342,21 +423,25 @@ impl Chat {
             self.room_members(key).iter().filter(|m| !m.here).count(),
             "members away miscounted"
         );
-        let entry = Entry::new(now, name, kind, nick, text);
+        let mut entry = Entry::new(now, name, kind, nick, text);
+        entry.seq = self.take_number();
         let rendered = entry.render(&clock::hhmm(now));
         let elsewhere =
             (away > 0).then(|| ToChild::Line(render::elsewhere(&rendered, &entry.room)));
+        let json = (json > 0).then(|| ToChild::Line(entry.json()));
         self.keep(key, entry);
         Delivery {
             to: Target::Room(key.to_string()),
             msg: ToChild::Line(rendered),
             elsewhere,
+            json,
         }
     }
 
     /// A line about a user that concerns the whole chat (a rename, leaving
     /// the chat, a kick from it): kept in the history of each of `rooms`,
-    /// and told once to everyone in any of them, without a room's name.
+    /// and told once to every person in any of them, without a room's
+    /// name; a program gets each room's event, as each has its number.
     fn chat_wide(
         &mut self,
         now: SystemTime,
@@ -364,10 +449,11 @@ impl Chat {
         kind: Kind,
         nick: &str,
         text: &str,
-    ) -> Option<Delivery> {
+    ) -> Vec<Delivery> {
         let mut rendered = None;
         let mut receivers = Vec::new();
         let mut seen = HashSet::new();
+        let mut out = Vec::new();
         for key in rooms {
             let Some(room) = self.rooms.get(key) else {
                 continue;
@@ -375,34 +461,86 @@ impl Chat {
             receivers.extend(
                 room.members
                     .iter()
+                    .filter(|m| !m.json)
                     .map(|m| m.conn)
                     .filter(|c| seen.insert(*c)),
             );
-            let entry = Entry::new(now, &room.name, kind, nick, text);
+            let programs = room.json > 0;
+            let name = room.name.clone();
+            let entry = self.new_entry(now, &name, kind, nick, text);
             rendered.get_or_insert_with(|| entry.render(&clock::hhmm(now)));
+            if programs {
+                out.push(line(Target::JsonMembers(key.clone()), entry.json()));
+            }
             self.keep(key, entry);
         }
-        Some(line(Target::Many(receivers), rendered?))
+        if let Some(rendered) = rendered {
+            out.insert(0, line(Target::Many(receivers), rendered));
+        }
+        out
     }
 
     /// The last `count` public lines of room `key` for `conn`, between
-    /// markers. Lines of an earlier day carry their date.
+    /// markers, in the form its client reads. Lines of an earlier day
+    /// carry their date.
     fn replay(&self, conn: ConnId, key: &str, count: usize, now: SystemTime) -> Vec<Delivery> {
         let empty = VecDeque::new();
         let recent = self.recent.get(key).unwrap_or(&empty);
         let shown = count.min(recent.len());
+        let room = self.rooms.get(key).map_or(key, |r| r.name.as_str());
         let mut out = Vec::with_capacity(shown + 2);
-        out.push(line(Target::One(conn), render::history_header(shown)));
-        for entry in recent.range(recent.len() - shown..) {
-            let at = entry.time();
-            let stamp = if clock::same_day(at, now) {
-                clock::hhmm(at)
-            } else {
-                clock::date_hhmm(at)
-            };
-            out.push(line(Target::One(conn), entry.render(&stamp)));
+        out.push(answer(
+            conn,
+            Reply::History {
+                room: room.to_string(),
+                count: shown,
+            },
+        ));
+        if shown == 0 {
+            return out;
         }
-        out.push(line(Target::One(conn), render::HISTORY_END.to_string()));
+        let json = self.format_of(conn) == Format::Json;
+        for entry in recent.range(recent.len() - shown..) {
+            let text = if json {
+                entry.json()
+            } else {
+                let at = entry.time();
+                let stamp = if clock::same_day(at, now) {
+                    clock::hhmm(at)
+                } else {
+                    clock::date_hhmm(at)
+                };
+                entry.render(&stamp)
+            };
+            out.push(line(Target::One(conn), text));
+        }
+        out.push(answer(conn, Reply::HistoryEnd));
+        out
+    }
+
+    fn format_of(&self, conn: ConnId) -> Format {
+        self.users.get(&conn).map_or(Format::Text, |u| u.format)
+    }
+
+    /// For a resume: the events of `conn`'s rooms after `after`, oldest
+    /// first, at most [`Chat::resume_max`] of them, after a gap if some
+    /// may be missing.
+    fn resume(&self, conn: ConnId, after: u64) -> Vec<Delivery> {
+        let Some(user) = self.users.get(&conn) else {
+            return Vec::new();
+        };
+        let mine = |e: &&Entry| user.rooms.iter().any(|(k, _)| *k == room_key(&e.room));
+        let start = self.events.partition_point(|e| e.seq <= after);
+        let missed: Vec<&Entry> = self.events.range(start..).filter(mine).collect();
+        let sent = &missed[missed.len().saturating_sub(self.resume_max)..];
+        // What the memory no longer holds may have been in these rooms.
+        let forgotten = self.events.front().is_some_and(|e| e.seq > after + 1) && after > 0;
+        let mut out = Vec::with_capacity(sent.len() + 1);
+        if forgotten || sent.len() < missed.len() {
+            let next = sent.first().map_or(self.next_event, |e| e.seq);
+            out.push(to(conn, ToChild::Gap { after, next }));
+        }
+        out.extend(sent.iter().map(|e| line(Target::One(conn), e.json())));
         out
     }
 
@@ -547,16 +685,38 @@ impl Chat {
         self.rooms[LOBBY].owner()
     }
 
-    /// Carries out one message from `conn`'s child.
+    /// Carries out one message from `conn`'s child. What it says to
+    /// others as a reply (the one removed from a room is told which room
+    /// is now current) goes to them as a notice: it answers no request of
+    /// theirs.
     pub(crate) fn handle(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
+        let mut out = self.carry_out(conn, msg, now);
+        for delivery in &mut out {
+            if delivery.to != Target::One(conn)
+                && let ToChild::Reply(reply) = &mut delivery.msg
+            {
+                let reply = std::mem::replace(reply, Reply::HistoryEnd);
+                delivery.msg = ToChild::Notice(reply);
+            }
+        }
+        out
+    }
+
+    fn carry_out(&mut self, conn: ConnId, msg: ToHub, now: SystemTime) -> Vec<Delivery> {
         match msg {
-            ToHub::Login { nick, addr } => self.login(conn, nick, addr, now),
+            ToHub::Login {
+                nick,
+                addr,
+                format,
+                after,
+            } => self.login(conn, nick, addr, format, after, now),
             ToHub::Rejoin {
                 nick,
                 addr,
                 id,
                 rooms,
-            } => self.rejoin(conn, nick, addr, id, rooms),
+                format,
+            } => self.rejoin(conn, nick, addr, id, rooms, format),
             ToHub::Request(request) => self.request(conn, request, now),
         }
     }
@@ -578,6 +738,18 @@ impl Chat {
         match request {
             Request::Say(text) => vec![self.public(now, &here, Kind::Chat, &me, &text)],
             Request::Me(text) => vec![self.public(now, &here, Kind::Me, &me, &text)],
+            Request::SayIn {
+                room,
+                text,
+                me: action,
+            } => {
+                let key = room_key(&room);
+                if !self.users[&conn].rooms.iter().any(|(k, _)| *k == key) {
+                    return refuse(conn, Code::NotInRoom, render::not_in_room(&room));
+                }
+                let kind = if action { Kind::Me } else { Kind::Chat };
+                vec![self.public(now, &key, kind, &me, &text)]
+            }
             Request::Whisper { to: target, text } => self.whisper(conn, &me, &target, &text, now),
             Request::Users(room) => self.users_of(conn, room.as_deref().unwrap_or(&here)),
             Request::Rename(new) => self.rename(conn, &me, new, now),
@@ -586,9 +758,6 @@ impl Chat {
             Request::Schedule { when, text } => self.schedule(conn, me, when, text, now),
             Request::ScheduleList => self.schedule_list(conn, now),
             Request::ScheduleCancel(n) => self.schedule_cancel(conn, n),
-            Request::History(_) if !self.has_history(&here) => {
-                reply(conn, render::NO_HISTORY.to_string())
-            }
             Request::History(count) => self.replay(conn, &here, count, now),
             Request::Join(name) => self.join(conn, &me, &name, now),
             Request::Part(name) => {
@@ -610,33 +779,30 @@ impl Chat {
         now: SystemTime,
     ) -> Vec<Delivery> {
         let Some((other, other_nick)) = self.find(target) else {
-            return reply(conn, render::user_not_found(target));
+            return refuse(conn, Code::NoSuchUser, render::user_not_found(target));
         };
-        let stamp = clock::hhmm(now);
-        vec![
-            line(Target::One(other), render::whisper_from(&stamp, me, text)),
-            line(
-                Target::One(conn),
-                render::whisper_to(&stamp, other_nick, text),
-            ),
-        ]
+        let whisper = |sent| ToChild::Whisper {
+            from: me.to_string(),
+            to: other_nick.to_string(),
+            text: text.to_string(),
+            time_ms: clock::unix_ms(now),
+            sent,
+        };
+        vec![to(other, whisper(false)), to(conn, whisper(true))]
     }
 
     fn users_of(&self, conn: ConnId, name: &str) -> Vec<Delivery> {
         let key = room_key(name);
         let Some(room) = self.rooms.get(&key) else {
-            return reply(conn, render::no_room(name));
+            return refuse(conn, Code::NoSuchRoom, render::no_room(name));
         };
-        let nicks: Vec<&str> = room
+        let nicks = room
             .members
             .iter()
-            .map(|m| self.users[&m.conn].nick.as_str())
+            .map(|m| self.users[&m.conn].nick.clone())
             .collect();
-        if key == LOBBY {
-            reply(conn, render::users(&nicks))
-        } else {
-            reply(conn, render::users_in(&room.name, &nicks))
-        }
+        let room = room.name.clone();
+        vec![answer(conn, Reply::Users { room, nicks })]
     }
 
     fn login(
@@ -644,6 +810,8 @@ impl Chat {
         conn: ConnId,
         nick: String,
         addr: String,
+        format: Format,
+        after: Option<u64>,
         now: SystemTime,
     ) -> Vec<Delivery> {
         if self.users.contains_key(&conn) {
@@ -651,12 +819,14 @@ impl Chat {
             return Vec::new();
         }
         if let Err(reason) = check_nick(&nick) {
-            return vec![to(conn, ToChild::NickRefused { reason })];
+            let code = Code::BadNick;
+            return vec![to(conn, ToChild::NickRefused { code, reason })];
         }
         let key = nick_key(&nick);
         if self.by_nick.contains_key(&key) {
             let reason = render::nick_in_use(&nick);
-            return vec![to(conn, ToChild::NickRefused { reason })];
+            let code = Code::NickTaken;
+            return vec![to(conn, ToChild::NickRefused { code, reason })];
         }
         log::info!("{nick} registered from {addr}");
         let id = self.next_id;
@@ -671,21 +841,34 @@ impl Chat {
                 id,
                 rooms: vec![(lobby.clone(), id)],
                 current: lobby.clone(),
+                format,
             },
         );
         if let Some(room) = self.rooms.get_mut(&lobby) {
-            room.add(conn, id, true);
+            room.add(conn, id, true, format);
         }
-        // The history first, then the welcome, then everyone (this user
-        // included) hears of the arrival.
-        let mut out = if self.replay_lines > 0 && self.has_history(&lobby) {
-            self.replay(conn, &lobby, self.replay_lines, now)
-        } else {
-            Vec::new()
+        // A person gets the history first, then the welcome, then everyone
+        // (this user included) hears of the arrival. A program gets the
+        // welcome first, then what it missed if it resumes.
+        let seq = self.next_event - 1;
+        let mut out = match format {
+            Format::Text if self.replay_lines > 0 && self.has_history(&lobby) => {
+                self.replay(conn, &lobby, self.replay_lines, now)
+            }
+            Format::Text | Format::Json => Vec::new(),
         };
-        let joined = self.public(now, &lobby, Kind::Join, &nick, "");
-        out.push(to(conn, ToChild::Registered { nick, id }));
-        out.push(joined);
+        out.push(to(
+            conn,
+            ToChild::Registered {
+                nick: nick.clone(),
+                id,
+                seq,
+            },
+        ));
+        if let Some(after) = after {
+            out.extend(self.resume(conn, after));
+        }
+        out.push(self.public(now, &lobby, Kind::Join, &nick, ""));
         out
     }
 
@@ -701,6 +884,7 @@ impl Chat {
         addr: String,
         id: u64,
         rooms: Option<Memberships>,
+        format: Format,
     ) -> Vec<Delivery> {
         if self.users.contains_key(&conn) {
             log::warn!("second login from connection {conn} ignored");
@@ -712,7 +896,8 @@ impl Chat {
         let key = nick_key(&nick);
         if check_nick(&nick).is_err() || self.by_nick.contains_key(&key) {
             let reason = render::nick_in_use(&nick);
-            return vec![to(conn, ToChild::NickRefused { reason })];
+            let code = Code::NickLost;
+            return vec![to(conn, ToChild::NickRefused { code, reason })];
         }
         log::info!("{nick} rejoined from {addr}");
         let rooms = rooms.unwrap_or_else(|| Memberships {
@@ -732,7 +917,7 @@ impl Chat {
                 topic: saved_topic,
                 ..Room::new(&name)
             });
-            room.add(conn, seq, room_key == current);
+            room.add(conn, seq, room_key == current, format);
             joined.push((room_key, seq));
         }
         let current = if joined.iter().any(|(k, _)| *k == current) {
@@ -743,7 +928,7 @@ impl Chat {
             if joined.is_empty() {
                 joined.push((lobby.clone(), id));
                 if let Some(room) = self.rooms.get_mut(&lobby) {
-                    room.add(conn, id, true);
+                    room.add(conn, id, true, format);
                 }
             }
             let (last, _) = joined.last().cloned().unwrap_or((lobby, id));
@@ -762,6 +947,7 @@ impl Chat {
                 id,
                 rooms: joined,
                 current,
+                format,
             },
         );
         vec![to(conn, ToChild::Rejoined)]
@@ -798,21 +984,24 @@ impl Chat {
 
     fn join(&mut self, conn: ConnId, me: &str, name: &str, now: SystemTime) -> Vec<Delivery> {
         if let Err(reason) = check_room(name) {
-            return reply(conn, reason);
+            return refuse(conn, Code::BadRoom, reason);
         }
         let key = room_key(name);
         let user = &self.users[&conn];
+        let format = user.format;
         if user.rooms.iter().any(|(k, _)| *k == key) {
             self.make_current(conn, &key);
-            let mut out = reply(conn, render::now_talking_in(&self.rooms[&key].name));
+            let room = self.rooms[&key].name.clone();
+            let mut out = vec![answer(conn, Reply::Current { room })];
             out.extend(self.memberships(conn));
             return out;
         }
         if user.rooms.len() >= self.limits.per_user {
-            return reply(conn, render::too_many_rooms_for_you(self.limits.per_user));
+            let message = render::too_many_rooms_for_you(self.limits.per_user);
+            return refuse(conn, Code::TooManyRooms, message);
         }
         if !self.rooms.contains_key(&key) && self.rooms.len() >= self.limits.total {
-            return reply(conn, render::TOO_MANY_ROOMS.to_string());
+            return refuse(conn, Code::TooManyRooms, render::TOO_MANY_ROOMS);
         }
         let seq = self.next_id;
         self.next_id += 1;
@@ -820,42 +1009,52 @@ impl Chat {
             log::info!("{me} created {name}");
             Room::new(name)
         });
+        // A person is shown the room's last lines; a program asks for
+        // them if it wants them.
         let mut out = Vec::new();
-        if self.replay_lines > 0 && self.has_history(&key) {
+        if format == Format::Text && self.replay_lines > 0 && self.has_history(&key) {
             out.extend(self.replay(conn, &key, self.replay_lines, now));
         }
         let room = self.rooms.get_mut(&key).expect("made above");
         if let Some(topic) = &room.topic {
-            out.push(line(Target::One(conn), render::topic_of(&room.name, topic)));
+            let (room, topic) = (room.name.clone(), Some(topic.clone()));
+            out.push(answer(conn, Reply::Topic { room, topic }));
         }
-        room.add(conn, seq, false);
+        let room = self.rooms.get_mut(&key).expect("made above");
+        room.add(conn, seq, false, format);
         if let Some(user) = self.users.get_mut(&conn) {
             user.rooms.push((key.clone(), seq));
         }
         self.make_current(conn, &key);
         out.push(self.public(now, &key, Kind::Join, me, ""));
+        if format == Format::Json {
+            let room = self.rooms[&key].name.clone();
+            out.push(answer(conn, Reply::Current { room }));
+        }
         out.extend(self.memberships(conn));
         out
     }
 
     fn part(&mut self, conn: ConnId, me: &str, name: &str, now: SystemTime) -> Vec<Delivery> {
         if let Err(reason) = check_room(name) {
-            return reply(conn, reason);
+            return refuse(conn, Code::BadRoom, reason);
         }
         let key = room_key(name);
         let user = &self.users[&conn];
         if !user.rooms.iter().any(|(k, _)| *k == key) {
-            return reply(conn, render::not_in_room(name));
+            return refuse(conn, Code::NotInRoom, render::not_in_room(name));
         }
         if user.rooms.len() == 1 {
-            return reply(conn, render::LAST_ROOM.to_string());
+            return refuse(conn, Code::LastRoom, render::LAST_ROOM);
         }
         // A room's lines reach whoever is its member when the hub delivers
         // them, after this request: the one who leaves is told apart.
         let left = self.public(now, &key, Kind::Part, me, "");
-        let mine = match self.users[&conn].current == key {
-            true => left.msg.clone(),
-            false => left.elsewhere.clone().unwrap_or_else(|| left.msg.clone()),
+        let user = &self.users[&conn];
+        let mine = match (user.format, user.current == key) {
+            (Format::Json, _) => left.json.clone().unwrap_or_else(|| left.msg.clone()),
+            (Format::Text, true) => left.msg.clone(),
+            (Format::Text, false) => left.elsewhere.clone().unwrap_or_else(|| left.msg.clone()),
         };
         let mut out = vec![left, to(conn, mine)];
         out.extend(self.leave_room(conn, &key, now));
@@ -875,11 +1074,11 @@ impl Chat {
             && let Some((next, _)) = user.rooms.last().cloned()
         {
             self.make_current(conn, &next);
-            let name = self
+            let room = self
                 .rooms
                 .get(&next)
                 .map_or(next.clone(), |r| r.name.clone());
-            out.push(line(Target::One(conn), render::now_talking_in(&name)));
+            out.push(answer(conn, Reply::Current { room }));
         }
         out.extend(self.memberships(conn));
         out
@@ -924,29 +1123,27 @@ impl Chat {
 
     fn list_rooms(&self, conn: ConnId) -> Vec<Delivery> {
         let user = &self.users[&conn];
-        let rooms = self.rooms();
-        let mut out = vec![line(Target::One(conn), render::rooms_header(rooms.len()))];
-        for room in rooms {
-            let key = room_key(room.name);
-            let mark = if user.current == key {
-                '*'
-            } else if user.rooms.iter().any(|(k, _)| *k == key) {
-                '+'
-            } else {
-                '-'
-            };
-            let item = render::rooms_item(mark, room.name, room.users, room.topic);
-            out.push(line(Target::One(conn), item));
-        }
-        out
+        let items = self
+            .rooms()
+            .into_iter()
+            .map(|room| {
+                let key = room_key(room.name);
+                RoomItem {
+                    room: room.name.to_string(),
+                    users: room.users,
+                    topic: room.topic.map(str::to_string),
+                    member: user.rooms.iter().any(|(k, _)| *k == key),
+                    current: user.current == key,
+                }
+            })
+            .collect();
+        vec![answer(conn, Reply::Rooms(items))]
     }
 
     fn show_topic(&self, conn: ConnId, key: &str) -> Vec<Delivery> {
         let room = &self.rooms[key];
-        match &room.topic {
-            Some(topic) => reply(conn, render::topic_of(&room.name, topic)),
-            None => reply(conn, render::no_topic(&room.name)),
-        }
+        let (room, topic) = (room.name.clone(), room.topic.clone());
+        vec![answer(conn, Reply::Topic { room, topic })]
     }
 
     fn set_topic(
@@ -961,7 +1158,8 @@ impl Chat {
             return Vec::new();
         };
         if room.owner() != Some(conn) {
-            return reply(conn, render::only_owner_sets_topic(&room.name));
+            let message = render::only_owner_sets_topic(&room.name);
+            return refuse(conn, Code::NotOwner, message);
         }
         room.topic = Some(text.clone());
         self.saved_changes += 1;
@@ -976,10 +1174,7 @@ impl Chat {
         };
         log::info!("{} ({}) left", user.nick, user.addr);
         let keys: Vec<RoomKey> = rooms.iter().map(|(k, _)| k.clone()).collect();
-        let mut out: Vec<Delivery> = self
-            .chat_wide(now, &keys, Kind::Leave, &user.nick, "")
-            .into_iter()
-            .collect();
+        let mut out = self.chat_wide(now, &keys, Kind::Leave, &user.nick, "");
         out.extend(self.after_leaving(rooms, now));
         out
     }
@@ -1007,15 +1202,15 @@ impl Chat {
 
     fn rename(&mut self, conn: ConnId, old: &str, new: String, now: SystemTime) -> Vec<Delivery> {
         if let Err(reason) = check_nick(&new) {
-            return reply(conn, reason);
+            return refuse(conn, Code::BadNick, reason);
         }
         if new == old {
-            return reply(conn, render::nick_unchanged(old));
+            return refuse(conn, Code::NickUnchanged, render::nick_unchanged(old));
         }
         let key = nick_key(&new);
         // Changing only the case of one's own name is allowed.
         if self.by_nick.get(&key).is_some_and(|&holder| holder != conn) {
-            return reply(conn, render::nick_in_use(&new));
+            return refuse(conn, Code::NickTaken, render::nick_in_use(&new));
         }
         self.by_nick.remove(&nick_key(old));
         self.by_nick.insert(key, conn);
@@ -1025,10 +1220,7 @@ impl Chat {
         user.nick = new.clone();
         let rooms: Vec<RoomKey> = user.rooms.iter().map(|(k, _)| k.clone()).collect();
         log::info!("{old} is now known as {new}");
-        let mut out: Vec<Delivery> = self
-            .chat_wide(now, &rooms, Kind::Rename, old, &new)
-            .into_iter()
-            .collect();
+        let mut out = self.chat_wide(now, &rooms, Kind::Rename, old, &new);
         out.push(to(conn, ToChild::Renamed { nick: new }));
         out
     }
@@ -1036,13 +1228,13 @@ impl Chat {
     /// `/kick` in the lobby: its owner puts someone out of the chat.
     fn kick(&mut self, conn: ConnId, me: &str, target: &str, now: SystemTime) -> Vec<Delivery> {
         if self.owner() != Some(conn) {
-            return reply(conn, render::ONLY_OWNER_KICKS.to_string());
+            return refuse(conn, Code::NotOwner, render::ONLY_OWNER_KICKS);
         }
         let Some((victim, _)) = self.find(target) else {
-            return reply(conn, render::user_not_found(target));
+            return refuse(conn, Code::NoSuchUser, render::user_not_found(target));
         };
         if victim == conn {
-            return reply(conn, render::CANNOT_KICK_SELF.to_string());
+            return refuse(conn, Code::CannotKickSelf, render::CANNOT_KICK_SELF);
         }
         let Some((user, rooms)) = self.remove(victim) else {
             return Vec::new();
@@ -1068,19 +1260,23 @@ impl Chat {
         let room = &self.rooms[key];
         let name = room.name.clone();
         if room.owner() != Some(conn) {
-            return reply(conn, render::only_owner_kicks_from(&name));
+            return refuse(conn, Code::NotOwner, render::only_owner_kicks_from(&name));
         }
         let victim = match self.find(target) {
             Some((victim, _)) if room.has(victim) => victim,
-            _ => return reply(conn, render::user_not_in_room(target, &name)),
+            _ => {
+                let message = render::user_not_in_room(target, &name);
+                return refuse(conn, Code::NoSuchUser, message);
+            }
         };
         if victim == conn {
-            return reply(conn, render::CANNOT_KICK_SELF.to_string());
+            return refuse(conn, Code::CannotKickSelf, render::CANNOT_KICK_SELF);
         }
         let nick = self.users[&victim].nick.clone();
         log::info!("{nick} was removed from {name} by {me}");
         let mut out = vec![self.public(now, key, Kind::Removed, &nick, me)];
-        out.push(line(Target::One(victim), render::removed_from(&name, me)));
+        let by = me.to_string();
+        out.push(to(victim, ToChild::Removed { room: name, by }));
         if self.users[&victim].rooms.len() == 1 {
             out.extend(self.join(victim, &nick, LOBBY, now));
         }
@@ -1097,7 +1293,7 @@ impl Chat {
         now: SystemTime,
     ) -> Vec<Delivery> {
         if self.pending_of(conn).count() >= MAX_SCHEDULED_PER_USER {
-            return reply(conn, render::TOO_MANY_SCHEDULED.to_string());
+            return refuse(conn, Code::TooManyScheduled, render::TOO_MANY_SCHEDULED);
         }
         let due = match when {
             When::Clock { hour, minute } => clock::next_clock_time(now, hour, minute),
@@ -1122,7 +1318,11 @@ impl Chat {
                 room,
             },
         );
-        reply(conn, render::schedule_confirmed(&describe_due(due, now)))
+        let reply = Reply::Scheduled {
+            due_ms: clock::unix_ms(due),
+            due: describe_due(due, now),
+        };
+        vec![answer(conn, reply)]
     }
 
     fn pending_of(&self, conn: ConnId) -> impl Iterator<Item = &Scheduled> {
@@ -1131,16 +1331,17 @@ impl Chat {
     }
 
     fn schedule_list(&self, conn: ConnId, now: SystemTime) -> Vec<Delivery> {
-        let mine: Vec<&Scheduled> = self.pending_of(conn).collect();
-        if mine.is_empty() {
-            return reply(conn, render::NO_SCHEDULED.to_string());
-        }
-        let mut out = reply(conn, render::schedule_list_header(mine.len()));
-        for (i, s) in mine.iter().enumerate() {
-            let item = render::schedule_list_item(i + 1, &describe_due(s.due, now), &s.text);
-            out.push(line(Target::One(conn), item));
-        }
-        out
+        let mine = self
+            .pending_of(conn)
+            .enumerate()
+            .map(|(i, s)| Pending {
+                number: i + 1,
+                due_ms: clock::unix_ms(s.due),
+                due: describe_due(s.due, now),
+                text: s.text.clone(),
+            })
+            .collect();
+        vec![answer(conn, Reply::ScheduleList(mine))]
     }
 
     /// Cancels the `number`th (from 1) of `conn`'s pending messages, in the
@@ -1154,15 +1355,17 @@ impl Chat {
             .filter(|(_, s)| Some(s.author) == id)
             .nth(number.wrapping_sub(1))
             .map(|(i, _)| i);
-        let text = match index {
+        match index {
             Some(i) => {
                 self.schedule.remove(i);
                 self.saved_changes += 1;
-                render::schedule_cancelled(number)
+                vec![answer(conn, Reply::Cancelled { number })]
             }
-            None => render::no_such_scheduled(number),
-        };
-        reply(conn, text)
+            None => {
+                let message = render::no_such_scheduled(number);
+                refuse(conn, Code::NoSuchScheduled, message)
+            }
+        }
     }
 
     /// The scheduled messages due by `now`, in due order, each in its room
@@ -1180,10 +1383,8 @@ impl Chat {
             if self.rooms.contains_key(&key) {
                 out.push(self.public(now, &key, Kind::Scheduled, &s.author_nick, &s.text));
             } else {
-                self.keep(
-                    &key,
-                    Entry::new(now, &s.room, Kind::Scheduled, &s.author_nick, &s.text),
-                );
+                let entry = self.new_entry(now, &s.room, Kind::Scheduled, &s.author_nick, &s.text);
+                self.keep(&key, entry);
             }
         }
         out
@@ -1212,6 +1413,8 @@ mod tests {
         let req = ToHub::Login {
             nick: nick.into(),
             addr: "127.0.0.1:1".into(),
+            format: Format::Text,
+            after: None,
         };
         room.handle(conn, req, SystemTime::now())
     }
@@ -1224,25 +1427,45 @@ mod tests {
         All,
     }
 
-    /// The text of every line delivery, without the `[HH:MM] ` stamp.
+    /// The text of every line delivery to people, as the child renders
+    /// it, without the `[HH:MM] ` stamp.
     fn texts(out: &[Delivery]) -> Vec<(Who, String)> {
-        out.iter()
-            .filter_map(|d| match &d.msg {
-                ToChild::Line(l) => {
-                    let text = if l.starts_with('[') && l.as_bytes().get(6) == Some(&b']') {
-                        l[8..].to_string()
-                    } else {
-                        l.clone()
-                    };
-                    let who = match d.to {
-                        Target::One(conn) => Who::One(conn),
-                        Target::Many(_) | Target::Room(_) => Who::All,
-                    };
-                    Some((who, text))
+        let mut texts = Vec::new();
+        for d in out {
+            let who = match d.to {
+                Target::One(conn) => Who::One(conn),
+                Target::Many(_) | Target::Room(_) => Who::All,
+                Target::JsonMembers(_) => continue,
+            };
+            let lines = match &d.msg {
+                ToChild::Line(l) => vec![l.clone()],
+                ToChild::Reply(r) | ToChild::Notice(r) => render::reply(r),
+                ToChild::Whisper {
+                    from,
+                    to,
+                    text,
+                    sent: true,
+                    ..
+                } => {
+                    let _ = from;
+                    vec![render::whisper_to("00:00", to, text)]
                 }
-                _ => None,
-            })
-            .collect()
+                ToChild::Whisper { from, text, .. } => {
+                    vec![render::whisper_from("00:00", from, text)]
+                }
+                ToChild::Removed { room, by } => vec![render::removed_from(room, by)],
+                _ => continue,
+            };
+            for l in lines {
+                let text = if l.starts_with('[') && l.as_bytes().get(6) == Some(&b']') {
+                    l[8..].to_string()
+                } else {
+                    l
+                };
+                texts.push((who.clone(), text));
+            }
+        }
+        texts
     }
 
     #[test]
@@ -1264,6 +1487,7 @@ mod tests {
             [to(
                 2,
                 ToChild::NickRefused {
+                    code: Code::NickTaken,
                     reason: "Nickname \"alice\" is already in use.".into()
                 }
             )]
@@ -1426,6 +1650,7 @@ mod tests {
 
     fn rejoin(room: &mut Chat, conn: ConnId, nick: &str, id: u64) -> Vec<Delivery> {
         let req = ToHub::Rejoin {
+            format: Format::Text,
             nick: nick.into(),
             addr: "127.0.0.1:1".into(),
             id,
@@ -1674,6 +1899,7 @@ mod tests {
             let out = new.handle(
                 conn,
                 ToHub::Rejoin {
+                    format: Format::Text,
                     nick: ["alice", "bob"][i].into(),
                     addr: "127.0.0.1:1".into(),
                     id: ids[i],

@@ -60,6 +60,8 @@ pub(super) struct Backlog {
     behind_since: Option<Instant>,
     /// When the socket last took something.
     last_output: Instant,
+    /// Lines end in LF alone (JSON clients), not CR LF.
+    lf_only: bool,
 }
 
 impl Backlog {
@@ -72,19 +74,32 @@ impl Backlog {
             stalled: clock::Stall::default(),
             behind_since: None,
             last_output: now,
+            lf_only: false,
         }
+    }
+
+    /// From now on lines end in LF alone, as JSON clients read them.
+    pub(super) fn end_lines_with_lf(&mut self) {
+        self.lf_only = true;
     }
 
     /// Queues one line, adding the line end.
     pub(super) fn push_line(&mut self, line: &str) {
         self.bytes.extend_from_slice(line.as_bytes());
-        self.bytes.extend_from_slice(CRLF.as_bytes());
+        let end = if self.lf_only { "\n" } else { CRLF };
+        self.bytes.extend_from_slice(end.as_bytes());
         self.unsent_lines += 1;
     }
 
-    /// Queues one line the hub rendered, line end included.
+    /// Queues one line the hub rendered, its CR LF included.
     pub(super) fn push_rendered(&mut self, line: &[u8]) {
-        self.bytes.extend_from_slice(line);
+        match line.strip_suffix(CRLF.as_bytes()) {
+            Some(body) if self.lf_only => {
+                self.bytes.extend_from_slice(body);
+                self.bytes.push(b'\n');
+            }
+            _ => self.bytes.extend_from_slice(line),
+        }
         self.unsent_lines += 1;
     }
 

@@ -33,8 +33,28 @@ mod backlog;
 pub(crate) mod echo;
 pub(crate) mod flood;
 mod hub_link;
+mod programs;
+mod sniff;
 
 pub use backlog::BacklogLimits;
+
+/// What programs (JSON clients) are allowed: see `PROTOCOL.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramOptions {
+    /// Silence after which the server pings (zero: never).
+    pub ping_interval: Duration,
+    /// Events one resume replays at most.
+    pub resume_max: usize,
+}
+
+impl Default for ProgramOptions {
+    fn default() -> Self {
+        ProgramOptions {
+            ping_interval: Duration::from_secs(30),
+            resume_max: 1000,
+        }
+    }
+}
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -52,9 +72,12 @@ use crate::os::{clock, title};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
-use crate::protocol::ipc::{self, Event, Memberships, Received, ToChild, ToHub};
+use crate::protocol::ipc::{self, Event, Format, Memberships, Received, ToChild, ToHub};
+use crate::protocol::json::JsonReader;
 use crate::protocol::render;
+use crate::protocol::reply::{Code, Reply};
 use crate::protocol::sanitize::sanitize;
+use crate::protocol::sniff::Wire;
 use crate::session::backlog::Backlog;
 use crate::session::flood::{Flood, FloodLimits, Verdict};
 use crate::session::hub_link::HubLink;
@@ -121,6 +144,10 @@ pub(crate) struct Setup {
     /// This child's figures, and the server's totals, for `mpchat status`.
     pub slot: &'static Slot,
     pub totals: &'static Totals,
+    /// JSON clients: how long a silence before the server pings, and how
+    /// many events a resume replays at most (the hub's rule, told in the
+    /// welcome).
+    pub programs: ProgramOptions,
 }
 
 enum Phase {
@@ -139,16 +166,60 @@ enum Phase {
 
 /// How a session ends: with a last line for the client, or without one.
 enum End {
-    Farewell(String),
+    /// The client asked to leave; the line says goodbye to a person.
+    Quit(String),
+    /// The server ends the session, for the reason the code names and
+    /// the line tells a person.
+    Farewell(Code, String),
     /// Cut off for not keeping up: the last line says so, and may take
     /// longer to arrive, behind everything the kernel still holds.
     FellBehind,
     Silently,
 }
 
-/// Ends the session with `line` as the client's last line.
-fn farewell(line: impl Into<String>) -> Option<End> {
-    Some(End::Farewell(line.into()))
+/// Ends the session for `code`'s reason, with `line` as a person's last
+/// line.
+fn farewell(code: Code, line: impl Into<String>) -> Option<End> {
+    Some(End::Farewell(code, line.into()))
+}
+
+/// What became of one received line.
+enum Step {
+    /// It must wait for the hub's answers to earlier ones.
+    Wait(Line),
+    /// Carried out; `Some` ends the session.
+    Done(Option<End>),
+}
+
+/// Splits the client's bytes into lines, as its protocol frames them.
+enum Reader {
+    Text(LineReader),
+    Json(JsonReader),
+}
+
+impl Reader {
+    fn push(&mut self, input: &[u8], out: &mut Vec<Line>) {
+        match self {
+            Reader::Text(reader) => reader.push(input, out),
+            Reader::Json(reader) => reader.push(input, out),
+        }
+    }
+
+    /// An unfinished line waits (only people's clients send those for
+    /// good: the class-lab C client never ends its lines).
+    fn has_partial(&self) -> bool {
+        match self {
+            Reader::Text(reader) => reader.has_partial(),
+            Reader::Json(_) => false,
+        }
+    }
+
+    fn take_partial(&mut self) -> Option<Line> {
+        match self {
+            Reader::Text(reader) => reader.take_partial(),
+            Reader::Json(reader) => reader.take_partial(),
+        }
+    }
 }
 
 struct Session {
@@ -160,7 +231,11 @@ struct Session {
     /// again if the old one went away meanwhile.
     pending_nick: Option<String>,
     stop: Stop,
-    reader: LineReader,
+    /// What the client reads and writes: lines for people or JSON.
+    format: Format,
+    reader: Reader,
+    /// A JSON client's requests waiting for answers, its heartbeat.
+    json: programs::JsonState,
     /// Lines received but not yet carried out.
     inbox: VecDeque<Line>,
     /// What waits for the client.
@@ -184,17 +259,35 @@ struct Session {
 /// Runs one client's session to its end.
 pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
     prepare_socket(&setup.client)?;
+    let format = match sniff::wire(&setup.client, &setup.stop) {
+        Wire::Line => Format::Text,
+        Wire::Json => Format::Json,
+        Wire::Http => {
+            log::info!("{}: an HTTP request; refused", setup.peer);
+            sniff::refuse_http(&setup.client);
+            return Ok(());
+        }
+    };
     let hub = match HubLink::connect(hub_socket) {
         Ok(hub) => hub,
         Err(e) => {
             log::error!("{}: cannot reach the hub: {e}", setup.peer);
-            let busy = format!("{}{CRLF}", render::SERVER_BUSY);
+            let busy = match format {
+                Format::Text => format!("{}{CRLF}", render::SERVER_BUSY),
+                Format::Json => {
+                    let line =
+                        crate::protocol::json::error(Code::ServerBusy, render::SERVER_BUSY, None);
+                    format!("{line}\n")
+                }
+            };
             let _ = (&setup.client).write_all(busy.as_bytes());
             return Err(e);
         }
     };
-    let mut session = Session::new(setup, hub);
-    session.tell(render::WELCOME);
+    let mut session = Session::new(setup, hub, format);
+    if format == Format::Text {
+        session.tell(render::WELCOME);
+    }
     let end = match session.converse() {
         Ok(end) => end,
         Err(e) => {
@@ -218,17 +311,27 @@ fn prepare_socket(client: &TcpStream) -> io::Result<()> {
 }
 
 impl Session {
-    fn new(setup: Setup, hub: HubLink) -> Session {
+    fn new(setup: Setup, hub: HubLink, format: Format) -> Session {
         let now = Instant::now();
+        let mut backlog = Backlog::new(setup.backlog, now);
+        let reader = match format {
+            Format::Text => Reader::Text(LineReader::new()),
+            Format::Json => {
+                backlog.end_lines_with_lf();
+                Reader::Json(JsonReader::new())
+            }
+        };
         Session {
             client: setup.client,
             peer: setup.peer,
             hub,
             pending_nick: None,
             stop: setup.stop,
-            reader: LineReader::new(),
+            format,
+            reader,
+            json: programs::JsonState::new(setup.programs),
             inbox: VecDeque::new(),
-            backlog: Backlog::new(setup.backlog, now),
+            backlog,
             phase: Phase::Login { failures: 0 },
             logging_in: setup.logging_in,
             flood: Flood::new(setup.flood, now),
@@ -286,57 +389,91 @@ impl Session {
         while !self.hub.outbox_full()
             && let Some(line) = self.inbox.pop_front()
         {
-            let text = sanitize(&line.bytes);
-            let must_wait = match self.phase {
-                Phase::Login { .. } => self.hub_busy(),
-                Phase::Chat { .. } => self.hub_busy() && command::is_quit(&text),
+            let step = match self.format {
+                Format::Text => self.text_line(line),
+                Format::Json => self.json_line(line),
             };
-            if must_wait {
-                self.inbox.push_front(line);
-                break;
-            }
-            if line.truncated {
-                self.reply(render::line_too_long());
-            }
-            if text.is_empty() {
-                continue;
-            }
-            let end = match self.phase {
-                Phase::Login { .. } => self.login_line(text),
-                Phase::Chat { .. } => self.chat_line(text),
-            };
-            if end.is_some() {
-                return Ok(end);
+            match step {
+                Step::Wait(line) => {
+                    self.inbox.push_front(line);
+                    break;
+                }
+                Step::Done(None) => {}
+                Step::Done(end) => return Ok(end),
             }
         }
         Ok(None)
     }
 
+    /// A line from a person.
+    fn text_line(&mut self, line: Line) -> Step {
+        let text = sanitize(&line.bytes);
+        let must_wait = match self.phase {
+            Phase::Login { .. } => self.hub_busy(),
+            Phase::Chat { .. } => self.hub_busy() && command::is_quit(&text),
+        };
+        if must_wait {
+            return Step::Wait(line);
+        }
+        if line.truncated {
+            self.reply(render::line_too_long());
+        }
+        if text.is_empty() {
+            return Step::Done(None);
+        }
+        Step::Done(match self.phase {
+            Phase::Login { .. } => self.login_line(text),
+            Phase::Chat { .. } => self.chat_line(text),
+        })
+    }
+
     /// A line typed at the nickname prompt.
     fn login_line(&mut self, text: String) -> Option<End> {
         if command::is_quit(&text) {
-            return farewell("Bye.");
+            return Some(End::Quit("Bye.".to_string()));
         }
         if let Err(reason) = command::check_nick(&text) {
-            return self.login_failed(reason);
+            return self.refuse_nick(Code::BadNick, reason, None);
         }
-        let addr = self.peer.to_string();
-        self.pending_nick = Some(text.clone());
-        self.request(ToHub::Login { nick: text, addr });
+        self.log_in(text, None);
         None
     }
 
-    fn login_failed(&mut self, reason: String) -> Option<End> {
+    /// Asks the hub for the nickname.
+    fn log_in(&mut self, nick: String, after: Option<u64>) {
+        let addr = self.peer.to_string();
+        self.pending_nick = Some(nick.clone());
+        let format = self.format;
+        self.request(ToHub::Login {
+            nick,
+            addr,
+            format,
+            after,
+        });
+    }
+
+    /// A nickname was refused, by the child or by the hub; a program's
+    /// error answers the `hello` with `id`.
+    fn refuse_nick(
+        &mut self,
+        code: Code,
+        reason: String,
+        id: Option<&serde_json::Value>,
+    ) -> Option<End> {
         let Phase::Login { failures } = &mut self.phase else {
             return None;
         };
         *failures += 1;
-        if *failures >= MAX_LOGIN_FAILURES {
-            self.tell(&reason);
-            log::info!("{}: too many invalid nicknames", self.peer);
-            return farewell(render::TOO_MANY_TRIES);
+        let last = *failures >= MAX_LOGIN_FAILURES;
+        match self.format {
+            Format::Text if last => self.tell(&reason),
+            Format::Text => self.tell(&format!("{reason} {}", render::ENTER_NICK)),
+            Format::Json => self.tell(&crate::protocol::json::error(code, &reason, id)),
         }
-        self.tell(&format!("{reason} {}", render::ENTER_NICK));
+        if last {
+            log::info!("{}: too many invalid nicknames", self.peer);
+            return farewell(Code::TooManyTries, render::TOO_MANY_TRIES);
+        }
         None
     }
 
@@ -351,6 +488,8 @@ impl Session {
                 Ok(()) => self.request(ToHub::Request(Request::Rename(nick))),
                 Err(reason) => self.reply(reason),
             },
+            // Only programs name the room of a line.
+            Command::Request(Request::SayIn { .. }) => {}
             Command::Request(request) => self.request(ToHub::Request(request)),
             Command::Help => {
                 for line in render::HELP {
@@ -364,7 +503,7 @@ impl Session {
                     return Some(End::Silently);
                 };
                 log::info!("{} ({nick}) quit", self.peer);
-                return farewell(render::bye(nick));
+                return Some(End::Quit(render::bye(nick)));
             }
         }
         None
@@ -376,12 +515,15 @@ impl Session {
         match self.flood.line(Instant::now()) {
             Verdict::Pass => return true,
             Verdict::Drop => {}
-            Verdict::DropAndNotify => self.reply(render::FLOOD_DROPPED.to_string()),
+            Verdict::DropAndNotify => match self.format {
+                Format::Text => self.reply(render::FLOOD_DROPPED.to_string()),
+                Format::Json => self.json_refusal(Code::Flood, render::FLOOD_DROPPED),
+            },
             Verdict::Disconnect => {
                 log::info!("{}: disconnected for excess flood", self.peer);
                 scoreboard::bump(&self.totals.flood_disconnects);
                 self.inbox.clear();
-                self.ending = Some(End::Farewell(render::EXCESS_FLOOD.to_string()));
+                self.ending = farewell(Code::Flood, render::EXCESS_FLOOD);
             }
         }
         false
@@ -421,7 +563,7 @@ impl Session {
             Err(e) => return Err(e.into()),
         }
         if Stop::requested(&fds[2..]) {
-            return Ok(farewell(render::SHUTTING_DOWN));
+            return Ok(farewell(Code::ShuttingDown, render::SHUTTING_DOWN));
         }
         let [client, hub] = [&fds[0], &fds[1]].map(|f| f.revents().unwrap_or(PollFlags::empty()));
         if hub.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
@@ -488,6 +630,7 @@ impl Session {
             self.buffers_to_release()
                 .then(|| self.backlog.last_output() + RELEASE_AFTER),
             self.backlog.deadline(),
+            self.heartbeat_deadline(),
         ];
         let Some(deadline) = deadlines.into_iter().flatten().min() else {
             return PollTimeout::NONE;
@@ -499,11 +642,14 @@ impl Session {
         let now = Instant::now();
         if matches!(self.phase, Phase::Login { .. }) && now >= self.login_deadline {
             log::info!("{}: login timed out", self.peer);
-            return Ok(farewell(render::LOGIN_TIMED_OUT));
+            return Ok(farewell(Code::LoginTimeout, render::LOGIN_TIMED_OUT));
         }
         if self.idle_deadline().is_some_and(|deadline| now >= deadline) {
             log::info!("{}: idle for too long", self.peer);
-            return Ok(farewell(render::IDLE_TIMEOUT));
+            return Ok(farewell(Code::IdleTimeout, render::IDLE_TIMEOUT));
+        }
+        if let Some(end) = self.heartbeat(now) {
+            return Ok(Some(end));
         }
         if self.fragment_pending() && now >= self.last_input + FRAGMENT_TIMEOUT {
             self.inbox.extend(self.reader.take_partial());
@@ -610,29 +756,34 @@ impl Session {
                 Ok(held) => break held,
                 Err(e) if Instant::now() >= deadline => {
                     log::error!("{}: no hub to rejoin: {e}", self.peer);
-                    return Ok(farewell(render::SHUTTING_DOWN));
+                    return Ok(farewell(Code::ShuttingDown, render::SHUTTING_DOWN));
                 }
                 Err(_) => {
                     if self.stop_within(REJOIN_RETRY) {
-                        return Ok(farewell(render::SHUTTING_DOWN));
+                        return Ok(farewell(Code::ShuttingDown, render::SHUTTING_DOWN));
                     }
                 }
             }
         };
+        self.requests_lost();
         for line in held {
             self.tell(&line);
         }
         let addr = self.peer.to_string();
+        let format = self.format;
         let again = match (&self.phase, &self.pending_nick) {
             (Phase::Chat { nick, id, rooms }, _) => Some(ToHub::Rejoin {
                 nick: nick.clone(),
                 addr,
                 id: *id,
                 rooms: rooms.clone(),
+                format,
             }),
             (Phase::Login { .. }, Some(nick)) => Some(ToHub::Login {
                 nick: nick.clone(),
                 addr,
+                format,
+                after: self.json.resume_after(),
             }),
             (Phase::Login { .. }, None) => None,
         };
@@ -652,7 +803,21 @@ impl Session {
     fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
             ToChild::Line(line) => self.tell(&line),
-            ToChild::Registered { nick, id } => self.registered(nick, id),
+            ToChild::Registered { nick, id, seq } => self.registered(nick, id, seq),
+            ToChild::Reply(reply) => self.show_reply(reply, true),
+            ToChild::Notice(reply) => self.show_reply(reply, false),
+            ToChild::Whisper {
+                from,
+                to,
+                text,
+                time_ms,
+                sent,
+            } => self.show_whisper(&from, &to, &text, time_ms, sent),
+            ToChild::Removed { room, by } => match self.format {
+                Format::Text => self.tell(&render::removed_from(&room, &by)),
+                Format::Json => self.tell(&crate::protocol::json::removed(&room, &by)),
+            },
+            ToChild::Gap { after, next } => self.tell(&crate::protocol::json::gap(after, next)),
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
             ToChild::TooSlow => {
                 log::info!("{}: dropped by the hub for falling behind", self.peer);
@@ -661,11 +826,11 @@ impl Session {
             }
             // After a hub restart, someone new took the nickname first.
             ToChild::NickRefused { .. } if matches!(self.phase, Phase::Chat { .. }) => {
-                return farewell(render::NICK_LOST);
+                return farewell(Code::NickLost, render::NICK_LOST);
             }
-            ToChild::NickRefused { reason } => {
+            ToChild::NickRefused { code, reason } => {
                 self.pending_nick = None;
-                return self.login_failed(reason);
+                return self.nick_refused(code, reason);
             }
             ToChild::Renamed { nick: new } => {
                 title::set(&format!("mpchat: {new} {}", self.peer));
@@ -675,7 +840,7 @@ impl Session {
             }
             ToChild::Kicked => {
                 log::info!("{} was kicked", self.peer);
-                return farewell(render::KICKED);
+                return farewell(Code::Kicked, render::KICKED);
             }
             ToChild::Memberships(now) => {
                 if let Phase::Chat { rooms, .. } = &mut self.phase {
@@ -688,8 +853,11 @@ impl Session {
     }
 
     /// The hub took the nickname: the session is in the room.
-    fn registered(&mut self, nick: String, id: u64) {
-        self.tell(&render::hello(&nick));
+    fn registered(&mut self, nick: String, id: u64, seq: u64) {
+        match self.format {
+            Format::Text => self.tell(&render::hello(&nick)),
+            Format::Json => self.welcome(&nick, seq),
+        }
         title::set(&format!("mpchat: {nick} {}", self.peer));
         self.phase = Phase::Chat {
             nick,
@@ -704,9 +872,39 @@ impl Session {
 
     /// The hub finished a request: the replies held for it go out.
     fn request_done(&mut self) {
+        if self.format == Format::Json {
+            self.json_request_done();
+        }
         for line in self.hub.done() {
             self.tell(&line);
         }
+    }
+
+    /// A reply of the hub's, to this user's request (`answering`) or
+    /// caused by someone else's.
+    fn show_reply(&mut self, reply: Reply, answering: bool) {
+        match self.format {
+            Format::Text => {
+                for line in render::reply(&reply) {
+                    self.tell(&line);
+                }
+            }
+            Format::Json => self.json_reply(&reply, answering),
+        }
+    }
+
+    fn show_whisper(&mut self, from: &str, to: &str, text: &str, time_ms: u64, sent: bool) {
+        let line = match self.format {
+            Format::Json => crate::protocol::json::whisper(time_ms, from, to, text),
+            Format::Text => {
+                let stamp = clock::hhmm(clock::from_unix_ms(time_ms));
+                match sent {
+                    true => render::whisper_to(&stamp, to, text),
+                    false => render::whisper_from(&stamp, from, text),
+                }
+            }
+        };
+        self.tell(&line);
     }
 
     /// Queues one line for the client; it is written before the child next
@@ -733,12 +931,16 @@ impl Session {
         // Only a farewell of the child's own is cut short by a shutdown;
         // the shutdown's farewell is the one to say then.
         let (patience, stop_ends_it) = match end {
-            End::Farewell(line) => {
-                self.tell(&line);
+            End::Quit(line) => {
+                self.say_last(Code::ShuttingDown, &line, true);
+                (FAREWELL_TIME, false)
+            }
+            End::Farewell(code, line) => {
+                self.say_last(code, &line, false);
                 (FAREWELL_TIME, false)
             }
             End::FellBehind => {
-                self.tell(render::NOT_READING);
+                self.say_last(Code::TooSlow, render::NOT_READING, false);
                 (FELL_BEHIND_FAREWELL_TIME, true)
             }
             End::Silently => (FAREWELL_TIME, false),
@@ -760,6 +962,16 @@ impl Session {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// The session's last line: to a person `line`; to a program `bye` if
+    /// it asked to leave (`quit`), else the error `code`.
+    fn say_last(&mut self, code: Code, line: &str, quit: bool) {
+        match (self.format, quit) {
+            (Format::Text, _) => self.tell(line),
+            (Format::Json, true) => self.tell(&crate::protocol::json::bare("bye", None)),
+            (Format::Json, false) => self.tell(&crate::protocol::json::error(code, line, None)),
         }
     }
 

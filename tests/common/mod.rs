@@ -274,10 +274,16 @@ impl Server {
 
     /// Connects and logs in as `nick`, reading everything up to and
     /// including this user's own join line.
+    ///
+    /// The nickname goes out at once, before the prompt, as from
+    /// `printf 'alice\n' | nc`: a client that waits for the prompt gets it
+    /// only after the server's wait for a first line (tests/wire.rs
+    /// covers those), which would add up over the suite's thousands of
+    /// logins.
     pub fn login(&self, nick: &str) -> Client {
         let mut client = self.connect();
-        client.expect("Welcome to mpchat! Enter your nickname:");
         client.send_line(nick);
+        client.expect("Welcome to mpchat! Enter your nickname:");
         client.expect(&format!("Hello, {nick}! Type /help for commands."));
         client.expect_stamped(&format!("* {nick} has joined the chat."));
         client
@@ -618,8 +624,8 @@ pub fn expect_replay(client: &mut Client, replayed: &[&str]) {
 /// lines before the welcome.
 pub fn login_with_replay(server: &Server, nick: &str, replayed: &[&str]) -> Client {
     let mut client = server.connect();
-    client.expect("Welcome to mpchat! Enter your nickname:");
     client.send_line(nick);
+    client.expect("Welcome to mpchat! Enter your nickname:");
     expect_replay(&mut client, replayed);
     client.expect(&format!("Hello, {nick}! Type /help for commands."));
     client.expect_stamped(&format!("* {nick} has joined the chat."));

@@ -1,0 +1,301 @@
+//! The session of a program: JSON lines (`PROTOCOL.md`). The session loop,
+//! the backlog and the hub link are the same as a person's; what differs
+//! is here: what a line asks for, the `id` each answer carries, the
+//! heartbeat, and the welcome with its session token.
+//!
+//! May use: `protocol` and `os`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{End, Phase, ProgramOptions, Session, Step, farewell};
+use crate::protocol::command::{self, Request};
+use crate::protocol::framing::Line;
+use crate::protocol::ipc::ToHub;
+use crate::protocol::json::{self, Action, Refusal};
+use crate::protocol::render::{self, LOBBY};
+use crate::protocol::reply::{Code, Reply};
+
+/// Bad lines in a row after which the session ends: a client that sends
+/// only garbage is not a client of ours.
+pub(super) const MAX_BAD_LINES: u32 = 10;
+/// Silence, in ping intervals, after which a program is taken for gone.
+const SILENCE_LIMIT: f64 = 2.5;
+/// Random bytes in a session token (128 bits).
+const TOKEN_BYTES: usize = 16;
+
+/// A request sent to the hub, waiting for the hub to finish it.
+struct Asked {
+    /// The client's `id`, echoed in the answer.
+    id: Option<Value>,
+    /// The hub said something in answer; else the client gets `ok`.
+    answered: bool,
+    /// It is a `hello`: a new hub is asked it again.
+    login: bool,
+}
+
+/// What the child keeps for a JSON client.
+pub(super) struct JsonState {
+    /// Requests the hub has not finished, oldest first.
+    asked: VecDeque<Asked>,
+    /// The `id` of the line being carried out, for the child's own
+    /// answers to it.
+    line_id: Option<Value>,
+    /// Bad lines in a row.
+    bad_lines: u32,
+    ping_interval: Duration,
+    /// The ping was sent for the silence that began then (the time of the
+    /// client's last input).
+    pinged_for: Option<Instant>,
+    resume_max: usize,
+    /// The `after` of the `hello`, to ask a new hub again.
+    after: Option<u64>,
+    /// The session's token, from the OS's random source.
+    token: String,
+}
+
+impl JsonState {
+    pub(super) fn new(options: ProgramOptions) -> JsonState {
+        JsonState {
+            asked: VecDeque::new(),
+            line_id: None,
+            bad_lines: 0,
+            ping_interval: options.ping_interval,
+            pinged_for: None,
+            resume_max: options.resume_max,
+            after: None,
+            token: String::new(),
+        }
+    }
+
+    /// The `after` of a login in progress.
+    pub(super) fn resume_after(&self) -> Option<u64> {
+        self.after
+    }
+
+    /// The hub answers the oldest request: its `id`, once.
+    fn answer(&mut self) -> Option<Value> {
+        let asked = self.asked.front_mut()?;
+        asked.answered = true;
+        asked.id.clone()
+    }
+}
+
+/// A new session token: 128 bits from the OS, as hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        // Without the OS's randomness there is no safe token; a session
+        // with an empty one can never be taken over.
+        log::error!("no random bytes for a session token: {e}");
+        return String::new();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Session {
+    /// A line from a program.
+    pub(super) fn json_line(&mut self, line: Line) -> Step {
+        if line.truncated {
+            let message = format!("line longer than {} bytes", json::MAX_JSON_LINE);
+            return Step::Done(self.bad_line(None, Code::LineTooLong, &message));
+        }
+        if line.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Step::Done(None);
+        }
+        let (id, action) = json::parse(&line.bytes);
+        let action = match action {
+            Ok(action) => action,
+            Err(Refusal { code, message }) => {
+                return Step::Done(self.bad_line(id.as_ref(), code, &message));
+            }
+        };
+        let must_wait = self.hub_busy()
+            && (matches!(self.phase, Phase::Login { .. }) || action == Action::Quit);
+        if must_wait {
+            return Step::Wait(line);
+        }
+        self.json.bad_lines = 0;
+        self.json.line_id = id;
+        let end = self.json_action(action);
+        self.json.line_id = None;
+        Step::Done(end)
+    }
+
+    /// A line that asks for nothing: its error, and the end of the session
+    /// after too many in a row.
+    fn bad_line(&mut self, id: Option<&Value>, code: Code, message: &str) -> Option<End> {
+        self.reply(json::error(code, message, id));
+        self.json.bad_lines += 1;
+        if self.json.bad_lines >= MAX_BAD_LINES {
+            log::info!("{}: too many bad lines", self.peer);
+            return farewell(Code::TooManyErrors, "Too many bad lines; goodbye.");
+        }
+        None
+    }
+
+    fn json_action(&mut self, action: Action) -> Option<End> {
+        let logged_in = matches!(self.phase, Phase::Chat { .. });
+        match action {
+            Action::Ping => self.reply(json::bare("pong", self.json.line_id.as_ref())),
+            Action::Pong => {}
+            Action::Quit => {
+                return match &self.phase {
+                    Phase::Chat { nick, .. } => {
+                        log::info!("{} ({nick}) quit", self.peer);
+                        Some(End::Quit(render::bye(nick)))
+                    }
+                    Phase::Login { .. } => Some(End::Quit("Bye.".to_string())),
+                };
+            }
+            Action::Hello(_) if logged_in => {
+                self.json_refusal(Code::AlreadyLoggedIn, "You are logged in already.");
+            }
+            Action::Hello(hello) => {
+                if let Err(reason) = command::check_nick(&hello.nick) {
+                    let id = self.json.line_id.clone();
+                    return self.refuse_nick(Code::BadNick, reason, id.as_ref());
+                }
+                self.ask(true);
+                self.json.after = hello.after;
+                self.log_in(hello.nick, hello.after);
+            }
+            Action::Request(_) if !logged_in => {
+                self.json_refusal(Code::NotLoggedIn, "Say hello first.");
+            }
+            Action::Request(request) => {
+                if !self.flood_allows() {
+                    return None;
+                }
+                if let Request::Rename(nick) = &request
+                    && let Err(reason) = command::check_nick(nick)
+                {
+                    self.json_refusal(Code::BadNick, &reason);
+                    return None;
+                }
+                self.ask(false);
+                self.request(ToHub::Request(request));
+            }
+        }
+        None
+    }
+
+    /// Notes the line being carried out as a request to the hub.
+    fn ask(&mut self, login: bool) {
+        let id = self.json.line_id.clone();
+        self.json.asked.push_back(Asked {
+            id,
+            answered: false,
+            login,
+        });
+    }
+
+    /// An error answering the line being carried out, in order with the
+    /// hub's answers to the lines before it.
+    pub(super) fn json_refusal(&mut self, code: Code, message: &str) {
+        let line = json::error(code, message, self.json.line_id.as_ref());
+        self.reply(line);
+    }
+
+    /// The hub refused the nickname of the `hello` it was answering.
+    pub(super) fn nick_refused(&mut self, code: Code, reason: String) -> Option<End> {
+        let id = self.json.answer();
+        self.refuse_nick(code, reason, id.as_ref())
+    }
+
+    /// One of the hub's replies, with the `id` of the request it answers.
+    pub(super) fn json_reply(&mut self, reply: &Reply, answering: bool) {
+        let id = if answering { self.json.answer() } else { None };
+        if let Some(line) = json::reply(reply, id.as_ref()) {
+            self.tell(&line);
+        }
+    }
+
+    /// The hub finished the oldest request: one that had an `id` and got
+    /// no answer of its own is answered `ok`.
+    pub(super) fn json_request_done(&mut self) {
+        if let Some(Asked {
+            id: Some(id),
+            answered: false,
+            ..
+        }) = self.json.asked.pop_front()
+        {
+            self.tell(&json::bare("ok", Some(&id)));
+        }
+    }
+
+    /// The hub went away with requests unfinished: each that had an `id`
+    /// is answered with an error, as it may not have been carried out. A
+    /// `hello` is asked again.
+    pub(super) fn requests_lost(&mut self) {
+        let asked = std::mem::take(&mut self.json.asked);
+        for asked in asked {
+            if asked.login {
+                self.json.asked.push_back(asked);
+            } else if let Some(id) = asked.id {
+                let message = "The server restarted before this was done; send it again.";
+                self.tell(&json::error(Code::ServerBusy, message, Some(&id)));
+            }
+        }
+    }
+
+    /// The `welcome`, answering the `hello`.
+    pub(super) fn welcome(&mut self, nick: &str, seq: u64) {
+        self.json.token = new_token();
+        let id = self.json.answer();
+        self.json.after = None;
+        let line = json::welcome(
+            &json::Welcome {
+                nick,
+                session: &self.json.token,
+                seq,
+                rooms: vec![LOBBY],
+                room: LOBBY,
+                ping_interval_s: self.json.ping_interval.as_secs(),
+                max_line: json::MAX_JSON_LINE,
+                resume_max: self.json.resume_max,
+            },
+            id.as_ref(),
+        );
+        self.tell(&line);
+    }
+
+    /// When the heartbeat next has something to do: ping a program that
+    /// has been silent for an interval, or give up on one silent for
+    /// [`SILENCE_LIMIT`] intervals.
+    pub(super) fn heartbeat_deadline(&self) -> Option<Instant> {
+        if self.format != crate::protocol::ipc::Format::Json
+            || !matches!(self.phase, Phase::Chat { .. })
+            || self.json.ping_interval.is_zero()
+        {
+            return None;
+        }
+        let interval = self.json.ping_interval;
+        if self.json.pinged_for == Some(self.last_input) {
+            Some(self.last_input + interval.mul_f64(SILENCE_LIMIT))
+        } else {
+            Some(self.last_input + interval)
+        }
+    }
+
+    /// Pings a silent program, or ends its session.
+    pub(super) fn heartbeat(&mut self, now: Instant) -> Option<End> {
+        let deadline = self.heartbeat_deadline()?;
+        if now < deadline {
+            return None;
+        }
+        if self.json.pinged_for == Some(self.last_input) {
+            log::info!("{}: no answer to pings", self.peer);
+            let message = format!(
+                "No line from you for {} s; disconnected.",
+                self.json.ping_interval.mul_f64(SILENCE_LIMIT).as_secs()
+            );
+            return farewell(Code::PingTimeout, message);
+        }
+        self.json.pinged_for = Some(self.last_input);
+        self.tell(&json::bare("ping", None));
+        None
+    }
+}

@@ -1,0 +1,77 @@
+//! Which protocol the client speaks: the child waits a moment for the
+//! client to speak first, and looks at its first bytes without taking
+//! them (the session reads them as usual).
+//!
+//! May use: `protocol` and `os`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::socket::{MsgFlags, recv};
+
+use crate::os::clock;
+use crate::os::spawn::Stop;
+use crate::protocol::sniff::{self, Wire};
+
+/// How long a silent client is given to speak first. Programs send their
+/// `hello` at once; people's clients wait for the prompt, which they get
+/// this much later. (A JSON line or HTTP request that takes longer to
+/// arrive is taken for a person's nickname: its client gets the prompt
+/// and an error for its line, and can reconnect.)
+pub(super) const SNIFF_TIME: Duration = Duration::from_millis(100);
+
+/// The protocol of the client on `client`, a non-blocking socket.
+pub(super) fn wire(client: &TcpStream, stop: &Stop) -> Wire {
+    let deadline = Instant::now() + SNIFF_TIME;
+    let mut first = [0u8; 5];
+    loop {
+        let Some(timeout) = clock::poll_timeout_until(deadline) else {
+            return Wire::Line;
+        };
+        let [lifeline, terminate] = stop.poll_fds();
+        let mut fds = [
+            PollFd::new(client.as_fd(), PollFlags::POLLIN),
+            lifeline,
+            terminate,
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Wire::Line,
+            Ok(_) if Stop::requested(&fds[1..]) => return Wire::Line,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Wire::Line,
+        }
+        let n = match recv(client.as_raw_fd(), &mut first, MsgFlags::MSG_PEEK) {
+            // At EOF or on an error the session finds out for itself.
+            Ok(0) | Err(_) => return Wire::Line,
+            Ok(n) => n,
+        };
+        if let Some(wire) = sniff::classify(&first[..n]) {
+            return wire;
+        }
+        // The start of "GET " or "HEAD ": wait for the rest. The data
+        // stays readable, so wait a little instead of polling in a spin.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Answers an HTTP request with a refusal and closes, after taking what
+/// the client sent: closing with its request unread would reset the
+/// connection, and the client might lose the answer.
+pub(super) fn refuse_http(client: &TcpStream) {
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = (&*client).write_all(sniff::http_refusal().as_bytes());
+    let _ = client.shutdown(Shutdown::Write);
+    let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match (&*client).read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
