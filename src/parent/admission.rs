@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::protocol::render;
+use crate::protocol::reply::Code;
 
 /// Addresses remembered at most.
 pub(crate) const MAX_ADDRESSES: usize = 4096;
@@ -50,11 +51,11 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// The one line the client gets.
-    pub(crate) fn line(self) -> &'static str {
+    /// The one line the client gets, and its code for a program.
+    pub(crate) fn line(self) -> (&'static str, Code) {
         match self {
-            Refusal::Address => render::TOO_MANY_FROM_ADDRESS,
-            Refusal::Busy => render::SERVER_BUSY,
+            Refusal::Address => (render::TOO_MANY_FROM_ADDRESS, Code::TooManyConnections),
+            Refusal::Busy => (render::SERVER_BUSY, Code::ServerBusy),
         }
     }
 

@@ -18,7 +18,7 @@ pub(crate) mod privileges;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -39,7 +40,9 @@ use crate::os::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginW
 use crate::os::{clock, title};
 use crate::parent::admission::{Admission, Refusal};
 use crate::protocol::ipc;
-use crate::protocol::{CRLF, render};
+use crate::protocol::reply::Code;
+use crate::protocol::sniff::{self, Wire};
+use crate::protocol::{CRLF, json, render};
 use crate::session::echo;
 use crate::{Config, hub, session};
 
@@ -388,7 +391,7 @@ impl Server {
             // One slot per --max-clients: all taken means full.
             scoreboard::bump(&totals.refused_full);
             self.log_throttled(format_args!("refused {peer}: server is full"));
-            refuse(stream, render::SERVER_FULL);
+            refuse(stream, render::SERVER_FULL, Code::ServerFull);
             return None;
         };
         let unregistered = self.logging_in.len();
@@ -402,7 +405,8 @@ impl Server {
                 Refusal::Busy => &totals.refused_busy,
             });
             self.log_throttled(format_args!("refused {peer}: {}", refusal.reason()));
-            refuse(stream, refusal.line());
+            let (line, code) = refusal.line();
+            refuse(stream, line, code);
             return None;
         }
         match self.fork_client(stream, peer, slot) {
@@ -412,7 +416,7 @@ impl Server {
                 scoreboard::bump(&totals.refused_busy);
                 self.admission.closed(peer.ip());
                 self.log_throttled(format_args!("cannot fork for {peer}: {e}"));
-                refuse(stream, render::SERVER_BUSY);
+                refuse(stream, render::SERVER_BUSY, Code::ServerBusy);
                 std::thread::sleep(BACKOFF);
                 None
             }
@@ -744,9 +748,20 @@ fn describe_bind_error(e: io::Error, port: u16) -> io::Error {
 }
 
 /// Tells a client it cannot be served, without forking and without ever
-/// blocking the parent.
-fn refuse(stream: TcpStream, line: &str) {
+/// blocking the parent: in one line, as JSON to a program whose `hello`
+/// has already arrived (the parent does not wait for one).
+fn refuse(stream: TcpStream, line: &str, code: Code) {
     let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(format!("{line}{CRLF}").as_bytes());
+    let mut first = [0u8; 1];
+    let program = matches!(
+        nix::sys::socket::recv(stream.as_raw_fd(), &mut first, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+        Ok(1) if sniff::classify(&first) == Some(Wire::Json)
+    );
+    let text = if program {
+        format!("{}\n", json::error(code, line, None))
+    } else {
+        format!("{line}{CRLF}")
+    };
+    let _ = (&stream).write_all(text.as_bytes());
     let _ = stream.shutdown(Shutdown::Write);
 }
