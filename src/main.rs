@@ -254,6 +254,10 @@ struct ProgramArgs {
     /// told of the gap (at most 10000, what the hub keeps).
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10_000))]
     resume_max: u32,
+    /// The bots: one a line, NAME SECRET (hex, at least 32 bytes); must be
+    /// readable by its owner alone. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    bots: Option<PathBuf>,
 }
 
 impl From<ProgramArgs> for ProgramOptions {
@@ -261,6 +265,7 @@ impl From<ProgramArgs> for ProgramOptions {
         ProgramOptions {
             ping_interval: Duration::from_secs(args.ping_interval),
             resume_max: args.resume_max as usize,
+            bots: args.bots,
         }
     }
 }

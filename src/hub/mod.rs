@@ -27,6 +27,7 @@
 //! May use: `room`, `protocol` and `os`; never `session` or `parent`.
 //! Checked by `scripts/check_layout.py`.
 
+pub(crate) mod bots;
 pub(crate) mod history;
 pub(crate) mod schedule_file;
 pub(crate) mod status;
@@ -48,7 +49,10 @@ use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
+use crate::protocol::render;
+use crate::protocol::reply::Code;
 use crate::room::{self, Chat, ConnId, Delivery, RoomLimits, Target};
+use bots::Bots;
 use history::Writer;
 use schedule_file::ScheduleFile;
 use status::Admin;
@@ -205,11 +209,14 @@ struct Hub {
     buf: Vec<u8>,
     /// Where the scheduled messages are saved.
     schedule: ScheduleFile,
+    bots: Bots,
 }
 
 /// What the hub enforces, from the command line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rules {
+    /// The bots file, read at every start and on SIGHUP.
+    pub bots: Option<PathBuf>,
     /// A child that takes nothing for this long while messages wait for
     /// it is dropped (`None`: never).
     pub stall: Option<Duration>,
@@ -231,6 +238,13 @@ pub(crate) fn run(
     let epoll = watch_own_fds(&listener, &stop, &hangup, admin.as_ref())?;
     let (writer, mut chat, schedule) = open_chat(history, rules.rooms)?;
     chat.set_resume_max(rules.resume_max);
+    // The parent checked the file before serving; if it went bad since,
+    // this hub serves without bots rather than not at all.
+    let bots = Bots::load(rules.bots.as_deref()).unwrap_or_else(|e| {
+        log::error!("{e}; no bots until the file is fixed and the server gets SIGHUP");
+        Bots::default()
+    });
+    chat.set_bots(bots.names());
     let mut hub = Hub {
         epoll,
         listener,
@@ -253,6 +267,7 @@ pub(crate) fn run(
         chat,
         buf: Vec::new(),
         schedule,
+        bots,
     };
     let parent_gone = hub.serve()?;
     hub.history.close();
@@ -349,6 +364,8 @@ impl Hub {
             HANGUP => {
                 self.hangup.drain();
                 self.history.reopen();
+                self.bots.reload();
+                self.chat.set_bots(self.bots.names());
             }
             id => {
                 let flags = event.events();
@@ -447,11 +464,12 @@ impl Hub {
         };
         let users = self.chat.members();
         let members = users.iter().filter_map(|conn| {
-            let (nick, address) = self.chat.user(*conn)?;
+            let (nick, address, protocol) = self.chat.user(*conn)?;
             Some(status::Member {
                 nick,
                 address,
                 pid: self.conns.get(conn)?.pid,
+                protocol,
             })
         });
         status::encode(&status::report(admin, members, self.chat.rooms()))
@@ -598,7 +616,10 @@ impl Hub {
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
                 Ok(Received::Data(requests)) => {
                     for req in requests {
-                        let mut out = self.chat.handle(id, req, SystemTime::now());
+                        let mut out = match self.authenticate(&req) {
+                            Ok(()) => self.chat.handle(id, req, SystemTime::now()),
+                            Err(refusal) => vec![room::to(id, refusal)],
+                        };
                         out.push(room::to(id, ToChild::Done));
                         self.deliver(out);
                     }
@@ -612,6 +633,50 @@ impl Hub {
                     log::warn!("connection {id}: {e}");
                     return self.close(id);
                 }
+            }
+        }
+    }
+
+    /// A bot's login is let through only with the proof that it knows
+    /// its secret; every failure gets the same refusal, and is logged
+    /// with how many came from that address lately.
+    fn authenticate(&mut self, req: &ToHub) -> Result<(), ToChild> {
+        let ToHub::Login {
+            nick,
+            addr,
+            bot: Some(proof),
+            ..
+        } = req
+        else {
+            return Ok(());
+        };
+        let ip = addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let checked = self.bots.verify(
+            ip,
+            nick,
+            &proof.device,
+            &proof.nonce,
+            &proof.mac,
+            Instant::now(),
+        );
+        match checked {
+            Ok(_) => Ok(()),
+            Err(why) => {
+                log::warn!(
+                    "bot {nick} (device {}) from {addr} failed to authenticate ({why:?}; {} failures from {ip} in the last minute)",
+                    proof.device,
+                    self.bots.recent_failures(ip)
+                );
+                if let Some(admin) = &self.admin {
+                    scoreboard::bump(&admin.scoreboard.totals.auth_failures);
+                }
+                Err(ToChild::NickRefused {
+                    code: Code::AuthFailed,
+                    reason: render::AUTH_FAILED.to_string(),
+                })
             }
         }
     }

@@ -85,6 +85,13 @@ pub struct User {
     pub lines_out: u64,
     /// Lines waiting for the client to read them.
     pub backlog: u64,
+    /// `line` (a person), `json` (a program) or `bot`.
+    #[serde(default = "line")]
+    pub protocol: String,
+}
+
+fn line() -> String {
+    "line".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +102,19 @@ pub struct Totals {
     pub flood_disconnects: u64,
     pub slow_disconnects: u64,
     pub hub_restarts: u64,
+    #[serde(default)]
+    pub programs: Programs,
+}
+
+/// What programs did, over the server's life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Programs {
+    /// Logins that resumed after an event.
+    pub resumes: u64,
+    /// Sessions taken over by a new connection.
+    pub takeovers: u64,
+    /// Bots that failed to prove who they are.
+    pub auth_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +145,8 @@ pub(crate) struct Member<'a> {
     pub nick: &'a str,
     pub address: &'a str,
     pub pid: u32,
+    /// `line`, `json` or `bot`.
+    pub protocol: &'static str,
 }
 
 /// Puts the report together (in the hub).
@@ -184,6 +206,7 @@ fn user(member: &Member, slot: Option<&Slot>) -> User {
         lines_in: field(|s| &s.lines_in),
         lines_out: field(|s| &s.lines_out),
         backlog: field(|s| &s.backlog),
+        protocol: member.protocol.to_string(),
     }
 }
 
@@ -199,6 +222,11 @@ fn totals(totals: &scoreboard::Totals) -> Totals {
         flood_disconnects: load(&totals.flood_disconnects),
         slow_disconnects: load(&totals.slow_disconnects),
         hub_restarts: load(&totals.hub_restarts),
+        programs: Programs {
+            resumes: load(&totals.resumes),
+            takeovers: load(&totals.takeovers),
+            auth_failures: load(&totals.auth_failures),
+        },
     }
 }
 
@@ -365,6 +393,7 @@ pub fn render(report: &Report) -> String {
     render_users(&mut out, &report.users);
     render_rooms(&mut out, &report.rooms);
     render_totals(&mut out, &report.totals);
+    render_programs(&mut out, &report.users, &report.totals.programs);
     render_memory(&mut out, &report.processes);
     out
 }
@@ -372,16 +401,26 @@ pub fn render(report: &Report) -> String {
 fn render_users(out: &mut String, users: &[User]) {
     let _ = writeln!(out, "\nusers: {}", users.len());
     // One format per table, for its header and its rows alike.
-    let mut row = |cells: [&str; 7]| {
-        let [nick, address, since, pid, lines_in, lines_out, backlog] = cells;
+    let mut row = |cells: [&str; 8]| {
+        let [
+            nick,
+            proto,
+            address,
+            since,
+            pid,
+            lines_in,
+            lines_out,
+            backlog,
+        ] = cells;
         let _ = writeln!(
             out,
-            "  {nick:<16} {address:<40} {since:<16} {pid:>7} {lines_in:>9} {lines_out:>9} {backlog:>8}"
+            "  {nick:<16} {proto:<5} {address:<40} {since:<16} {pid:>7} {lines_in:>9} {lines_out:>9} {backlog:>8}"
         );
     };
     if !users.is_empty() {
         row([
             "NICK",
+            "PROTO",
             "ADDRESS",
             "CONNECTED",
             "PID",
@@ -393,6 +432,7 @@ fn render_users(out: &mut String, users: &[User]) {
     for u in users {
         row([
             &u.nick,
+            &u.protocol,
             &u.address,
             &clock::date_hhmm(clock::from_unix_ms(u.connected_ms)),
             &u.pid.to_string(),
@@ -437,6 +477,19 @@ fn render_totals(out: &mut String, t: &Totals) {
         t.refused.busy,
         t.flood_disconnects,
         t.slow_disconnects
+    );
+}
+
+fn render_programs(out: &mut String, users: &[User], p: &Programs) {
+    let count = |protocol: &str| users.iter().filter(|u| u.protocol == protocol).count();
+    let _ = writeln!(
+        out,
+        "programs: {} on JSON, {} bots; resumes {}, takeovers {}, failed authentications {}",
+        count("json"),
+        count("bot"),
+        p.resumes,
+        p.takeovers,
+        p.auth_failures
     );
 }
 

@@ -44,6 +44,11 @@ pub(crate) struct Totals {
     pub hub_restarts: AtomicU64,
     /// Public messages: chat lines, actions and scheduled messages.
     pub messages: AtomicU64,
+    /// Programs that resumed (logged in with `after`), took a session
+    /// over, or failed to prove they are the bot they said.
+    pub resumes: AtomicU64,
+    pub takeovers: AtomicU64,
+    pub auth_failures: AtomicU64,
 }
 
 /// One client child's figures. A pid of 0 is a free slot.

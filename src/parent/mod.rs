@@ -591,6 +591,12 @@ impl Server {
 impl Chat {
     /// Locks the data directory and makes the hub's and the admin socket.
     fn open(config: &Config, port: u16) -> io::Result<Chat> {
+        // A bad bots file stops the start here, with one line, rather
+        // than leave the bots out of a server that seems to run.
+        if let Some(path) = &config.programs.bots {
+            let count = hub::bots::check(path)?;
+            log::info!("{}: {count} bots", path.display());
+        }
         let data_dir = DataDir::open(&config.history.dir)?;
         let socket_dir = SocketDir::create().map_err(|e| {
             io::Error::new(
@@ -677,6 +683,7 @@ fn run_hub(
         address,
     });
     let rules = hub::Rules {
+        bots: config.programs.bots.clone(),
         stall: config.backlog.stall,
         rooms: config.rooms,
         resume_max: config.programs.resume_max,
@@ -710,7 +717,7 @@ fn run_client(
         idle_timeout: config.idle_timeout,
         slot: scoreboard.slot(job.slot),
         totals: scoreboard.totals,
-        programs: config.programs,
+        programs: config.programs.clone(),
     };
     session::run(setup, &job.hub_socket)
 }

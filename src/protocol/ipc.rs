@@ -50,6 +50,9 @@ pub const MAX_BATCH: usize = 512;
 pub enum ToHub {
     /// Take this nickname and join the room; with `after`, the public
     /// events of the user's rooms since that one come first (a resume).
+    /// A program's session has a `token`; with `takeover`, the token of
+    /// a session that still exists, it takes that session over instead.
+    /// A bot's nickname is its name, and `bot` its proof.
     Login {
         nick: String,
         addr: String,
@@ -57,6 +60,12 @@ pub enum ToHub {
         format: Format,
         #[serde(default)]
         after: Option<u64>,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        takeover: Option<String>,
+        #[serde(default)]
+        bot: Option<BotProof>,
     },
     /// A new hub has started: put this user back, silently, with the
     /// nickname and id the old hub gave, in the rooms it was in (none
@@ -68,6 +77,11 @@ pub enum ToHub {
         rooms: Option<Memberships>,
         #[serde(default)]
         format: Format,
+        #[serde(default)]
+        token: Option<String>,
+        /// A bot's device.
+        #[serde(default)]
+        device: Option<String>,
     },
     /// A registered user's command.
     Request(Request),
@@ -80,6 +94,15 @@ pub enum ToHub {
 pub struct Memberships {
     pub rooms: Vec<(String, u64)>,
     pub current: String,
+}
+
+/// A bot's answer to its challenge: HMAC-SHA256 with its secret over its
+/// name, `device` and `nonce` (see `PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotProof {
+    pub device: String,
+    pub nonce: String,
+    pub mac: String,
 }
 
 /// What a child's client reads: the hub renders public lines in this
@@ -101,8 +124,17 @@ pub enum ToChild {
     Line(String),
     /// The login succeeded under this nickname; `id` is the user's for as
     /// long as the session lasts, across hub restarts (join order is id
-    /// order); `seq` is the newest public event's number.
-    Registered { nick: String, id: u64, seq: u64 },
+    /// order); `seq` is the newest public event's number. After a
+    /// takeover, `rooms` are the session's rooms (else the lobby alone).
+    Registered {
+        nick: String,
+        id: u64,
+        seq: u64,
+        #[serde(default)]
+        rooms: Option<Memberships>,
+    },
+    /// Another connection took this session over: say so and close.
+    TakenOver,
     /// The answer to the child's oldest unfinished request.
     Reply(Reply),
     /// The same kind of message, caused by someone else's request.

@@ -78,20 +78,36 @@ impl JsonReader {
     }
 }
 
-/// A `hello`: a person's or a program's login, a resume, a takeover.
+/// A `hello`: a program's login, a resume, a takeover, or a bot's first
+/// step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
-    pub nick: String,
+    pub who: Who,
     /// Resume: replay the public events after this one.
     pub after: Option<u64>,
-    /// Take over the session with this token.
-    pub session: Option<String>,
 }
+
+/// Who says hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// A program under a nickname.
+    Nick(String),
+    /// The session with this token, taken over (its nickname, if given,
+    /// must be the session's).
+    Session { token: String, nick: Option<String> },
+    /// A bot of the bots file, on one of its devices; a challenge follows.
+    Bot { bot: String, device: String },
+}
+
+/// Longest device name of a bot, in bytes.
+pub const MAX_DEVICE: usize = 64;
 
 /// What a well-formed line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Hello(Hello),
+    /// A bot's answer to its challenge: the MAC, in hex.
+    Auth(String),
     Request(Request),
     Ping,
     Pong,
@@ -117,9 +133,14 @@ fn refusal(code: Code, message: impl Into<String>) -> Refusal {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Message {
     Hello {
-        nick: String,
+        nick: Option<String>,
+        bot: Option<String>,
+        device: Option<String>,
         after: Option<u64>,
         session: Option<String>,
+    },
+    Auth {
+        mac: String,
     },
     Say {
         text: String,
@@ -172,6 +193,7 @@ enum Message {
 /// The `type`s [`Message`] knows, to tell an unknown one from a bad field.
 const TYPES: &[&str] = &[
     "hello",
+    "auth",
     "say",
     "me",
     "whisper",
@@ -225,15 +247,26 @@ fn action(message: Message) -> Result<Action, Refusal> {
     let request = match message {
         Message::Hello {
             nick,
+            bot,
+            device,
             after,
             session,
         } => {
-            return Ok(Action::Hello(Hello {
-                nick,
-                after,
-                session,
-            }));
+            let who = match (nick, bot, device, session) {
+                (nick, None, None, Some(token)) => Who::Session { token, nick },
+                (Some(nick), None, None, None) => Who::Nick(nick),
+                (None, Some(bot), Some(device), _) => Who::Bot {
+                    bot,
+                    device: device_name(device)?,
+                },
+                _ => {
+                    let message = "give \"nick\", or \"session\", or \"bot\" and \"device\"";
+                    return Err(refusal(Code::BadRequest, message));
+                }
+            };
+            return Ok(Action::Hello(Hello { who, after }));
         }
+        Message::Auth { mac } => return Ok(Action::Auth(mac)),
         Message::Ping {} => return Ok(Action::Ping),
         Message::Pong {} => return Ok(Action::Pong),
         Message::Quit {} => return Ok(Action::Quit),
@@ -299,6 +332,17 @@ fn text_of(text: &str) -> Result<String, Refusal> {
     Ok(clean)
 }
 
+/// A bot's device: what the bot calls the machine it runs on.
+fn device_name(device: String) -> Result<String, Refusal> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+    if device.is_empty() || device.len() > MAX_DEVICE || !device.chars().all(allowed) {
+        let message =
+            format!("\"device\" is 1 to {MAX_DEVICE} ASCII letters, digits, '_', '-', '.' or ':'");
+        return Err(refusal(Code::BadRequest, message));
+    }
+    Ok(device)
+}
+
 /// A nickname or room name: one word, checked by the rules it names.
 fn word(value: String, field: &str) -> Result<String, Refusal> {
     let clean = sanitize(value.as_bytes());
@@ -360,6 +404,7 @@ pub struct Welcome<'a> {
     pub nick: &'a str,
     pub session: &'a str,
     pub seq: u64,
+    pub bot: bool,
     pub rooms: Vec<&'a str>,
     pub room: &'a str,
     pub ping_interval_s: u64,
@@ -368,11 +413,12 @@ pub struct Welcome<'a> {
 }
 
 pub fn welcome(welcome: &Welcome, id: Option<&Value>) -> String {
-    let mut value = serde_json::to_value(welcome).unwrap_or_default();
-    if let Value::Object(fields) = &mut value {
-        fields.insert("type".into(), "welcome".into());
+    let mut fields = serde_json::Map::new();
+    fields.insert("type".into(), "welcome".into());
+    if let Ok(Value::Object(rest)) = serde_json::to_value(welcome) {
+        fields.extend(rest);
     }
-    with_id(value, id)
+    with_id(Value::Object(fields), id)
 }
 
 /// A reply of the hub's to the request with `id`.
@@ -380,7 +426,9 @@ pub fn reply(reply: &Reply, id: Option<&Value>) -> Option<String> {
     use serde_json::json;
     let value = match reply {
         Reply::Error { code, message } => return Some(error(*code, message, id)),
-        Reply::Users { room, nicks } => json!({"type": "users", "room": room, "nicks": nicks}),
+        Reply::Users { room, nicks, bots } => {
+            json!({"type": "users", "room": room, "nicks": nicks, "bots": bots})
+        }
         Reply::Rooms(rooms) => {
             let rooms: Vec<Value> = rooms
                 .iter()
@@ -431,6 +479,9 @@ pub struct Event<'a> {
     /// Who kicked or removed `from`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<&'a str>,
+    /// `from` is a bot.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 pub fn event(event: &Event) -> String {
@@ -441,6 +492,11 @@ pub fn whisper(ts_ms: u64, from: &str, to: &str, text: &str) -> String {
     let value =
         serde_json::json!({"type": "whisper", "ts": ts_ms, "from": from, "to": to, "text": text});
     line(&value)
+}
+
+/// A bot's challenge: the nonce its MAC must cover.
+pub fn challenge(nonce: &str, id: Option<&Value>) -> String {
+    with_id(serde_json::json!({"type": "challenge", "nonce": nonce}), id)
 }
 
 /// Events after `after` may be missing; `next` is the first that follows.
@@ -549,10 +605,29 @@ mod tests {
         assert_eq!(
             action,
             Ok(Action::Hello(Hello {
-                nick: "bot1".into(),
+                who: Who::Nick("bot1".into()),
                 after: Some(41),
-                session: None
             }))
+        );
+        let (_, action) = parse(br#"{"type":"hello","bot":"w","device":"pi-1"}"#);
+        assert_eq!(
+            action,
+            Ok(Action::Hello(Hello {
+                who: Who::Bot {
+                    bot: "w".into(),
+                    device: "pi-1".into()
+                },
+                after: None,
+            }))
+        );
+        assert_eq!(code(r#"{"type":"hello","bot":"w"}"#), Code::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"hello","bot":"w","device":"a b"}"#),
+            Code::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"hello","nick":"a","bot":"w","device":"d"}"#),
+            Code::BadRequest
         );
     }
 
@@ -562,6 +637,7 @@ mod tests {
         let users = Reply::Users {
             room: "#lobby".into(),
             nicks: vec!["a".into()],
+            bots: Vec::new(),
         };
         let text = reply(&users, Some(&id)).unwrap();
         let value: Value = serde_json::from_str(&text).unwrap();

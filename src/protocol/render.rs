@@ -24,6 +24,9 @@ pub const NICK_LOST: &str = "Disconnected: your nickname was taken while the ser
 pub const ONLY_OWNER_KICKS: &str = "Only the room owner can kick.";
 pub const CANNOT_KICK_SELF: &str = "You cannot kick yourself.";
 pub const TOO_MANY_SCHEDULED: &str = "You already have 10 scheduled messages.";
+pub const UNKNOWN_SESSION: &str = "No such session: it has ended; log in again.";
+pub const AUTH_FAILED: &str = "Authentication failed.";
+pub const TAKEN_OVER: &str = "Your session was taken over by another connection.";
 pub const NO_SCHEDULED: &str = "You have no scheduled messages.";
 
 pub const USAGE_WHISPER: &str = "Usage: /whisper <nick> <message>";
@@ -88,6 +91,14 @@ pub fn unknown_command(word: &str) -> String {
 
 pub fn nick_in_use(nick: &str) -> String {
     format!("Nickname \"{nick}\" is already in use.")
+}
+
+pub fn already_connected(bot: &str) -> String {
+    format!("{bot} is connected from another device.")
+}
+
+pub fn reserved_for_bot(nick: &str) -> String {
+    format!("Nickname \"{nick}\" is reserved for a bot.")
 }
 
 pub fn nick_unchanged(nick: &str) -> String {
@@ -258,8 +269,15 @@ pub fn elsewhere(line: &str, room: &str) -> String {
 pub fn reply(reply: &Reply) -> Vec<String> {
     match reply {
         Reply::Error { message, .. } => vec![message.clone()],
-        Reply::Users { room, nicks } => {
-            let nicks: Vec<&str> = nicks.iter().map(String::as_str).collect();
+        Reply::Users { room, nicks, bots } => {
+            let shown: Vec<String> = nicks
+                .iter()
+                .map(|n| match bots.contains(n) {
+                    true => format!("{n} (bot)"),
+                    false => n.clone(),
+                })
+                .collect();
+            let nicks: Vec<&str> = shown.iter().map(String::as_str).collect();
             if room == LOBBY {
                 vec![users(&nicks)]
             } else {

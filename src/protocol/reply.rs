@@ -38,6 +38,8 @@ pub enum Code {
     NoSuchScheduled,
     Flood,
     UnknownSession,
+    AuthFailed,
+    AlreadyConnected,
     Kicked,
     PingTimeout,
     IdleTimeout,
@@ -79,6 +81,8 @@ impl Code {
             Code::NoSuchScheduled => "no_such_scheduled",
             Code::Flood => "flood",
             Code::UnknownSession => "unknown_session",
+            Code::AuthFailed => "auth_failed",
+            Code::AlreadyConnected => "already_connected",
             Code::Kicked => "kicked",
             Code::PingTimeout => "ping_timeout",
             Code::IdleTimeout => "idle_timeout",
@@ -102,10 +106,12 @@ pub enum Reply {
         code: Code,
         message: String,
     },
-    /// Who is in a room, in its join order.
+    /// Who is in a room, in its join order; `bots` are those of them that
+    /// are bots.
     Users {
         room: String,
         nicks: Vec<String>,
+        bots: Vec<String>,
     },
     Rooms(Vec<RoomItem>),
     Topic {

@@ -57,6 +57,9 @@ pub(crate) struct Entry {
     /// lobby's.
     #[serde(default = "lobby")]
     pub room: String,
+    /// `nick` is a bot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 impl Kind {
@@ -87,6 +90,7 @@ impl Entry {
             nick: nick.to_string(),
             text: text.to_string(),
             room: room.to_string(),
+            bot: false,
         }
     }
 
@@ -144,6 +148,7 @@ impl Entry {
             text,
             to,
             by,
+            bot: self.bot,
         })
     }
 }

@@ -138,6 +138,26 @@ struct User {
     current: RoomKey,
     /// What the user's client reads.
     format: Format,
+    /// A program's session token, which lets a new connection take the
+    /// session over. Never logged.
+    token: Option<String>,
+    /// A bot's device: the user is the bot of that name on that device.
+    device: Option<String>,
+}
+
+/// Who logs in, as the child asks for it.
+#[derive(Debug)]
+struct Arrival {
+    nick: String,
+    addr: String,
+    format: Format,
+    /// Replay the events after this one (a resume).
+    after: Option<u64>,
+    token: Option<String>,
+    /// Take over the session with this token.
+    takeover: Option<String>,
+    /// A bot's device; the hub has checked its proof.
+    device: Option<String>,
 }
 
 /// One member of a room.
@@ -287,6 +307,8 @@ pub(crate) struct Chat {
     unwritten: Vec<Entry>,
     /// Lines of history shown to a user who joins.
     replay_lines: usize,
+    /// The bots' names, folded: no person may take one.
+    bot_names: HashSet<String>,
 }
 
 impl Default for Chat {
@@ -322,6 +344,7 @@ impl Chat {
             resume_max: DEFAULT_RESUME_MAX,
             unwritten: Vec::new(),
             replay_lines: DEFAULT_REPLAY,
+            bot_names: HashSet::new(),
         }
     }
 
@@ -342,6 +365,11 @@ impl Chat {
             recent.push_back(entry);
         }
         self.replay_lines = replay_lines.min(MAX_HISTORY);
+    }
+
+    /// The bots' names (folded), which people may not take.
+    pub(crate) fn set_bots<'a>(&mut self, names: impl Iterator<Item = &'a str>) {
+        self.bot_names = names.map(str::to_string).collect();
     }
 
     /// How many events one resume replays at most.
@@ -367,6 +395,7 @@ impl Chat {
         text: &str,
     ) -> Entry {
         let mut entry = Entry::new(now, room, kind, nick, text);
+        entry.bot = !self.bot_names.is_empty() && self.bot_names.contains(&nick_key(nick));
         entry.seq = self.take_number();
         entry
     }
@@ -424,6 +453,7 @@ impl Chat {
             "members away miscounted"
         );
         let mut entry = Entry::new(now, name, kind, nick, text);
+        entry.bot = !self.bot_names.is_empty() && self.bot_names.contains(&nick_key(nick));
         entry.seq = self.take_number();
         let rendered = entry.render(&clock::hhmm(now));
         let elsewhere =
@@ -673,11 +703,17 @@ impl Chat {
         rooms
     }
 
-    /// A registered user's nickname and address.
-    pub(crate) fn user(&self, conn: ConnId) -> Option<(&str, &str)> {
-        self.users
-            .get(&conn)
-            .map(|u| (u.nick.as_str(), u.addr.as_str()))
+    /// A registered user's nickname, address and protocol (`line`,
+    /// `json` or `bot`).
+    pub(crate) fn user(&self, conn: ConnId) -> Option<(&str, &str, &'static str)> {
+        self.users.get(&conn).map(|u| {
+            let protocol = match (u.format, &u.device) {
+                (_, Some(_)) => "bot",
+                (Format::Json, None) => "json",
+                (Format::Text, None) => "line",
+            };
+            (u.nick.as_str(), u.addr.as_str(), protocol)
+        })
     }
 
     /// The lobby's owner: always its longest-present member.
@@ -709,14 +745,41 @@ impl Chat {
                 addr,
                 format,
                 after,
-            } => self.login(conn, nick, addr, format, after, now),
+                token,
+                takeover,
+                bot,
+            } => {
+                let arrival = Arrival {
+                    nick,
+                    addr,
+                    format,
+                    after,
+                    token,
+                    takeover,
+                    device: bot.map(|proof| proof.device),
+                };
+                self.login(conn, arrival, now)
+            }
             ToHub::Rejoin {
                 nick,
                 addr,
                 id,
                 rooms,
                 format,
-            } => self.rejoin(conn, nick, addr, id, rooms, format),
+                token,
+                device,
+            } => {
+                let arrival = Arrival {
+                    nick,
+                    addr,
+                    format,
+                    after: None,
+                    token,
+                    takeover: None,
+                    device,
+                };
+                self.rejoin(conn, arrival, id, rooms)
+            }
             ToHub::Request(request) => self.request(conn, request, now),
         }
     }
@@ -796,43 +859,75 @@ impl Chat {
         let Some(room) = self.rooms.get(&key) else {
             return refuse(conn, Code::NoSuchRoom, render::no_room(name));
         };
-        let nicks = room
-            .members
+        let users: Vec<&User> = room.members.iter().map(|m| &self.users[&m.conn]).collect();
+        let nicks = users.iter().map(|u| u.nick.clone()).collect();
+        let bots = users
             .iter()
-            .map(|m| self.users[&m.conn].nick.clone())
+            .filter(|u| u.device.is_some())
+            .map(|u| u.nick.clone())
             .collect();
         let room = room.name.clone();
-        vec![answer(conn, Reply::Users { room, nicks })]
+        vec![answer(conn, Reply::Users { room, nicks, bots })]
     }
 
-    fn login(
-        &mut self,
-        conn: ConnId,
-        nick: String,
-        addr: String,
-        format: Format,
-        after: Option<u64>,
-        now: SystemTime,
-    ) -> Vec<Delivery> {
+    /// A login: a person's, a program's or a bot's (whose proof the hub
+    /// has checked), or the takeover of a session that still exists.
+    fn login(&mut self, conn: ConnId, arrival: Arrival, now: SystemTime) -> Vec<Delivery> {
         if self.users.contains_key(&conn) {
             log::warn!("second login from connection {conn} ignored");
             return Vec::new();
         }
+        let refused = |code, reason| vec![to(conn, ToChild::NickRefused { code, reason })];
+        if let Some(token) = &arrival.takeover {
+            return match self.by_token(token) {
+                Some(old) if arrival.device.is_none() => self.take_over(old, conn, arrival),
+                _ => refused(Code::UnknownSession, render::UNKNOWN_SESSION.to_string()),
+            };
+        }
+        let nick = arrival.nick.clone();
         if let Err(reason) = check_nick(&nick) {
-            let code = Code::BadNick;
-            return vec![to(conn, ToChild::NickRefused { code, reason })];
+            return refused(Code::BadNick, reason);
         }
         let key = nick_key(&nick);
-        if self.by_nick.contains_key(&key) {
-            let reason = render::nick_in_use(&nick);
-            let code = Code::NickTaken;
-            return vec![to(conn, ToChild::NickRefused { code, reason })];
+        if let Some(&holder) = self.by_nick.get(&key) {
+            // A bot's device that comes back while its old connection
+            // lingers takes its session over; another device is refused,
+            // and the session that was there stays as it was.
+            let same_bot = arrival.device.is_some()
+                && self.users.get(&holder).and_then(|u| u.device.as_ref())
+                    == arrival.device.as_ref();
+            return match (same_bot, &arrival.device) {
+                (true, _) => self.take_over(holder, conn, arrival),
+                (false, Some(_)) => {
+                    refused(Code::AlreadyConnected, render::already_connected(&nick))
+                }
+                (false, None) => refused(Code::NickTaken, render::nick_in_use(&nick)),
+            };
         }
-        log::info!("{nick} registered from {addr}");
+        if arrival.device.is_none() && self.bot_names.contains(&key) {
+            return refused(Code::NickTaken, render::reserved_for_bot(&nick));
+        }
+        self.new_user(conn, arrival, now)
+    }
+
+    fn new_user(&mut self, conn: ConnId, arrival: Arrival, now: SystemTime) -> Vec<Delivery> {
+        let Arrival {
+            nick,
+            addr,
+            format,
+            after,
+            token,
+            device,
+            ..
+        } = arrival;
+        match &device {
+            Some(device) => log::info!("{nick} (bot, device {device}) registered from {addr}"),
+            None => log::info!("{nick} registered from {addr}"),
+        }
         let id = self.next_id;
         self.next_id += 1;
         let lobby = LOBBY.to_string();
-        self.by_nick.insert(key, conn);
+        self.by_nick.insert(nick_key(&nick), conn);
         self.users.insert(
             conn,
             User {
@@ -842,6 +937,8 @@ impl Chat {
                 rooms: vec![(lobby.clone(), id)],
                 current: lobby.clone(),
                 format,
+                token,
+                device,
             },
         );
         if let Some(room) = self.rooms.get_mut(&lobby) {
@@ -857,18 +954,85 @@ impl Chat {
             }
             Format::Text | Format::Json => Vec::new(),
         };
+        let nick_ = nick.clone();
         out.push(to(
             conn,
             ToChild::Registered {
-                nick: nick.clone(),
+                nick: nick_,
                 id,
                 seq,
+                rooms: None,
             },
         ));
         if let Some(after) = after {
             out.extend(self.resume(conn, after));
         }
         out.push(self.public(now, &lobby, Kind::Join, &nick, ""));
+        out
+    }
+
+    /// The session whose token is `token`, compared in constant time.
+    fn by_token(&self, token: &str) -> Option<ConnId> {
+        use subtle::ConstantTimeEq;
+        if token.is_empty() {
+            return None;
+        }
+        self.users.iter().find_map(|(conn, u)| {
+            let mine = u.token.as_deref()?;
+            bool::from(mine.as_bytes().ct_eq(token.as_bytes())).then_some(*conn)
+        })
+    }
+
+    /// `conn` takes over `old`'s session: its nickname, rooms, places in
+    /// them (so ownerships), current room and scheduled messages. The
+    /// rooms hear nothing; the old connection is told and closes, and its
+    /// end is then nobody's.
+    fn take_over(&mut self, old: ConnId, conn: ConnId, arrival: Arrival) -> Vec<Delivery> {
+        let Some(mut user) = self.users.remove(&old) else {
+            return Vec::new();
+        };
+        log::info!(
+            "{} taken over from {} by {}",
+            user.nick,
+            user.addr,
+            arrival.addr
+        );
+        user.addr = arrival.addr;
+        user.format = arrival.format;
+        user.token = arrival.token;
+        let json = arrival.format == Format::Json;
+        for (key, _) in &user.rooms {
+            if let Some(room) = self.rooms.get_mut(key)
+                && let Some(member) = room.members.iter_mut().find(|m| m.conn == old)
+            {
+                room.json = room.json + usize::from(json) - usize::from(member.json);
+                member.conn = conn;
+                member.json = json;
+            }
+        }
+        self.by_nick.insert(nick_key(&user.nick), conn);
+        let (nick, id) = (user.nick.clone(), user.id);
+        self.users.insert(conn, user);
+        let rooms = self.memberships(conn).and_then(|d| match d.msg {
+            ToChild::Memberships(m) => Some(m),
+            _ => None,
+        });
+        let seq = self.next_event - 1;
+        let mut out = vec![
+            to(old, ToChild::TakenOver),
+            to(
+                conn,
+                ToChild::Registered {
+                    nick,
+                    id,
+                    seq,
+                    rooms,
+                },
+            ),
+        ];
+        if let Some(after) = arrival.after {
+            out.extend(self.resume(conn, after));
+        }
         out
     }
 
@@ -880,12 +1044,18 @@ impl Chat {
     fn rejoin(
         &mut self,
         conn: ConnId,
-        nick: String,
-        addr: String,
+        arrival: Arrival,
         id: u64,
         rooms: Option<Memberships>,
-        format: Format,
     ) -> Vec<Delivery> {
+        let Arrival {
+            nick,
+            addr,
+            format,
+            token,
+            device,
+            ..
+        } = arrival;
         if self.users.contains_key(&conn) {
             log::warn!("second login from connection {conn} ignored");
             return Vec::new();
@@ -948,6 +1118,8 @@ impl Chat {
                 rooms: joined,
                 current,
                 format,
+                token,
+                device,
             },
         );
         vec![to(conn, ToChild::Rejoined)]
@@ -1415,6 +1587,9 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             format: Format::Text,
             after: None,
+            token: None,
+            takeover: None,
+            bot: None,
         };
         room.handle(conn, req, SystemTime::now())
     }
@@ -1651,6 +1826,8 @@ mod tests {
     fn rejoin(room: &mut Chat, conn: ConnId, nick: &str, id: u64) -> Vec<Delivery> {
         let req = ToHub::Rejoin {
             format: Format::Text,
+            token: None,
+            device: None,
             nick: nick.into(),
             addr: "127.0.0.1:1".into(),
             id,
@@ -1900,6 +2077,8 @@ mod tests {
                 conn,
                 ToHub::Rejoin {
                     format: Format::Text,
+                    token: None,
+                    device: None,
                     nick: ["alice", "bob"][i].into(),
                     addr: "127.0.0.1:1".into(),
                     id: ids[i],
@@ -1938,5 +2117,98 @@ mod tests {
     #[test]
     fn the_lobby_s_name_is_its_own_key() {
         assert_eq!(room_key(LOBBY), LOBBY);
+    }
+
+    fn arrive(
+        chat: &mut Chat,
+        conn: ConnId,
+        nick: &str,
+        takeover: Option<&str>,
+        device: Option<&str>,
+    ) -> Vec<Delivery> {
+        let req = ToHub::Login {
+            nick: nick.into(),
+            addr: "127.0.0.1:1".into(),
+            format: Format::Json,
+            after: None,
+            token: Some(format!("token-{conn}")),
+            takeover: takeover.map(str::to_string),
+            bot: device.map(|d| crate::protocol::ipc::BotProof {
+                device: d.into(),
+                nonce: String::new(),
+                mac: String::new(),
+            }),
+        };
+        chat.handle(conn, req, SystemTime::now())
+    }
+
+    fn refusal(out: &[Delivery]) -> Option<Code> {
+        out.iter().find_map(|d| match &d.msg {
+            ToChild::NickRefused { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_takeover_keeps_the_session_and_the_rooms_hear_nothing() {
+        let mut chat = Chat::default();
+        arrive(&mut chat, 1, "prog", None, None);
+        login(&mut chat, 2, "bob");
+        join_room(&mut chat, 1, "#lab2");
+        join_room(&mut chat, 2, "#lab2");
+        assert_eq!(
+            refusal(&arrive(&mut chat, 3, "", Some("token-9"), None)),
+            Some(Code::UnknownSession)
+        );
+        let out = arrive(&mut chat, 3, "", Some("token-1"), None);
+        assert!(texts(&out).is_empty(), "nobody is told: {out:?}");
+        assert!(out.contains(&to(1, ToChild::TakenOver)));
+        let Some(ToChild::Registered {
+            nick,
+            rooms: Some(rooms),
+            ..
+        }) = out
+            .iter()
+            .map(|d| d.msg.clone())
+            .find(|m| matches!(m, ToChild::Registered { .. }))
+        else {
+            panic!("no registration with rooms: {out:?}");
+        };
+        assert_eq!(nick, "prog");
+        assert_eq!(rooms.current, "#lab2");
+        // Same places: still the owner of #lab2, ahead of bob.
+        assert_eq!(places(&chat, "#lab2"), [(3, true), (2, true)]);
+        // The old connection's end is nobody's; the old token is spent.
+        assert!(chat.leave(1, SystemTime::now()).is_empty());
+        assert_eq!(
+            refusal(&arrive(&mut chat, 4, "", Some("token-1"), None)),
+            Some(Code::UnknownSession)
+        );
+        assert!(refusal(&arrive(&mut chat, 4, "", Some("token-3"), None)).is_none());
+    }
+
+    #[test]
+    fn a_bot_s_device_takes_over_and_another_device_is_refused() {
+        let mut chat = Chat::default();
+        chat.set_bots(["weather"].into_iter());
+        assert_eq!(
+            refusal(&arrive(&mut chat, 1, "Weather", None, None)),
+            Some(Code::NickTaken),
+            "a person cannot take a bot's name"
+        );
+        arrive(&mut chat, 2, "weather", None, Some("pi"));
+        assert_eq!(
+            refusal(&arrive(&mut chat, 3, "weather", None, Some("laptop"))),
+            Some(Code::AlreadyConnected)
+        );
+        assert_eq!(
+            chat.user(2).map(|u| u.2),
+            Some("bot"),
+            "the first is untouched"
+        );
+        let out = arrive(&mut chat, 4, "weather", None, Some("pi"));
+        assert!(out.contains(&to(2, ToChild::TakenOver)));
+        assert!(texts(&out).is_empty());
+        assert_eq!(chat.user(4).map(|u| u.0), Some("weather"));
     }
 }

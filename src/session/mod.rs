@@ -39,12 +39,14 @@ mod sniff;
 pub use backlog::BacklogLimits;
 
 /// What programs (JSON clients) are allowed: see `PROTOCOL.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramOptions {
     /// Silence after which the server pings (zero: never).
     pub ping_interval: Duration,
     /// Events one resume replays at most.
     pub resume_max: usize,
+    /// The bots file (`--bots`).
+    pub bots: Option<std::path::PathBuf>,
 }
 
 impl Default for ProgramOptions {
@@ -52,6 +54,7 @@ impl Default for ProgramOptions {
         ProgramOptions {
             ping_interval: Duration::from_secs(30),
             resume_max: 1000,
+            bots: None,
         }
     }
 }
@@ -227,9 +230,9 @@ struct Session {
     peer: SocketAddr,
     /// The connection to the hub, its outbox and the replies held for it.
     hub: HubLink,
-    /// The nickname asked for and not yet answered, to ask a new hub
-    /// again if the old one went away meanwhile.
-    pending_nick: Option<String>,
+    /// The login asked for and not yet answered, to ask a new hub again
+    /// if the old one went away meanwhile.
+    pending_login: Option<ToHub>,
     stop: Stop,
     /// What the client reads and writes: lines for people or JSON.
     format: Format,
@@ -325,11 +328,11 @@ impl Session {
             client: setup.client,
             peer: setup.peer,
             hub,
-            pending_nick: None,
+            pending_login: None,
             stop: setup.stop,
             format,
             reader,
-            json: programs::JsonState::new(setup.programs),
+            json: programs::JsonState::new(&setup.programs),
             inbox: VecDeque::new(),
             backlog,
             phase: Phase::Login { failures: 0 },
@@ -435,21 +438,22 @@ impl Session {
         if let Err(reason) = command::check_nick(&text) {
             return self.refuse_nick(Code::BadNick, reason, None);
         }
-        self.log_in(text, None);
+        self.log_in(ToHub::Login {
+            nick: text,
+            addr: self.peer.to_string(),
+            format: Format::Text,
+            after: None,
+            token: None,
+            takeover: None,
+            bot: None,
+        });
         None
     }
 
-    /// Asks the hub for the nickname.
-    fn log_in(&mut self, nick: String, after: Option<u64>) {
-        let addr = self.peer.to_string();
-        self.pending_nick = Some(nick.clone());
-        let format = self.format;
-        self.request(ToHub::Login {
-            nick,
-            addr,
-            format,
-            after,
-        });
+    /// Asks the hub for a login (a `ToHub::Login`).
+    fn log_in(&mut self, login: ToHub) {
+        self.pending_login = Some(login.clone());
+        self.request(login);
     }
 
     /// A nickname was refused, by the child or by the hub; a program's
@@ -771,21 +775,17 @@ impl Session {
         }
         let addr = self.peer.to_string();
         let format = self.format;
-        let again = match (&self.phase, &self.pending_nick) {
+        let again = match (&self.phase, &self.pending_login) {
             (Phase::Chat { nick, id, rooms }, _) => Some(ToHub::Rejoin {
                 nick: nick.clone(),
                 addr,
                 id: *id,
                 rooms: rooms.clone(),
                 format,
+                token: self.json.token(),
+                device: self.json.device(),
             }),
-            (Phase::Login { .. }, Some(nick)) => Some(ToHub::Login {
-                nick: nick.clone(),
-                addr,
-                format,
-                after: self.json.resume_after(),
-            }),
-            (Phase::Login { .. }, None) => None,
+            (Phase::Login { .. }, login) => login.clone(),
         };
         if let Some(request) = again {
             self.request(request);
@@ -803,7 +803,16 @@ impl Session {
     fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
             ToChild::Line(line) => self.tell(&line),
-            ToChild::Registered { nick, id, seq } => self.registered(nick, id, seq),
+            ToChild::Registered {
+                nick,
+                id,
+                seq,
+                rooms,
+            } => self.registered(nick, id, seq, rooms),
+            ToChild::TakenOver => {
+                log::info!("{}: the session was taken over", self.peer);
+                return farewell(Code::TakenOver, render::TAKEN_OVER);
+            }
             ToChild::Reply(reply) => self.show_reply(reply, true),
             ToChild::Notice(reply) => self.show_reply(reply, false),
             ToChild::Whisper {
@@ -829,7 +838,7 @@ impl Session {
                 return farewell(Code::NickLost, render::NICK_LOST);
             }
             ToChild::NickRefused { code, reason } => {
-                self.pending_nick = None;
+                self.pending_login = None;
                 return self.nick_refused(code, reason);
             }
             ToChild::Renamed { nick: new } => {
@@ -852,19 +861,24 @@ impl Session {
         None
     }
 
-    /// The hub took the nickname: the session is in the room.
-    fn registered(&mut self, nick: String, id: u64, seq: u64) {
+    /// The hub took the nickname (or gave this connection a session it
+    /// took over, with its `rooms`): the session is in the room.
+    fn registered(&mut self, nick: String, id: u64, seq: u64, rooms: Option<Memberships>) {
         match self.format {
             Format::Text => self.tell(&render::hello(&nick)),
-            Format::Json => self.welcome(&nick, seq),
+            Format::Json => self.welcome(&nick, seq, rooms.as_ref()),
+        }
+        if let Some(ToHub::Login { after, .. }) = &self.pending_login {
+            if rooms.is_some() {
+                scoreboard::bump(&self.totals.takeovers);
+            }
+            if after.is_some() {
+                scoreboard::bump(&self.totals.resumes);
+            }
         }
         title::set(&format!("mpchat: {nick} {}", self.peer));
-        self.phase = Phase::Chat {
-            nick,
-            id,
-            rooms: None,
-        };
-        self.pending_nick = None;
+        self.phase = Phase::Chat { nick, id, rooms };
+        self.pending_login = None;
         // Tells the parent this connection no longer counts against
         // --max-unregistered.
         self.logging_in = None;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{End, Phase, ProgramOptions, Session, Step, farewell};
+use crate::os::scoreboard;
 use crate::protocol::command::{self, Request};
 use crate::protocol::framing::Line;
-use crate::protocol::ipc::ToHub;
-use crate::protocol::json::{self, Action, Refusal};
+use crate::protocol::ipc::{BotProof, Format, Memberships, ToHub};
+use crate::protocol::json::{self, Action, Hello, Refusal, Who};
 use crate::protocol::render::{self, LOBBY};
 use crate::protocol::reply::{Code, Reply};
 
@@ -25,6 +26,20 @@ pub(super) const MAX_BAD_LINES: u32 = 10;
 const SILENCE_LIMIT: f64 = 2.5;
 /// Random bytes in a session token (128 bits).
 const TOKEN_BYTES: usize = 16;
+/// Random bytes in a bot's nonce (64 hex digits).
+const NONCE_BYTES: usize = 32;
+/// How long a nonce may be answered.
+const NONCE_LIFETIME: Duration = Duration::from_secs(10);
+
+/// A challenge sent to a bot, waiting for its MAC. There is at most one
+/// per connection, and it is taken by the first answer, right or wrong.
+struct Challenge {
+    bot: String,
+    device: String,
+    nonce: String,
+    sent: Instant,
+    after: Option<u64>,
+}
 
 /// A request sent to the hub, waiting for the hub to finish it.
 struct Asked {
@@ -50,14 +65,16 @@ pub(super) struct JsonState {
     /// client's last input).
     pinged_for: Option<Instant>,
     resume_max: usize,
-    /// The `after` of the `hello`, to ask a new hub again.
-    after: Option<u64>,
     /// The session's token, from the OS's random source.
     token: String,
+    /// A bot's challenge, until it answers.
+    challenge: Option<Challenge>,
+    /// The device, once a bot is in.
+    device: Option<String>,
 }
 
 impl JsonState {
-    pub(super) fn new(options: ProgramOptions) -> JsonState {
+    pub(super) fn new(options: &ProgramOptions) -> JsonState {
         JsonState {
             asked: VecDeque::new(),
             line_id: None,
@@ -65,14 +82,20 @@ impl JsonState {
             ping_interval: options.ping_interval,
             pinged_for: None,
             resume_max: options.resume_max,
-            after: None,
             token: String::new(),
+            challenge: None,
+            device: None,
         }
     }
 
-    /// The `after` of a login in progress.
-    pub(super) fn resume_after(&self) -> Option<u64> {
-        self.after
+    /// The session's token, for a new hub.
+    pub(super) fn token(&self) -> Option<String> {
+        (!self.token.is_empty()).then(|| self.token.clone())
+    }
+
+    /// A bot's device, for a new hub.
+    pub(super) fn device(&self) -> Option<String> {
+        self.device.clone()
     }
 
     /// The hub answers the oldest request: its `id`, once.
@@ -83,16 +106,16 @@ impl JsonState {
     }
 }
 
-/// A new session token: 128 bits from the OS, as hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; TOKEN_BYTES];
+/// `n` random bytes from the OS, as hex; empty if the OS has none (a
+/// session with an empty token can never be taken over, and a bot's
+/// empty nonce is refused).
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
     if let Err(e) = getrandom::fill(&mut bytes) {
-        // Without the OS's randomness there is no safe token; a session
-        // with an empty one can never be taken over.
-        log::error!("no random bytes for a session token: {e}");
+        log::error!("no random bytes from the OS: {e}");
         return String::new();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 impl Session {
@@ -153,15 +176,8 @@ impl Session {
             Action::Hello(_) if logged_in => {
                 self.json_refusal(Code::AlreadyLoggedIn, "You are logged in already.");
             }
-            Action::Hello(hello) => {
-                if let Err(reason) = command::check_nick(&hello.nick) {
-                    let id = self.json.line_id.clone();
-                    return self.refuse_nick(Code::BadNick, reason, id.as_ref());
-                }
-                self.ask(true);
-                self.json.after = hello.after;
-                self.log_in(hello.nick, hello.after);
-            }
+            Action::Hello(Hello { who, after }) => return self.hello(who, after),
+            Action::Auth(mac) => return self.auth(mac),
             Action::Request(_) if !logged_in => {
                 self.json_refusal(Code::NotLoggedIn, "Say hello first.");
             }
@@ -182,6 +198,75 @@ impl Session {
         None
     }
 
+    /// A `hello`: a login, a takeover, or a bot's first step.
+    fn hello(&mut self, who: Who, after: Option<u64>) -> Option<End> {
+        let (nick, takeover) = match who {
+            Who::Nick(nick) => (nick, None),
+            Who::Session { token, nick } => (nick.unwrap_or_default(), Some(token)),
+            Who::Bot { bot, device } => {
+                let nonce = random_hex(NONCE_BYTES);
+                self.reply(json::challenge(&nonce, self.json.line_id.as_ref()));
+                self.json.challenge = Some(Challenge {
+                    bot,
+                    device,
+                    nonce,
+                    sent: Instant::now(),
+                    after,
+                });
+                return None;
+            }
+        };
+        if takeover.is_none()
+            && let Err(reason) = command::check_nick(&nick)
+        {
+            let id = self.json.line_id.clone();
+            return self.refuse_nick(Code::BadNick, reason, id.as_ref());
+        }
+        self.ask(true);
+        self.json.token = random_hex(TOKEN_BYTES);
+        self.log_in(ToHub::Login {
+            nick,
+            addr: self.peer.to_string(),
+            format: Format::Json,
+            after,
+            token: self.json.token(),
+            takeover,
+            bot: None,
+        });
+        None
+    }
+
+    /// A bot's answer to its challenge; the hub checks the MAC. Any
+    /// failure ends the session, with the same error whatever it was.
+    fn auth(&mut self, mac: String) -> Option<End> {
+        let Some(challenge) = self.json.challenge.take() else {
+            self.json_refusal(Code::BadRequest, "No challenge to answer: say hello first.");
+            return None;
+        };
+        if challenge.nonce.is_empty() || challenge.sent.elapsed() > NONCE_LIFETIME {
+            log::info!("{}: bot {} answered too late", self.peer, challenge.bot);
+            scoreboard::bump(&self.totals.auth_failures);
+            return farewell(Code::AuthFailed, render::AUTH_FAILED);
+        }
+        self.ask(true);
+        self.json.token = random_hex(TOKEN_BYTES);
+        self.json.device = Some(challenge.device.clone());
+        self.log_in(ToHub::Login {
+            nick: challenge.bot,
+            addr: self.peer.to_string(),
+            format: Format::Json,
+            after: challenge.after,
+            token: self.json.token(),
+            takeover: None,
+            bot: Some(BotProof {
+                device: challenge.device,
+                nonce: challenge.nonce,
+                mac,
+            }),
+        });
+        None
+    }
+
     /// Notes the line being carried out as a request to the hub.
     fn ask(&mut self, login: bool) {
         let id = self.json.line_id.clone();
@@ -199,9 +284,14 @@ impl Session {
         self.reply(line);
     }
 
-    /// The hub refused the nickname of the `hello` it was answering.
+    /// The hub refused the login it was answering. A bot is not let try
+    /// again on the same connection.
     pub(super) fn nick_refused(&mut self, code: Code, reason: String) -> Option<End> {
         let id = self.json.answer();
+        if matches!(code, Code::AuthFailed | Code::AlreadyConnected) {
+            self.json.device = None;
+            return farewell(code, reason);
+        }
         self.refuse_nick(code, reason, id.as_ref())
     }
 
@@ -241,18 +331,24 @@ impl Session {
         }
     }
 
-    /// The `welcome`, answering the `hello`.
-    pub(super) fn welcome(&mut self, nick: &str, seq: u64) {
-        self.json.token = new_token();
+    /// The `welcome`, answering the `hello`, with the session's rooms.
+    pub(super) fn welcome(&mut self, nick: &str, seq: u64, rooms: Option<&Memberships>) {
         let id = self.json.answer();
-        self.json.after = None;
+        let (names, current) = match rooms {
+            Some(m) => (
+                m.rooms.iter().map(|(r, _)| r.as_str()).collect(),
+                m.current.as_str(),
+            ),
+            None => (vec![LOBBY], LOBBY),
+        };
         let line = json::welcome(
             &json::Welcome {
                 nick,
                 session: &self.json.token,
                 seq,
-                rooms: vec![LOBBY],
-                room: LOBBY,
+                bot: self.json.device.is_some(),
+                rooms: names,
+                room: current,
                 ping_interval_s: self.json.ping_interval.as_secs(),
                 max_line: json::MAX_JSON_LINE,
                 resume_max: self.json.resume_max,
@@ -266,7 +362,7 @@ impl Session {
     /// has been silent for an interval, or give up on one silent for
     /// [`SILENCE_LIMIT`] intervals.
     pub(super) fn heartbeat_deadline(&self) -> Option<Instant> {
-        if self.format != crate::protocol::ipc::Format::Json
+        if self.format != Format::Json
             || !matches!(self.phase, Phase::Chat { .. })
             || self.json.ping_interval.is_zero()
         {
