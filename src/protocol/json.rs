@@ -92,8 +92,8 @@ pub struct Hello {
 pub enum Who {
     /// A program under a nickname.
     Nick(String),
-    /// The session with this token, taken over (its nickname, if given,
-    /// must be the session's).
+    /// The session with this token, taken over (a nickname given with it
+    /// is not looked at: the token decides).
     Session { token: String, nick: Option<String> },
     /// A bot of the bots file, on one of its devices; a challenge follows.
     Bot { bot: String, device: String },
