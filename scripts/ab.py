@@ -70,7 +70,7 @@ BENCHES = {
         ],
     ),
     "connect": (
-        "--test connect --cycles 3000 --in-flight 16",
+        "--test connect --cycles 3000 --in-flight 16 --speak-first",
         [("cycles/s", ("cycles", "cycles_per_s"))],
     ),
     "memory": (

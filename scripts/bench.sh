@@ -292,24 +292,28 @@ if want fanout; then
     fan_limit=$([[ $quick == 1 ]] && echo 60 || echo 300)
     if [[ -n $ngircd_note ]]; then note fanout "$ngircd_note"; fi
     for k in $(seq "$runs"); do
-        for server in mpchat ngircd; do
-            if [[ $server == mpchat ]]; then
-                spawn=("--spawn" "$mpchat 0" --proto line)
-            else
-                [[ -n $ngircd ]] || continue
-                spawn=("--spawn" "$ngircd" --proto irc --in-flight "$ngircd_in_flight")
-            fi
+        for server in mpchat mpchat-json ngircd; do
+            case $server in
+                mpchat) spawn=("--spawn" "$mpchat 0" --proto line) ;;
+                # Programs on the JSON protocol, the same figures as people.
+                mpchat-json) spawn=("--spawn" "$mpchat 0" --proto json) ;;
+                ngircd)
+                    [[ -n $ngircd ]] || continue
+                    spawn=("--spawn" "$ngircd" --proto irc --in-flight "$ngircd_in_flight")
+                    ;;
+            esac
             run fanout "n$fan_small-full" "$server" "$k" "$fan_limit" "${spawn[@]}" \
                 --clients "$fan_small" --senders "$senders" --messages "$fan_small_msgs"
             run fanout "n$fan_large-full" "$server" "$k" "$fan_limit" "${spawn[@]}" \
                 --clients "$fan_large" --senders "$senders" --messages "$fan_large_msgs"
-            run fanout "n$paced_n-paced" "$server" "$k" "$fan_limit" "${spawn[@]}" \
-                --clients "$paced_n" --senders "$senders" --messages "$paced_msgs" --rate "$paced_rate"
             # Rooms: the clients spread over rooms (client i in #r{i mod R},
             # joined before the traffic starts), every one of them talking
             # in its own; a line that reaches another room fails the run.
             run fanout "n$rooms_n-rooms$rooms_count" "$server" "$k" "$fan_limit" "${spawn[@]}" \
                 --clients "$rooms_n" --rooms "$rooms_count" --senders "$rooms_n" --messages "$rooms_msgs"
+            [[ $server == mpchat-json ]] && continue
+            run fanout "n$paced_n-paced" "$server" "$k" "$fan_limit" "${spawn[@]}" \
+                --clients "$paced_n" --senders "$senders" --messages "$paced_msgs" --rate "$paced_rate"
             # No window: each sender writes as fast as its socket takes the
             # bytes, as a paste or a bot does. A server that drops clients
             # who fall behind loses lines here (the run then fails).
@@ -331,10 +335,14 @@ if want connect; then
     if [[ -n $ngircd ]]; then note connect "ngircd listens with a backlog of 10 (more connects in flight lose SYNs, retried after a second), so its \"16 in flight\" row runs $ngircd_in_flight in flight."; fi
     for k in $(seq "$runs"); do
         for p in 1 16; do
-            for server in mpchat mpchat-echo c-echo ngircd; do
+            for server in mpchat mpchat-json mpchat-prompt mpchat-echo c-echo ngircd; do
                 inflight=$p
                 case $server in
-                    mpchat) spawn=(--spawn "$mpchat 0" --proto line) ;;
+                    mpchat) spawn=(--spawn "$mpchat 0" --proto line --speak-first) ;;
+                    mpchat-json) spawn=(--spawn "$mpchat 0" --proto json) ;;
+                    # A client that waits for the prompt (telnet, the C
+                    # client) waits out the server's 100 ms for a first line.
+                    mpchat-prompt) spawn=(--spawn "$mpchat 0" --proto line) ;;
                     mpchat-echo) spawn=(--spawn "$mpchat --echo 0" --proto echo) ;;
                     c-echo) spawn=(--spawn "$c_echo" --proto echo) ;;
                     ngircd)

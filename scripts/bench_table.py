@@ -84,9 +84,10 @@ def okcount(rs):
     return f"{sum(ok(r) for r in rs)}/{len(rs)}"
 
 
-SERVER = {"mpchat": "mpchat", "mpchat-echo": "mpchat --echo", "c-echo": "C echo-server",
-          "ngircd": "ngircd"}
-ORDER = ["mpchat", "mpchat-echo", "c-echo", "ngircd"]
+SERVER = {"mpchat": "mpchat", "mpchat-json": "mpchat, JSON clients",
+          "mpchat-prompt": "mpchat, client waits for the prompt",
+          "mpchat-echo": "mpchat --echo", "c-echo": "C echo-server", "ngircd": "ngircd"}
+ORDER = ["mpchat", "mpchat-json", "mpchat-prompt", "mpchat-echo", "c-echo", "ngircd"]
 
 
 def by_figure(part):
@@ -300,7 +301,11 @@ cons = by_figure("connect")
 if cons:
     w("## Connect rate\n")
     w("One cycle: connect, register (mpchat: nickname; IRC: NICK/USER, 001, JOIN), first "
-      "reply, close; echo servers: one line out and back.\n")
+      "reply, close; echo servers: one line out and back. The mpchat client sends its "
+      "nickname at once, as `printf 'nick\\n' | nc` does (`--speak-first`); one that waits "
+      "for the prompt gets it only after mpchat has waited up to 100 ms for a first line, "
+      "to tell people from programs (the \"waits for the prompt\" row). JSON clients send "
+      "their hello at once.\n")
     w("| in flight | server | proto | runs ok | cycles/s | cycle p50 ms | cycle p99 ms | CPU µs/cycle | (tree) |")
     w("|---|---|---|---|---|---|---|---|---|")
     for fig in sorted(cons, key=lambda f: int(f.rsplit("-", 1)[1])):

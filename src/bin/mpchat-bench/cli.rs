@@ -130,6 +130,12 @@ pub struct Cli {
     /// Line protocol: prompt lines to read before sending the nickname.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub nick_prompt_lines: u32,
+    /// Line protocol: send the nickname at once, before the prompt, as
+    /// `printf 'nick\n' | nc` does; mpchat then need not wait to see
+    /// whether the client speaks first (it waits up to 100 ms for one
+    /// that waits for the prompt).
+    #[arg(long)]
+    pub speak_first: bool,
     /// Nicknames are this prefix followed by the client number.
     #[arg(long, value_name = "PREFIX", default_value = "b")]
     pub nick_prefix: String,
@@ -173,6 +179,8 @@ pub enum ProtoKind {
     Irc,
     /// Echo server: one line out, the same bytes back.
     Echo,
+    /// mpchat's JSON lines for programs: hello, welcome, say, events.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -236,6 +244,7 @@ pub struct Plan {
     pub burst: bool,
     pub settle: Duration,
     pub nick_prompt_lines: u32,
+    pub speak_first: bool,
     pub nick_prefix: String,
     /// IRC channel when there is one room.
     pub channel: String,
@@ -315,6 +324,7 @@ impl Plan {
             burst: cli.burst,
             settle: seconds("--settle", cli.settle)?,
             nick_prompt_lines: cli.nick_prompt_lines,
+            speak_first: cli.speak_first,
             nick_prefix: cli.nick_prefix,
             channel: cli.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_string()),
             sources: cli.sources,
@@ -385,7 +395,7 @@ impl Plan {
             _ => self.clients as u64 - 1,
         };
         let nick_len = self.nick_prefix.len() + biggest_id.to_string().len();
-        if self.proto == ProtoKind::Line && nick_len > LINE_NICK_MAX {
+        if matches!(self.proto, ProtoKind::Line | ProtoKind::Json) && nick_len > LINE_NICK_MAX {
             return Err(format!(
                 "nicknames would be {nick_len} characters; the line protocol allows {LINE_NICK_MAX} (shorten --nick-prefix)"
             ));

@@ -23,6 +23,9 @@ pub enum Reg {
     Connecting,
     /// Line protocol: this many prompt lines still to read before the nick.
     Prompt(u32),
+    /// Line protocol, nick sent at once: this many prompt lines still to
+    /// read before the reply to it.
+    SkipPrompt(u32),
     /// Line protocol: nick sent, the next line means registered.
     AwaitReply,
     /// IRC: NICK/USER sent, waiting for 001.
@@ -62,6 +65,7 @@ pub enum Seen {
 pub struct Proto {
     pub kind: ProtoKind,
     prompt_lines: u32,
+    speak_first: bool,
     nick_prefix: String,
     /// The IRC channel when there is one room.
     channel: String,
@@ -75,6 +79,7 @@ impl Proto {
         Proto {
             kind: plan.proto,
             prompt_lines: plan.nick_prompt_lines,
+            speak_first: plan.speak_first,
             nick_prefix: plan.nick_prefix.clone(),
             channel: plan.channel.clone(),
             rooms: plan.rooms.max(1),
@@ -100,10 +105,18 @@ impl Proto {
     /// is nothing to join (one room, or IRC, which joins while it
     /// registers).
     pub fn start_join(&self, id: u32, out: &mut Vec<u8>) -> Option<Reg> {
-        if self.rooms <= 1 || self.kind != ProtoKind::Line {
+        if self.rooms <= 1 {
             return None;
         }
-        let _ = writeln!(out, "/join {}", self.room(id));
+        match self.kind {
+            ProtoKind::Line => {
+                let _ = writeln!(out, "/join {}", self.room(id));
+            }
+            ProtoKind::Json => {
+                let _ = writeln!(out, r#"{{"type":"join","room":"{}"}}"#, self.room(id));
+            }
+            ProtoKind::Irc | ProtoKind::Echo => return None,
+        }
         Some(Reg::Joining)
     }
 
@@ -113,6 +126,10 @@ impl Proto {
             ProtoKind::Line if self.prompt_lines == 0 => {
                 self.send_nick(id, out);
                 Reg::AwaitReply
+            }
+            ProtoKind::Line if self.speak_first => {
+                self.send_nick(id, out);
+                Reg::SkipPrompt(self.prompt_lines)
             }
             ProtoKind::Line => Reg::Prompt(self.prompt_lines),
             ProtoKind::Irc => {
@@ -124,6 +141,11 @@ impl Proto {
                 self.echo_line(id, out);
                 out.push(b'\n');
                 Reg::AwaitEcho
+            }
+            // A program speaks first, so the server knows it at once.
+            ProtoKind::Json => {
+                let _ = writeln!(out, r#"{{"type":"hello","nick":"{}"}}"#, self.nick(id));
+                Reg::AwaitReply
             }
         }
     }
@@ -152,12 +174,29 @@ impl Proto {
                 return Seen::Failed(text(line));
             }
         }
+        if self.kind == ProtoKind::Json {
+            if line == br#"{"type":"ping"}"# {
+                out.extend_from_slice(b"{\"type\":\"pong\"}\n");
+                return Seen::Nothing;
+            }
+            if line.starts_with(br#"{"type":"error""#) {
+                return Seen::Failed(text(line));
+            }
+        }
         match *reg {
             Reg::Registered => match find_message(line) {
                 Some((s, q, t)) => Seen::Message(s, q, t),
                 None => Seen::Nothing,
             },
             Reg::Connecting => Seen::Failed("data before the connect finished".into()),
+            Reg::SkipPrompt(left) => {
+                *reg = if left <= 1 {
+                    Reg::AwaitReply
+                } else {
+                    Reg::SkipPrompt(left - 1)
+                };
+                Seen::Nothing
+            }
             Reg::Prompt(left) => {
                 if left <= 1 {
                     self.send_nick(id, out);
@@ -170,6 +209,14 @@ impl Proto {
             // The first line after the nick means registered, unless it
             // asks again (ends like a prompt, with ':'): mpchat answers a
             // taken or invalid nick with the reason and a new prompt.
+            Reg::AwaitReply if self.kind == ProtoKind::Json => {
+                if line.starts_with(br#"{"type":"welcome""#) {
+                    *reg = Reg::Registered;
+                    Seen::Registered
+                } else {
+                    Seen::Nothing
+                }
+            }
             Reg::AwaitReply if line.trim_ascii_end().ends_with(b":") => Seen::Failed(text(line)),
             Reg::AwaitReply => {
                 *reg = Reg::Registered;
@@ -195,7 +242,11 @@ impl Proto {
                 }
             }
             Reg::Joining => {
-                if is_own_room_join(line, &self.nick(id), &self.room(id)) {
+                let joined = match self.kind {
+                    ProtoKind::Json => is_own_json_join(line, &self.nick(id), &self.room(id)),
+                    _ => is_own_room_join(line, &self.nick(id), &self.room(id)),
+                };
+                if joined {
                     *reg = Reg::Registered;
                     Seen::Joined
                 } else if is_join_refusal(line) {
@@ -250,9 +301,15 @@ impl Proto {
                 write!(out, "PRIVMSG {} :", self.channel)
             };
         }
+        if self.kind == ProtoKind::Json {
+            out.extend_from_slice(br#"{"type":"say","text":""#);
+        }
         let start = out.len();
         let _ = write!(out, "B {sender} {seq} {send_ns}");
         pad(out, start, self.size);
+        if self.kind == ProtoKind::Json {
+            out.extend_from_slice(b"\"}");
+        }
         out.extend_from_slice(if self.kind == ProtoKind::Irc {
             b"\r\n"
         } else {
@@ -296,6 +353,16 @@ fn is_own_room_join(line: &[u8], nick: &str, room: &str) -> bool {
         .unwrap_or(rest);
     let want = format!("* {nick} has joined {room}.");
     rest == want.as_bytes()
+}
+
+/// mpchat's JSON event for this nick joining this room (fields in the
+/// order the server writes them).
+fn is_own_json_join(line: &[u8], nick: &str, room: &str) -> bool {
+    let room_field = format!(r#""room":"{room}","kind":"join","from":"{nick}""#);
+    line.starts_with(br#"{"type":"event""#)
+        && line
+            .windows(room_field.len())
+            .any(|w| w == room_field.as_bytes())
 }
 
 /// mpchat's answers to a `/join` it will not carry out: a server without
@@ -355,7 +422,8 @@ fn parse_header(rest: &[u8]) -> Option<(u32, u32, u64)> {
     let (seq, rest) = number(rest)?;
     let rest = rest.strip_prefix(b" ")?;
     let (sent, rest) = number(rest)?;
-    if !(rest.is_empty() || rest.starts_with(b" ")) {
+    // A JSON event's text ends at its closing quote.
+    if !(rest.is_empty() || rest.starts_with(b" ") || rest.starts_with(b"\"")) {
         return None;
     }
     Some((u32::try_from(sender).ok()?, u32::try_from(seq).ok()?, sent))
@@ -412,6 +480,7 @@ mod tests {
         let plan_proto = Proto {
             kind: ProtoKind::Line,
             prompt_lines: 1,
+            speak_first: false,
             nick_prefix: "b".into(),
             channel: String::new(),
             rooms: 1,
@@ -452,6 +521,7 @@ mod tests {
         Proto {
             kind,
             prompt_lines: 1,
+            speak_first: false,
             nick_prefix: "b".into(),
             channel: "#bench".into(),
             rooms,
@@ -470,6 +540,51 @@ mod tests {
         assert!(!yes("[12:00] b2: * b1 has joined #r1."));
         assert!(!yes("* b1 has joined #r1."));
         assert!(!yes("[12:00] #r2 * b1 has joined #r1."));
+    }
+
+    #[test]
+    fn a_json_client_says_hello_first_and_finds_its_messages_in_events() {
+        let p = proto(ProtoKind::Json, 3);
+        let mut out = Vec::new();
+        let mut reg = p.on_connect(4, &mut out);
+        assert_eq!(out, b"{\"type\":\"hello\",\"nick\":\"b4\"}\n");
+        out.clear();
+        let welcome = br#"{"type":"welcome","nick":"b4","session":"ab","seq":0}"#;
+        assert_eq!(p.on_line(&mut reg, 4, welcome, &mut out), Seen::Registered);
+        assert_eq!(p.start_join(4, &mut out), Some(Reg::Joining));
+        assert_eq!(out, b"{\"type\":\"join\",\"room\":\"#r1\"}\n");
+        let mut reg = Reg::Joining;
+        let other = br##"{"type":"event","seq":3,"ts":1,"room":"#r1","kind":"join","from":"b41"}"##;
+        assert_eq!(p.on_line(&mut reg, 4, other, &mut out), Seen::Nothing);
+        let own = br##"{"type":"event","seq":4,"ts":1,"room":"#r1","kind":"join","from":"b4"}"##;
+        assert_eq!(p.on_line(&mut reg, 4, own, &mut out), Seen::Joined);
+        out.clear();
+        assert_eq!(
+            p.on_line(&mut reg, 4, br#"{"type":"ping"}"#, &mut out),
+            Seen::Nothing
+        );
+        assert_eq!(out, b"{\"type\":\"pong\"}\n");
+        let mut line = Vec::new();
+        p.write_message(&mut line, 2, 9, 77);
+        assert!(
+            line.starts_with(br#"{"type":"say","text":"B 2 9 77"#),
+            "{line:?}"
+        );
+        let event = br##"{"type":"event","seq":5,"ts":1,"room":"#r2","kind":"chat","from":"b2","text":"B 2 9 77"}"##;
+        assert_eq!(find_message(event), Some((2, 9, 77)));
+    }
+
+    #[test]
+    fn a_line_client_that_speaks_first_skips_the_prompt() {
+        let mut p = proto(ProtoKind::Line, 1);
+        p.speak_first = true;
+        let mut out = Vec::new();
+        let mut reg = p.on_connect(1, &mut out);
+        assert_eq!(out, b"b1\n");
+        let prompt = b"Welcome to mpchat! Enter your nickname:";
+        assert_eq!(p.on_line(&mut reg, 1, prompt, &mut out), Seen::Nothing);
+        let hello = b"Hello, b1! Type /help for commands.";
+        assert_eq!(p.on_line(&mut reg, 1, hello, &mut out), Seen::Registered);
     }
 
     #[test]
