@@ -254,8 +254,9 @@ struct ProgramArgs {
     /// told of the gap (at most 10000, what the hub keeps).
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10_000))]
     resume_max: u32,
-    /// The bots: one a line, NAME SECRET (hex, at least 32 bytes); must be
-    /// readable by its owner alone. Read again on SIGHUP.
+    /// The bots: one a line, NAME SECRET [RATE] (the secret as hex, at
+    /// least 32 bytes; RATE, the bot's own --flood-rate); must be readable
+    /// by its owner alone. Read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     bots: Option<PathBuf>,
 }

@@ -1,8 +1,10 @@
 //! Bots: the `--bots` file, and checking a bot's proof that it knows its
 //! secret (see `PROTOCOL.md`, "Bots").
 //!
-//! The file holds one bot a line, `NAME SECRET` (the secret as hex, at
-//! least 32 bytes), and must be readable by its owner alone, as ssh wants
+//! The file holds one bot a line, `NAME SECRET [RATE]` (the secret as
+//! hex, at least 32 bytes; RATE, lines a second the bot may send after its
+//! burst instead of `--flood-rate`, 0 for no limit), and must be readable
+//! by its owner alone, as ssh wants
 //! of a key. The parent checks it once before serving, so a bad file
 //! stops the start with one line; the hub reads it whenever it starts and
 //! again on SIGHUP (a bad file then keeps the bots it had, and says why
@@ -43,6 +45,8 @@ pub(crate) struct Bot {
     /// As the file spells it.
     pub name: String,
     secret: Vec<u8>,
+    /// Its own flood rate, if it has one.
+    pub rate: Option<f64>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -109,8 +113,8 @@ impl Bots {
     }
 
     /// Checks that the client at `ip` knows the secret of `bot`: `mac`
-    /// (hex) must be HMAC-SHA256 over [`signed_text`]. Returns the bot's
-    /// name as the file spells it.
+    /// (hex) must be HMAC-SHA256 over [`signed_text`]. Returns the bot,
+    /// with its name as the file spells it.
     pub(crate) fn verify(
         &mut self,
         ip: IpAddr,
@@ -119,7 +123,7 @@ impl Bots {
         nonce: &str,
         mac: &str,
         now: Instant,
-    ) -> Result<String, Failure> {
+    ) -> Result<Bot, Failure> {
         let recent = self.failures.entry(ip).or_default();
         recent.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
         if recent.len() >= MAX_FAILURES {
@@ -133,7 +137,7 @@ impl Bots {
                 hmac.update(signed_text(bot, device, nonce).as_bytes());
                 // verify_slice compares in constant time.
                 match hex::decode(mac) {
-                    Ok(mac) if hmac.verify_slice(&mac).is_ok() => Ok(known.name.clone()),
+                    Ok(mac) if hmac.verify_slice(&mac).is_ok() => Ok(known.clone()),
                     _ => Err(Failure::WrongMac),
                 }
             }
@@ -190,8 +194,15 @@ fn parse(text: &str) -> Result<HashMap<String, Bot>, (usize, String)> {
         }
         let fail = |why: String| (i + 1, why);
         let mut words = line.split_whitespace();
-        let (Some(name), Some(secret), None) = (words.next(), words.next(), words.next()) else {
-            return Err(fail("expected NAME SECRET".into()));
+        let (Some(name), Some(secret), rate, None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(fail("expected NAME SECRET [RATE]".into()));
+        };
+        let rate = match rate.map(str::parse::<f64>) {
+            None => None,
+            Some(Ok(rate)) if rate.is_finite() && rate >= 0.0 => Some(rate),
+            Some(_) => return Err(fail("RATE is lines a second, 0 or more".into())),
         };
         check_nick(name).map_err(&fail)?;
         let secret = hex::decode(secret).map_err(|_| fail("the secret must be hex".into()))?;
@@ -204,6 +215,7 @@ fn parse(text: &str) -> Result<HashMap<String, Bot>, (usize, String)> {
         let bot = Bot {
             name: name.to_string(),
             secret,
+            rate,
         };
         if bots.insert(nick_key(name), bot).is_some() {
             return Err(fail(format!("{name} is listed twice")));
@@ -236,6 +248,10 @@ mod tests {
         assert_eq!(parse(&format!("\nbad*name {SECRET}")).unwrap_err().0, 2);
         assert_eq!(parse("w 0011").unwrap_err().0, 1);
         assert_eq!(parse("w xyz").unwrap_err().0, 1);
+        let fast = parse(&format!("w {SECRET} 20\n")).unwrap();
+        assert_eq!(fast["w"].rate, Some(20.0));
+        assert_eq!(parse(&format!("w {SECRET} -1")).unwrap_err().0, 1);
+        assert_eq!(parse(&format!("w {SECRET} 1 2")).unwrap_err().0, 1);
         let twice = format!("w {SECRET}\nW {SECRET}\n");
         assert!(parse(&twice).unwrap_err().1.contains("twice"));
     }
@@ -249,17 +265,16 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let now = Instant::now();
         let good = mac(SECRET, "weather", "pi", "n1");
-        assert_eq!(
-            bots.verify(ip, "weather", "pi", "n1", &good, now),
-            Ok("Weather".into())
-        );
+        let bot = bots.verify(ip, "weather", "pi", "n1", &good, now);
+        assert_eq!(bot.map(|b| b.name), Ok("Weather".to_string()));
         // The MAC covers the device and the nonce.
+        let name = |r: Result<Bot, Failure>| r.map(|b| b.name);
         assert_eq!(
-            bots.verify(ip, "weather", "pi2", "n1", &good, now),
+            name(bots.verify(ip, "weather", "pi2", "n1", &good, now)),
             Err(Failure::WrongMac)
         );
         assert_eq!(
-            bots.verify(ip, "nobody", "pi", "n1", &good, now),
+            name(bots.verify(ip, "nobody", "pi", "n1", &good, now)),
             Err(Failure::UnknownBot)
         );
         for _ in 0..3 {
@@ -268,7 +283,7 @@ mod tests {
         // Five failures: now even the right proof fails, until a minute
         // has passed; another address is not held back.
         assert_eq!(
-            bots.verify(ip, "weather", "pi", "n1", &good, now),
+            name(bots.verify(ip, "weather", "pi", "n1", &good, now)),
             Err(Failure::TooManyFailures)
         );
         let other: IpAddr = "192.0.2.2".parse().unwrap();

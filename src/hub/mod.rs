@@ -617,7 +617,18 @@ impl Hub {
                 Ok(Received::Data(requests)) => {
                     for req in requests {
                         let mut out = match self.authenticate(&req) {
-                            Ok(()) => self.chat.handle(id, req, SystemTime::now()),
+                            Ok(rate) => {
+                                let mut out = self.chat.handle(id, req, SystemTime::now());
+                                let registered = out.iter().any(|d| {
+                                    d.to == Target::One(id)
+                                        && matches!(d.msg, ToChild::Registered { .. })
+                                });
+                                if let Some(rate) = rate.filter(|_| registered) {
+                                    let millilines_per_s = (rate * 1000.0) as u64;
+                                    out.push(room::to(id, ToChild::FloodRate { millilines_per_s }));
+                                }
+                                out
+                            }
                             Err(refusal) => vec![room::to(id, refusal)],
                         };
                         out.push(room::to(id, ToChild::Done));
@@ -638,9 +649,10 @@ impl Hub {
     }
 
     /// A bot's login is let through only with the proof that it knows
-    /// its secret; every failure gets the same refusal, and is logged
-    /// with how many came from that address lately.
-    fn authenticate(&mut self, req: &ToHub) -> Result<(), ToChild> {
+    /// its secret (and then with its own flood rate, if it has one);
+    /// every failure gets the same refusal, and is logged with how many
+    /// came from that address lately.
+    fn authenticate(&mut self, req: &ToHub) -> Result<Option<f64>, ToChild> {
         let ToHub::Login {
             nick,
             addr,
@@ -648,7 +660,7 @@ impl Hub {
             ..
         } = req
         else {
-            return Ok(());
+            return Ok(None);
         };
         let ip = addr
             .parse::<std::net::SocketAddr>()
@@ -663,7 +675,7 @@ impl Hub {
             Instant::now(),
         );
         match checked {
-            Ok(_) => Ok(()),
+            Ok(bot) => Ok(bot.rate),
             Err(why) => {
                 log::warn!(
                     "bot {nick} (device {}) from {addr} failed to authenticate ({why:?}; {} failures from {ip} in the last minute)",

@@ -135,6 +135,9 @@ pub enum ToChild {
     },
     /// Another connection took this session over: say so and close.
     TakenOver,
+    /// This user (a bot) has a flood rate of its own, in lines a second
+    /// (0: no limit), in thousandths.
+    FloodRate { millilines_per_s: u64 },
     /// The answer to the child's oldest unfinished request.
     Reply(Reply),
     /// The same kind of message, caused by someone else's request.

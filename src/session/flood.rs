@@ -55,6 +55,11 @@ impl Flood {
         }
     }
 
+    /// A rate of its own for this user (a bot's, from the bots file).
+    pub(crate) fn set_rate(&mut self, rate: f64) {
+        self.limits.rate = rate;
+    }
+
     /// Decides about one line arriving at `now`.
     pub(crate) fn line(&mut self, now: Instant) -> Verdict {
         if self.limits.rate <= 0.0 {

@@ -809,6 +809,9 @@ impl Session {
                 seq,
                 rooms,
             } => self.registered(nick, id, seq, rooms),
+            ToChild::FloodRate { millilines_per_s } => {
+                self.flood.set_rate(millilines_per_s as f64 / 1000.0);
+            }
             ToChild::TakenOver => {
                 log::info!("{}: the session was taken over", self.peer);
                 return farewell(Code::TakenOver, render::TAKEN_OVER);
