@@ -76,7 +76,7 @@ use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::ipc::{self, Event, Format, Memberships, Received, ToChild, ToHub};
-use crate::protocol::json::JsonReader;
+use crate::protocol::json::{self, JsonReader};
 use crate::protocol::render;
 use crate::protocol::reply::{Code, Reply};
 use crate::protocol::sanitize::sanitize;
@@ -278,8 +278,7 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
             let busy = match format {
                 Format::Text => format!("{}{CRLF}", render::SERVER_BUSY),
                 Format::Json => {
-                    let line =
-                        crate::protocol::json::error(Code::ServerBusy, render::SERVER_BUSY, None);
+                    let line = json::error(Code::ServerBusy, render::SERVER_BUSY, None);
                     format!("{line}\n")
                 }
             };
@@ -472,7 +471,7 @@ impl Session {
         match self.format {
             Format::Text if last => self.tell(&reason),
             Format::Text => self.tell(&format!("{reason} {}", render::ENTER_NICK)),
-            Format::Json => self.tell(&crate::protocol::json::error(code, &reason, id)),
+            Format::Json => self.tell(&json::error(code, &reason, id)),
         }
         if last {
             log::info!("{}: too many invalid nicknames", self.peer);
@@ -827,9 +826,9 @@ impl Session {
             } => self.show_whisper(&from, &to, &text, time_ms, sent),
             ToChild::Removed { room, by } => match self.format {
                 Format::Text => self.tell(&render::removed_from(&room, &by)),
-                Format::Json => self.tell(&crate::protocol::json::removed(&room, &by)),
+                Format::Json => self.tell(&json::removed(&room, &by)),
             },
-            ToChild::Gap { after, next } => self.tell(&crate::protocol::json::gap(after, next)),
+            ToChild::Gap { after, next } => self.tell(&json::gap(after, next)),
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
             ToChild::TooSlow => {
                 log::info!("{}: dropped by the hub for falling behind", self.peer);
@@ -912,7 +911,7 @@ impl Session {
 
     fn show_whisper(&mut self, from: &str, to: &str, text: &str, time_ms: u64, sent: bool) {
         let line = match self.format {
-            Format::Json => crate::protocol::json::whisper(time_ms, from, to, text),
+            Format::Json => json::whisper(time_ms, from, to, text),
             Format::Text => {
                 let stamp = clock::hhmm(clock::from_unix_ms(time_ms));
                 match sent {
@@ -987,8 +986,8 @@ impl Session {
     fn say_last(&mut self, code: Code, line: &str, quit: bool) {
         match (self.format, quit) {
             (Format::Text, _) => self.tell(line),
-            (Format::Json, true) => self.tell(&crate::protocol::json::bare("bye", None)),
-            (Format::Json, false) => self.tell(&crate::protocol::json::error(code, line, None)),
+            (Format::Json, true) => self.tell(&json::bare("bye", None)),
+            (Format::Json, false) => self.tell(&json::error(code, line, None)),
         }
     }
 
