@@ -547,3 +547,149 @@ fn a_quit_with_an_id_is_answered_with_that_id() {
     }
     ann.expect_closed();
 }
+
+// ---------------------------------------------------------------------------
+// 3. Error codes.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bad_lines_get_their_codes_and_change_nothing() {
+    let server = Server::start();
+    let (mut ann, _) = JsonClient::hello(&server, "ann");
+
+    for (line, code) in [
+        (&b"not json\n"[..], "bad_json"),
+        (b"[1]\n", "bad_json"),
+        (b"{\"type\":\"say\",\"text\":\"cut\"\n", "bad_json"),
+    ] {
+        ann.send_raw(line);
+        expect_error_for(&mut ann, code, None);
+        still_works(&mut ann, code);
+    }
+    refused(&mut ann, json!({"type": "fly"}), json!("u"), "unknown_type");
+    let missing = json!({"type": "say", "id": 2});
+    ann.send(&missing);
+    let error = expect_error_for(&mut ann, "bad_request", Some(&json!(2)));
+    assert!(
+        error["message"].as_str().unwrap().contains("text"),
+        "the message names the missing field: {error}"
+    );
+    still_works(&mut ann, "missing field");
+    refused(
+        &mut ann,
+        json!({"type": "say", "text": 7}),
+        json!("t"),
+        "bad_request",
+    );
+    refused(
+        &mut ann,
+        json!({"type": "history", "count": 0}),
+        json!(4),
+        "bad_request",
+    );
+    refused(
+        &mut ann,
+        json!({"type": "say", "text": "a".repeat(513)}),
+        json!(5),
+        "text_too_long",
+    );
+    // 512 bytes is the most a text may have.
+    let longest = "é".repeat(256);
+    ann.send(&json!({"type": "say", "text": longest, "id": 6}));
+    assert_eq!(
+        expect_event(&mut ann, "chat", "ann", "#lobby")["text"],
+        json!(longest)
+    );
+    expect_reply(&mut ann, "ok", &json!(6));
+}
+
+#[test]
+fn login_errors_leave_the_connection_open_for_another_try() {
+    let server = Server::start();
+    let (mut ann, _) = JsonClient::hello(&server, "ann");
+
+    let mut bot = JsonClient::connect(&server);
+    bot.send(&json!({"type": "say", "text": "too early", "id": "e"}));
+    expect_error_for(&mut bot, "not_logged_in", Some(&json!("e")));
+    bot.send(&json!({"type": "users", "id": 1}));
+    expect_error_for(&mut bot, "not_logged_in", Some(&json!(1)));
+    // A ping is fine before the welcome.
+    bot.send(&json!({"type": "ping", "id": 2}));
+    expect_reply(&mut bot, "pong", &json!(2));
+    bot.send(&json!({"type": "hello", "nick": "no good!", "id": 3}));
+    expect_error_for(&mut bot, "bad_nick", Some(&json!(3)));
+    bot.send(&json!({"type": "hello", "nick": "ANN", "id": 4}));
+    expect_error_for(&mut bot, "nick_taken", Some(&json!(4)));
+    bot.send(&json!({"type": "hello", "nick": "bot", "id": 5}));
+    expect_reply(&mut bot, "welcome", &json!(5));
+    expect_event(&mut bot, "join", "bot", "#lobby");
+    refused(
+        &mut bot,
+        json!({"type": "hello", "nick": "bot2"}),
+        json!(6),
+        "already_logged_in",
+    );
+    // Still bot, and the refused tries left nothing behind.
+    ann.send(&json!({"type": "users", "id": 7}));
+    expect_event(&mut ann, "join", "bot", "#lobby");
+    let users = expect_reply(&mut ann, "users", &json!(7));
+    assert_eq!(users["nicks"], json!(["ann", "bot"]));
+}
+
+#[test]
+fn refused_requests_get_their_codes_and_the_session_goes_on() {
+    let server = Server::start();
+    let (mut ann, _) = JsonClient::hello(&server, "ann");
+    let (mut bob, _) = JsonClient::hello(&server, "bob");
+    expect_event(&mut ann, "join", "bob", "#lobby");
+
+    let cases = [
+        (json!({"type": "join", "room": "lab2"}), "bad_room"),
+        (
+            json!({"type": "join", "room": format!("#{}", "a".repeat(33))}),
+            "bad_room",
+        ),
+        (
+            json!({"type": "say", "room": "#lab2", "text": "x"}),
+            "not_in_room",
+        ),
+        (json!({"type": "part", "room": "#lab2"}), "not_in_room"),
+        (json!({"type": "users", "room": "#nowhere"}), "no_such_room"),
+        (json!({"type": "part"}), "last_room"),
+        (
+            json!({"type": "whisper", "to": "nobody", "text": "x"}),
+            "no_such_user",
+        ),
+        (json!({"type": "kick", "nick": "ann"}), "cannot_kick_self"),
+        (json!({"type": "kick", "nick": "nobody"}), "no_such_user"),
+        (
+            json!({"type": "schedule_cancel", "number": 1}),
+            "no_such_scheduled",
+        ),
+        (json!({"type": "rename", "nick": "ann"}), "nick_unchanged"),
+        (json!({"type": "rename", "nick": "BOB"}), "nick_taken"),
+        (json!({"type": "rename", "nick": "no!good"}), "bad_nick"),
+    ];
+    for (i, (request, code)) in cases.into_iter().enumerate() {
+        // String and numeric ids alike.
+        let id = if i % 2 == 0 {
+            json!(i)
+        } else {
+            json!(format!("req-{i}"))
+        };
+        refused(&mut ann, request, id, code);
+    }
+    refused(
+        &mut bob,
+        json!({"type": "kick", "nick": "ann"}),
+        json!("k"),
+        "not_owner",
+    );
+    // Nothing happened meanwhile: bob's next line is ann's say.
+    ann.send(&json!({"type": "say", "text": "still here"}));
+    expect_event(&mut ann, "chat", "ann", "#lobby");
+    assert_eq!(
+        expect_event(&mut bob, "chat", "ann", "#lobby")["text"],
+        "still here"
+    );
+}
