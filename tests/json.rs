@@ -93,6 +93,52 @@ fn still_works(client: &mut JsonClient, after: &str) {
     assert!(users["nicks"].is_array(), "users: {users}");
 }
 
+/// Reads a person's next line, which must be `[HH:MM] ` and `rest`, and
+/// never JSON.
+fn person_sees(person: &mut Client, rest: &str) {
+    let line = person.read_line();
+    assert!(
+        serde_json::from_str::<Value>(&line).is_err() && !line.starts_with('{'),
+        "a person was sent JSON: {line:?}"
+    );
+    assert_eq!(unstamp(&line), Some(rest), "line {line:?}");
+}
+
+/// Checks the public events one client receives: each has every field an
+/// event must have, a number above all before it, and a time within the
+/// action that caused it.
+struct Witness {
+    last_seq: u64,
+}
+
+impl Witness {
+    /// The next line, which must be an event caused by something done no
+    /// earlier than `since_ms`.
+    fn event(&mut self, client: &mut JsonClient, since_ms: u64) -> Value {
+        let line = client.next();
+        let until_ms = now_ms();
+        assert_eq!(line["type"], "event", "not an event: {line}");
+        for field in ["room", "kind", "from"] {
+            assert!(line[field].is_string(), "no {field} in {line}");
+        }
+        let seq = seq_of(&line);
+        assert!(
+            seq > self.last_seq,
+            "seq {seq} after {}: {line}",
+            self.last_seq
+        );
+        self.last_seq = seq;
+        let ts = line["ts"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no numeric ts in {line}"));
+        assert!(
+            since_ms.saturating_sub(CLOCK_SLACK_MS) <= ts && ts <= until_ms + CLOCK_SLACK_MS,
+            "ts {ts} not within {since_ms}..={until_ms}: {line}"
+        );
+        line
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 1. The first bytes choose the protocol.
 // ---------------------------------------------------------------------------
@@ -692,4 +738,105 @@ fn refused_requests_get_their_codes_and_the_session_goes_on() {
         expect_event(&mut bob, "chat", "ann", "#lobby")["text"],
         "still here"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Events.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn events_are_numbered_and_stamped_and_a_person_sees_only_text() {
+    let server = Server::start();
+    let (mut ann, welcome) = JsonClient::hello(&server, "ann");
+    let mut events = Witness {
+        last_seq: seq_of(&welcome),
+    };
+
+    let since = now_ms();
+    let mut tom = server.login("tom");
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "join", "tom", "#lobby");
+
+    let since = now_ms();
+    tom.send_line("hi");
+    person_sees(&mut tom, "tom: hi");
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "chat", "tom", "#lobby");
+    assert_eq!(e["text"], "hi");
+
+    let since = now_ms();
+    ann.send(&json!({"type": "say", "text": "hello"}));
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "chat", "ann", "#lobby");
+    person_sees(&mut tom, "ann: hello");
+
+    let since = now_ms();
+    ann.send(&json!({"type": "me", "text": "waves"}));
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "me", "ann", "#lobby");
+    assert_eq!(e["text"], "waves");
+    person_sees(&mut tom, "* ann waves");
+
+    let since = now_ms();
+    ann.send(&json!({"type": "join", "room": "#lab2"}));
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "join", "ann", "#lab2");
+    assert_eq!(ann.next()["type"], "current");
+
+    let since = now_ms();
+    tom.send_line("/join #lab2");
+    person_sees(&mut tom, "* tom has joined #lab2.");
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "join", "tom", "#lab2");
+
+    let since = now_ms();
+    ann.send(&json!({"type": "topic", "text": "exam"}));
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "topic", "ann", "#lab2");
+    assert_eq!(e["text"], "exam");
+    person_sees(&mut tom, "* ann set the topic of #lab2: exam");
+
+    // One rename, in two rooms: an event, with its own number, for each.
+    let since = now_ms();
+    ann.send(&json!({"type": "rename", "nick": "ann2"}));
+    let first = events.event(&mut ann, since);
+    let second = events.event(&mut ann, since);
+    let mut rooms = Vec::new();
+    for e in [&first, &second] {
+        assert_eq!(
+            (&e["kind"], &e["from"], &e["to"]),
+            (&json!("rename"), &json!("ann"), &json!("ann2")),
+            "{e}"
+        );
+        rooms.push(e["room"].as_str().unwrap());
+    }
+    rooms.sort();
+    assert_eq!(rooms, ["#lab2", "#lobby"]);
+    // A person reads it once: the next line is already tom's own.
+    person_sees(
+        &mut tom,
+        "* User \"ann\" has changed their nickname to \"ann2\".",
+    );
+    let since = now_ms();
+    tom.send_line("done");
+    person_sees(&mut tom, "tom: done");
+    let e = events.event(&mut ann, since);
+    assert_event(&e, "chat", "tom", "#lab2");
+
+    let since = now_ms();
+    tom.send_line("/quit");
+    tom.expect("Bye, tom.");
+    tom.expect_closed();
+    let mut rooms = Vec::new();
+    for _ in 0..2 {
+        let e = events.event(&mut ann, since);
+        assert_eq!(
+            (&e["kind"], &e["from"]),
+            (&json!("leave"), &json!("tom")),
+            "{e}"
+        );
+        rooms.push(e["room"].as_str().unwrap().to_string());
+    }
+    rooms.sort();
+    assert_eq!(rooms, ["#lab2", "#lobby"]);
 }
