@@ -840,3 +840,81 @@ fn events_are_numbered_and_stamped_and_a_person_sees_only_text() {
     rooms.sort();
     assert_eq!(rooms, ["#lab2", "#lobby"]);
 }
+
+// ---------------------------------------------------------------------------
+// 5. Framing.
+// ---------------------------------------------------------------------------
+
+/// A ping line of exactly `len` bytes, its LF included, padded in a field
+/// the server ignores.
+fn ping_of_length(len: usize, id: &str) -> Vec<u8> {
+    let bare = format!("{{\"type\":\"ping\",\"id\":\"{id}\",\"pad\":\"\"}}\n");
+    let pad = "x".repeat(len - bare.len());
+    let line = format!("{{\"type\":\"ping\",\"id\":\"{id}\",\"pad\":\"{pad}\"}}\n");
+    assert_eq!(line.len(), len);
+    line.into_bytes()
+}
+
+#[test]
+fn a_line_over_8192_bytes_is_dropped_whole_and_one_of_8192_is_read() {
+    let server = Server::start();
+    let (mut ann, _) = JsonClient::hello(&server, "ann");
+
+    ann.send_raw(&ping_of_length(8192, "exact"));
+    expect_reply(&mut ann, "pong", &json!("exact"));
+
+    ann.send_raw(&ping_of_length(8193, "over"));
+    expect_error_for(&mut ann, "line_too_long", None);
+    still_works(&mut ann, "8193 bytes");
+
+    // A long say is dropped whole: no part of it is said, and it is one
+    // error however long it is.
+    let say = format!("{{\"type\":\"say\",\"text\":\"{}\"}}\n", "y".repeat(30_000));
+    ann.send_raw(say.as_bytes());
+    expect_error_for(&mut ann, "line_too_long", None);
+    still_works(&mut ann, "30000 bytes");
+
+    // CRLF ends a line too; empty lines are nothing.
+    ann.send_raw(b"\r\n\n{\"type\":\"say\",\"text\":\"crlf\",\"id\":1}\r\n");
+    assert_eq!(
+        expect_event(&mut ann, "chat", "ann", "#lobby")["text"],
+        "crlf"
+    );
+    expect_reply(&mut ann, "ok", &json!(1));
+
+    let mut bot = JsonClient::connect(&server);
+    bot.send_raw(b"{\"type\":\"hello\",\"nick\":\"bot\"}\r\n");
+    assert_eq!(bot.next()["type"], "welcome");
+    expect_event(&mut bot, "join", "bot", "#lobby");
+    bot.send_raw(b"{\"type\":\"ping\",\"id\":2}\r\n");
+    expect_reply(&mut bot, "pong", &json!(2));
+}
+
+#[test]
+fn ten_bad_lines_in_a_row_end_the_session_but_a_good_line_resets_the_count() {
+    let server = Server::start();
+
+    let (mut ann, _) = JsonClient::hello(&server, "ann");
+    let nine = b"junk\n".repeat(9);
+    ann.send_raw(&nine);
+    ann.send_raw(b"{\"type\":\"ping\",\"id\":\"good\"}\n");
+    ann.send_raw(&nine);
+    for _ in 0..9 {
+        expect_error_for(&mut ann, "bad_json", None);
+    }
+    expect_reply(&mut ann, "pong", &json!("good"));
+    for _ in 0..9 {
+        expect_error_for(&mut ann, "bad_json", None);
+    }
+    still_works(&mut ann, "nine bad lines");
+
+    let (mut bob, _) = JsonClient::hello(&server, "bob");
+    expect_event(&mut ann, "join", "bob", "#lobby");
+    bob.send_raw(&b"junk\n".repeat(10));
+    for _ in 0..10 {
+        expect_error_for(&mut bob, "bad_json", None);
+    }
+    bob.expect_error("too_many_errors");
+    bob.expect_closed();
+    expect_event(&mut ann, "leave", "bob", "#lobby");
+}
