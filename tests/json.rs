@@ -918,3 +918,71 @@ fn ten_bad_lines_in_a_row_end_the_session_but_a_good_line_resets_the_count() {
     bob.expect_closed();
     expect_event(&mut ann, "leave", "bob", "#lobby");
 }
+
+// ---------------------------------------------------------------------------
+// 6. Heartbeat.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_silent_program_is_pinged_then_dropped_and_one_that_answers_stays() {
+    let interval = Duration::from_secs(1);
+    // Each on a server of its own, so that neither sees the other's
+    // events, and at the same time, so that the test waits once.
+    thread::scope(|s| {
+        let answering = s.spawn(|| {
+            let server = Server::start_with(&["--ping-interval", "1"]);
+            let said = Instant::now();
+            let (mut ann, welcome) = JsonClient::hello(&server, "ann");
+            assert_eq!(welcome["ping_interval_s"], 1);
+            let mut pings = 0;
+            let mut answered = said;
+            loop {
+                assert_eq!(ann.next(), json!({"type": "ping"}));
+                let waited = answered.elapsed();
+                assert!(
+                    waited >= interval.mul_f64(0.8),
+                    "pinged {waited:?} after the last line"
+                );
+                pings += 1;
+                if said.elapsed() > interval * 3 || pings == 20 {
+                    break;
+                }
+                // A pong, or a request of its own: any line is a sign of
+                // life.
+                answered = Instant::now();
+                if pings % 2 == 1 {
+                    ann.send(&json!({"type": "pong"}));
+                } else {
+                    ann.send(&json!({"type": "rooms", "id": pings}));
+                    expect_reply(&mut ann, "rooms", &json!(pings));
+                }
+            }
+            assert!(pings >= 3, "only {pings} pings in {:?}", said.elapsed());
+            ann.send(&json!({"type": "ping", "id": "alive"}));
+            expect_reply(&mut ann, "pong", &json!("alive"));
+        });
+        let silent = s.spawn(|| {
+            let server = Server::start_with(&["--ping-interval", "1"]);
+            let said = Instant::now();
+            let (mut bot, _) = JsonClient::hello(&server, "bot");
+            assert_eq!(bot.next(), json!({"type": "ping"}));
+            assert!(
+                said.elapsed() >= interval.mul_f64(0.8),
+                "pinged after {:?}",
+                said.elapsed()
+            );
+            bot.expect_error("ping_timeout");
+            assert!(
+                said.elapsed() >= interval.mul_f64(2.3),
+                "dropped after {:?} of silence",
+                said.elapsed()
+            );
+            bot.expect_closed();
+        });
+        for handle in [answering, silent] {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+}
