@@ -1173,3 +1173,44 @@ fn a_hello_with_a_session_token_takes_that_session_over() {
     expect_event(&mut new, "chat", "ann", "#lobby");
     expect_event(&mut bob, "chat", "ann", "#lobby");
 }
+
+// ---------------------------------------------------------------------------
+// 8. A new hub.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_program_stays_connected_across_a_killed_hub_and_numbers_go_on() {
+    let server = Server::start();
+    let (mut ann, welcome) = JsonClient::hello(&server, "ann");
+    let mut bob = server.login("bob");
+    let mut newest = seq_of(&welcome);
+    newest = newest.max(seq_of(&expect_event(&mut ann, "join", "bob", "#lobby")));
+    bob.send_line("before");
+    bob.expect_stamped("bob: before");
+    newest = newest.max(seq_of(&expect_event(&mut ann, "chat", "bob", "#lobby")));
+
+    server.kill_hub_and_wait_for_new();
+    // A request sent before the child reached the new hub could be lost
+    // with the old one (and answered server_busy).
+    for nick in ["ann", "bob"] {
+        server.wait_for_log(&format!("{nick} rejoined from"));
+    }
+    assert_eq!(
+        ann.next_within(Duration::from_millis(200)),
+        None,
+        "a program is told nothing of a new hub"
+    );
+
+    ann.send(&json!({"type": "say", "text": "after", "id": "a"}));
+    let after = expect_event(&mut ann, "chat", "ann", "#lobby");
+    assert!(
+        seq_of(&after) > newest,
+        "seq {} after the new hub, {newest} before",
+        seq_of(&after)
+    );
+    expect_reply(&mut ann, "ok", &json!("a"));
+    bob.expect_stamped("ann: after");
+    ann.send(&json!({"type": "users", "id": 2}));
+    let users = expect_reply(&mut ann, "users", &json!(2));
+    assert_eq!(users["nicks"], json!(["ann", "bob"]));
+}
