@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------
 
 const WELCOME: &str = "Welcome to mpchat! Enter your nickname:";
+const SERVER_FULL: &str = "Server is full, try again later.";
 
 /// The server stamps events with the same system clock the test reads, but
 /// in whole milliseconds and a moment apart from our readings.
@@ -1213,4 +1214,74 @@ fn a_program_stays_connected_across_a_killed_hub_and_numbers_go_on() {
     ann.send(&json!({"type": "users", "id": 2}));
     let users = expect_reply(&mut ann, "users", &json!(2));
     assert_eq!(users["nicks"], json!(["ann", "bob"]));
+}
+
+// ---------------------------------------------------------------------------
+// 9. A full server.
+// ---------------------------------------------------------------------------
+
+/// Bytes the kernel holds unread on the server's side of the connection
+/// from local port `client_port` (from /proc/net/tcp), if it is listed.
+fn unread_at_server(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|row| {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        if fields.len() < 5
+            || port(fields[1]) != Some(server_port)
+            || port(fields[2]) != Some(client_port)
+        {
+            return None;
+        }
+        let (_, rx) = fields[4].split_once(':')?;
+        u64::from_str_radix(rx, 16).ok()
+    })
+}
+
+#[test]
+fn a_full_server_refuses_a_program_with_server_full() {
+    let server = Server::start_with(&["--max-clients", "1"]);
+    let _alice = server.login("alice");
+    let hello = json!({"type": "hello", "nick": "bot"});
+
+    // The parent does not wait for the hello: as it races the refusal, the
+    // documented plain-text fallback may come instead.
+    let mut bot = JsonClient::connect(&server);
+    bot.send(&hello);
+    let first = bot.line().expect("a refusal line");
+    if first.starts_with('{') {
+        let refusal: Value = serde_json::from_str(&first).expect("a JSON refusal");
+        assert_eq!(
+            (&refusal["type"], &refusal["code"]),
+            (&json!("error"), &json!("server_full")),
+            "{first}"
+        );
+    } else {
+        assert_eq!(first, format!("{SERVER_FULL}\r"));
+    }
+    bot.expect_closed();
+
+    // With the parent stopped, the hello is surely there when it accepts.
+    server.signal(libc::SIGSTOP);
+    let mut bot = JsonClient::connect(&server);
+    bot.send(&hello);
+    let local = bot.stream().local_addr().unwrap().port();
+    let arrived = {
+        let start = Instant::now();
+        loop {
+            if unread_at_server(server.port(), local).is_some_and(|n| n > 0) {
+                break true;
+            }
+            if start.elapsed() > DEADLINE {
+                break false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    server.signal(libc::SIGCONT);
+    assert!(arrived, "the hello never reached the server's socket");
+    let refusal = bot.expect_error("server_full");
+    assert_eq!(refusal["message"], SERVER_FULL);
+    assert!(refusal.get("id").is_none());
+    bot.expect_closed();
 }
