@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod json;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
