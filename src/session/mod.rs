@@ -169,8 +169,12 @@ enum Phase {
 
 /// How a session ends: with a last line for the client, or without one.
 enum End {
-    /// The client asked to leave; the line says goodbye to a person.
-    Quit(String),
+    /// The client asked to leave; the line says goodbye to a person, a
+    /// program's `bye` carries the `id` of its `quit`.
+    Quit {
+        line: String,
+        id: Option<serde_json::Value>,
+    },
     /// The server ends the session, for the reason the code names and
     /// the line tells a person.
     Farewell(Code, String),
@@ -432,7 +436,10 @@ impl Session {
     /// A line typed at the nickname prompt.
     fn login_line(&mut self, text: String) -> Option<End> {
         if command::is_quit(&text) {
-            return Some(End::Quit("Bye.".to_string()));
+            return Some(End::Quit {
+                line: "Bye.".to_string(),
+                id: None,
+            });
         }
         if let Err(reason) = command::check_nick(&text) {
             return self.refuse_nick(Code::BadNick, reason, None);
@@ -506,7 +513,10 @@ impl Session {
                     return Some(End::Silently);
                 };
                 log::info!("{} ({nick}) quit", self.peer);
-                return Some(End::Quit(render::bye(nick)));
+                return Some(End::Quit {
+                    line: render::bye(nick),
+                    id: None,
+                });
             }
         }
         None
@@ -947,16 +957,19 @@ impl Session {
         // Only a farewell of the child's own is cut short by a shutdown;
         // the shutdown's farewell is the one to say then.
         let (patience, stop_ends_it) = match end {
-            End::Quit(line) => {
-                self.say_last(Code::ShuttingDown, &line, true);
+            End::Quit { line, id } => {
+                match self.format {
+                    Format::Text => self.tell(&line),
+                    Format::Json => self.tell(&json::bare("bye", id.as_ref())),
+                }
                 (FAREWELL_TIME, false)
             }
             End::Farewell(code, line) => {
-                self.say_last(code, &line, false);
+                self.say_last(code, &line);
                 (FAREWELL_TIME, false)
             }
             End::FellBehind => {
-                self.say_last(Code::TooSlow, render::NOT_READING, false);
+                self.say_last(Code::TooSlow, render::NOT_READING);
                 (FELL_BEHIND_FAREWELL_TIME, true)
             }
             End::Silently => (FAREWELL_TIME, false),
@@ -981,13 +994,12 @@ impl Session {
         }
     }
 
-    /// The session's last line: to a person `line`; to a program `bye` if
-    /// it asked to leave (`quit`), else the error `code`.
-    fn say_last(&mut self, code: Code, line: &str, quit: bool) {
-        match (self.format, quit) {
-            (Format::Text, _) => self.tell(line),
-            (Format::Json, true) => self.tell(&json::bare("bye", None)),
-            (Format::Json, false) => self.tell(&json::error(code, line, None)),
+    /// The last line of a session the server ends: to a person `line`,
+    /// to a program the error `code`.
+    fn say_last(&mut self, code: Code, line: &str) {
+        match self.format {
+            Format::Text => self.tell(line),
+            Format::Json => self.tell(&json::error(code, line, None)),
         }
     }
 

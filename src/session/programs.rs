@@ -165,13 +165,15 @@ impl Session {
             Action::Ping => self.reply(json::bare("pong", self.json.line_id.as_ref())),
             Action::Pong => {}
             Action::Quit => {
-                return match &self.phase {
+                let id = self.json.line_id.clone();
+                let line = match &self.phase {
                     Phase::Chat { nick, .. } => {
                         log::info!("{} ({nick}) quit", self.peer);
-                        Some(End::Quit(render::bye(nick)))
+                        render::bye(nick)
                     }
-                    Phase::Login { .. } => Some(End::Quit("Bye.".to_string())),
+                    Phase::Login { .. } => "Bye.".to_string(),
                 };
+                return Some(End::Quit { line, id });
             }
             Action::Hello(_) if logged_in => {
                 self.json_refusal(Code::AlreadyLoggedIn, "You are logged in already.");
@@ -386,7 +388,7 @@ impl Session {
             log::info!("{}: no answer to pings", self.peer);
             let message = format!(
                 "No line from you for {} s; disconnected.",
-                self.json.ping_interval.mul_f64(SILENCE_LIMIT).as_secs()
+                self.json.ping_interval.mul_f64(SILENCE_LIMIT).as_secs_f64()
             );
             return farewell(Code::PingTimeout, message);
         }
