@@ -525,14 +525,18 @@ impl Session {
     /// True if the flood limit lets one more line through. A user who
     /// floods on is cut off, after the replies to the lines that did pass.
     fn flood_allows(&mut self) -> bool {
-        match self.flood.line(Instant::now()) {
-            Verdict::Pass => return true,
-            Verdict::Drop => {}
-            Verdict::DropAndNotify => match self.format {
-                Format::Text => self.reply(render::FLOOD_DROPPED.to_string()),
-                Format::Json => self.json_refusal(Code::Flood, render::FLOOD_DROPPED),
-            },
-            Verdict::Disconnect => {
+        match (self.flood.line(Instant::now()), self.format) {
+            (Verdict::Pass, _) => return true,
+            // A person is told once a second; a program of every request
+            // dropped, so it knows which to send again.
+            (Verdict::Drop, Format::Text) => {}
+            (Verdict::DropAndNotify, Format::Text) => {
+                self.reply(render::FLOOD_DROPPED.to_string());
+            }
+            (Verdict::Drop | Verdict::DropAndNotify, Format::Json) => {
+                self.json_refusal(Code::Flood, render::FLOOD_DROPPED);
+            }
+            (Verdict::Disconnect, _) => {
                 log::info!("{}: disconnected for excess flood", self.peer);
                 scoreboard::bump(&self.totals.flood_disconnects);
                 self.inbox.clear();
