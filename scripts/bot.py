@@ -8,8 +8,9 @@
 The server must list the bot in its --bots file (`weather <secret>`). The
 bot logs in with its name, proves it knows the secret, joins its room and
 answers every "!time" said there by someone else. When the connection
-drops it logs in again, with back-off, and catches up on what it missed,
-so that it answers each "!time" exactly once. It uses the standard
+drops it logs in again, with back-off, and resumes: the server replays
+every event of its rooms since the last one it handled, before anything
+new, so it answers each "!time" exactly once. It uses the standard
 library only; PROTOCOL.md describes every line it sends and reads.
 
 It logs to stderr; stdout gets one line per answer, for tests.
@@ -32,8 +33,6 @@ MAX_DELAY_S = 30.0
 # The handshake must finish within this; the server forgets a challenge
 # after 10 s anyway.
 HANDSHAKE_TIMEOUT_S = 10.0
-# The most events a `history` request returns.
-HISTORY_MAX = 200
 
 
 def log(message):
@@ -76,21 +75,14 @@ class Bot:
         self.args = args
         self.secret = secret
         self.room = args.room.lower()  # room names ignore case
-        # Every event up to `synced` has been handled: the resume point.
-        # None until the first welcome (the bot ignores what came before).
+        # The newest event handled: the resume point. None until the first
+        # welcome (the bot ignores what came before it started).
         self.synced = None
-        # Events above `synced` already handled while they may come out of
-        # order (during a catch-up, see serve): never act twice on one.
-        self.handled = set()
-        self.catching_up = False
-        self.history_left = 0
         self.welcomed = False
 
     def run(self):
         """One connection, from hello to its end (always an exception)."""
         self.welcomed = False
-        self.catching_up = False  # a catch-up cut short starts over
-        self.history_left = 0
         conn = Connection(self.args.host, self.args.port)
         try:
             welcome = self.log_in(conn)
@@ -102,7 +94,13 @@ class Bot:
     def log_in(self, conn):
         # The hello goes out at once: the server tells programs by their
         # first byte, and takes a client silent for 100 ms for a person.
-        hello = {"type": "hello", "bot": self.args.name, "device": self.args.device}
+        # In its room at once, so that a resume replays the room too.
+        hello = {
+            "type": "hello",
+            "bot": self.args.name,
+            "device": self.args.device,
+            "rooms": [self.args.room],
+        }
         if self.synced is not None:
             hello["after"] = self.synced  # replays what we missed
         conn.send(hello)
@@ -133,15 +131,6 @@ class Bot:
             self.synced = welcome["seq"]
         where = f"{self.args.host}:{self.args.port} as {welcome['nick']}"
         log(f"connected to {where}" + (f", resuming after seq {self.synced}" if resumed else ""))
-        # A session that took a lingering one over is still in the room,
-        # and the resume replays all of its rooms. After a fresh login it
-        # is in #lobby only, and the room's missed events are not
-        # replayed: join it again and read them from its history.
-        in_room = self.room in (r.lower() for r in welcome["rooms"])
-        conn.send({"type": "join", "room": self.args.room})
-        if resumed and not in_room:
-            conn.send({"type": "history", "count": HISTORY_MAX})
-            self.catching_up = True
         # The server pings a silent client every ping_interval_s; hearing
         # nothing for much longer means the connection is dead.
         interval = welcome.get("ping_interval_s") or 0
@@ -156,12 +145,6 @@ class Bot:
             elif kind == "gap":
                 after, next_ = message["after"], message["next"]
                 log(f"gap: events after seq {after} and before {next_} may be lost")
-            elif kind == "history":
-                self.history_left = message["count"]
-                if self.history_left == HISTORY_MAX:
-                    log(f"gap: {self.args.room}'s history may not reach back to seq {self.synced}")
-                if self.history_left == 0:
-                    self.caught_up()
             elif kind == "error":
                 log(f"error {message.get('code')}: {message.get('message')}")
                 if message.get("code") == "taken_over":
@@ -169,28 +152,12 @@ class Bot:
             # Other lines (current, topic, whispers...) need no answer.
 
     def on_event(self, conn, event):
+        # Replayed and live events come in order, each once; the check
+        # only guards against a server that broke that promise.
         seq = event["seq"]
-        if seq > self.synced and seq not in self.handled:
-            if self.catching_up:
-                # The history's events are older than the live ones that
-                # came before them: remember each one instead.
-                self.handled.add(seq)
-            else:
-                # Outside a catch-up, events come in order.
-                self.synced = seq
-                self.handled = {s for s in self.handled if s > seq}
+        if seq > self.synced:
+            self.synced = seq
             self.act(conn, event)
-        if self.history_left:
-            self.history_left -= 1
-            if self.history_left == 0:
-                self.caught_up()
-
-    def caught_up(self):
-        # The room's history and the resumed #lobby together hold every
-        # event since the drop, so everything up to the newest is handled.
-        self.synced = max([self.synced, *self.handled])
-        self.handled.clear()
-        self.catching_up = False
 
     def act(self, conn, event):
         if (

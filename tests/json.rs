@@ -1140,6 +1140,57 @@ fn a_resume_past_resume_max_starts_with_a_gap_then_the_newest_events() {
 }
 
 #[test]
+fn a_hello_may_name_rooms_and_a_resume_then_replays_them_too() {
+    let server = Server::start();
+    let mut bob = server.login("bob");
+    bob.send_line("/join #lab2");
+    bob.read_until(|l| l.ends_with("* bob has joined #lab2."));
+    let mut ann = JsonClient::connect(&server);
+    ann.send(&json!({"type": "hello", "nick": "ann", "rooms": ["#Lab2", "#bad*room"], "id": 1}));
+    let welcome = expect_reply(&mut ann, "welcome", &json!(1));
+    assert_eq!(
+        (&welcome["rooms"], &welcome["room"]),
+        (&json!(["#lobby", "#lab2"]), &json!("#lab2")),
+        "{welcome}"
+    );
+    // A name that is no room is refused on its own; the login goes on.
+    expect_error_for(&mut ann, "bad_room", Some(&json!(1)));
+    expect_event(&mut ann, "join", "ann", "#lobby");
+    let joined = expect_event(&mut ann, "join", "ann", "#lab2");
+    // bob talks in #lab2, so the lobby's line names its room.
+    bob.expect_stamped("#lobby * ann has joined the chat.");
+    bob.expect_stamped("* ann has joined #lab2.");
+    let after = seq_of(&joined);
+
+    // ann's connection drops; the room talks on; ann comes back in the
+    // same rooms and is given what she missed in both.
+    drop(ann);
+    bob.expect_stamped("* ann has left the chat.");
+    bob.send_line("in the lab");
+    bob.expect_stamped("bob: in the lab");
+    bob.send_line("/join #lobby");
+    bob.expect("Now talking in #lobby.");
+    bob.send_line("in the lobby");
+    bob.expect_stamped("bob: in the lobby");
+    let mut ann = JsonClient::connect(&server);
+    ann.send(&json!({"type": "hello", "nick": "ann", "rooms": ["#lab2"], "after": after}));
+    assert_eq!(ann.next()["type"], "welcome");
+    let left = expect_event(&mut ann, "leave", "ann", "#lobby");
+    expect_event(&mut ann, "leave", "ann", "#lab2");
+    let lab = expect_event(&mut ann, "chat", "bob", "#lab2");
+    let lobby = expect_event(&mut ann, "chat", "bob", "#lobby");
+    assert_eq!(
+        (&lab["text"], &lobby["text"]),
+        (&json!("in the lab"), &json!("in the lobby"))
+    );
+    assert!(seq_of(&left) == after + 1, "nothing skipped: {left}");
+    // Then the live joins, and nothing else.
+    expect_event(&mut ann, "join", "ann", "#lobby");
+    expect_event(&mut ann, "join", "ann", "#lab2");
+    assert_eq!(ann.next_within(Duration::from_millis(200)), None);
+}
+
+#[test]
 fn a_hello_with_a_session_token_takes_that_session_over() {
     let server = Server::start();
     let (mut old, welcome) = JsonClient::hello(&server, "ann");

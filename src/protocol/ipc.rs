@@ -66,6 +66,10 @@ pub enum ToHub {
         takeover: Option<String>,
         #[serde(default)]
         bot: Option<BotProof>,
+        /// Rooms to be in at once besides the lobby, so that a resume
+        /// covers them too; the last becomes the current one.
+        #[serde(default)]
+        rooms: Vec<String>,
     },
     /// A new hub has started: put this user back, silently, with the
     /// nickname and id the old hub gave, in the rooms it was in (none
@@ -124,14 +128,17 @@ pub enum ToChild {
     Line(String),
     /// The login succeeded under this nickname; `id` is the user's for as
     /// long as the session lasts, across hub restarts (join order is id
-    /// order); `seq` is the newest public event's number. After a
-    /// takeover, `rooms` are the session's rooms (else the lobby alone).
+    /// order); `seq` is the newest public event's number; `rooms` are
+    /// the session's rooms (none: the lobby alone), and `took_over` says
+    /// whether it is a session taken over.
     Registered {
         nick: String,
         id: u64,
         seq: u64,
         #[serde(default)]
         rooms: Option<Memberships>,
+        #[serde(default)]
+        took_over: bool,
     },
     /// Another connection took this session over: say so and close.
     TakenOver,

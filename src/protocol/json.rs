@@ -85,6 +85,8 @@ pub struct Hello {
     pub who: Who,
     /// Resume: replay the public events after this one.
     pub after: Option<u64>,
+    /// Rooms to be in at once, besides the lobby (a resume covers them).
+    pub rooms: Vec<String>,
 }
 
 /// Who says hello.
@@ -138,6 +140,7 @@ enum Message {
         device: Option<String>,
         after: Option<u64>,
         session: Option<String>,
+        rooms: Option<Vec<String>>,
     },
     Auth {
         mac: String,
@@ -251,7 +254,13 @@ fn action(message: Message) -> Result<Action, Refusal> {
             device,
             after,
             session,
+            rooms,
         } => {
+            let rooms = rooms
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| word(r, "rooms"))
+                .collect::<Result<Vec<String>, Refusal>>()?;
             let who = match (nick, bot, device, session) {
                 (nick, None, None, Some(token)) => Who::Session { token, nick },
                 (Some(nick), None, None, None) => Who::Nick(nick),
@@ -264,7 +273,7 @@ fn action(message: Message) -> Result<Action, Refusal> {
                     return Err(refusal(Code::BadRequest, message));
                 }
             };
-            return Ok(Action::Hello(Hello { who, after }));
+            return Ok(Action::Hello(Hello { who, after, rooms }));
         }
         Message::Auth { mac } => return Ok(Action::Auth(mac)),
         Message::Ping {} => return Ok(Action::Ping),
@@ -607,6 +616,7 @@ mod tests {
             Ok(Action::Hello(Hello {
                 who: Who::Nick("bot1".into()),
                 after: Some(41),
+                rooms: Vec::new(),
             }))
         );
         let (_, action) = parse(br#"{"type":"hello","bot":"w","device":"pi-1"}"#);
@@ -618,6 +628,7 @@ mod tests {
                     device: "pi-1".into()
                 },
                 after: None,
+                rooms: Vec::new(),
             }))
         );
         assert_eq!(code(r#"{"type":"hello","bot":"w"}"#), Code::BadRequest);

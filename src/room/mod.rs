@@ -158,6 +158,8 @@ struct Arrival {
     takeover: Option<String>,
     /// A bot's device; the hub has checked its proof.
     device: Option<String>,
+    /// Rooms to be in at once, besides the lobby.
+    rooms: Vec<String>,
 }
 
 /// One member of a room.
@@ -748,6 +750,7 @@ impl Chat {
                 token,
                 takeover,
                 bot,
+                rooms,
             } => {
                 let arrival = Arrival {
                     nick,
@@ -757,6 +760,7 @@ impl Chat {
                     token,
                     takeover,
                     device: bot.map(|proof| proof.device),
+                    rooms,
                 };
                 self.login(conn, arrival, now)
             }
@@ -777,6 +781,7 @@ impl Chat {
                     token,
                     takeover: None,
                     device,
+                    rooms: Vec::new(),
                 };
                 self.rejoin(conn, arrival, id, rooms)
             }
@@ -918,6 +923,7 @@ impl Chat {
             after,
             token,
             device,
+            rooms,
             ..
         } = arrival;
         match &device {
@@ -944,6 +950,9 @@ impl Chat {
         if let Some(room) = self.rooms.get_mut(&lobby) {
             room.add(conn, id, true, format);
         }
+        // In the rooms asked for before anything is sent, so that a
+        // resume covers them; their joins are told after it.
+        let (entered, refused) = self.enter_rooms(conn, &rooms);
         // A person gets the history first, then the welcome, then everyone
         // (this user included) hears of the arrival. A program gets the
         // welcome first, then what it missed if it resumes.
@@ -954,21 +963,75 @@ impl Chat {
             }
             Format::Text | Format::Json => Vec::new(),
         };
-        let nick_ = nick.clone();
-        out.push(to(
-            conn,
-            ToChild::Registered {
-                nick: nick_,
-                id,
-                seq,
-                rooms: None,
-            },
-        ));
+        let memberships = self.memberships(conn).and_then(|d| match d.msg {
+            ToChild::Memberships(m) if !entered.is_empty() => Some(m),
+            _ => None,
+        });
+        let registered = ToChild::Registered {
+            nick: nick.clone(),
+            id,
+            seq,
+            rooms: memberships,
+            took_over: false,
+        };
+        out.push(to(conn, registered));
         if let Some(after) = after {
             out.extend(self.resume(conn, after));
         }
+        out.extend(refused);
         out.push(self.public(now, &lobby, Kind::Join, &nick, ""));
+        for key in entered {
+            out.push(self.public(now, &key, Kind::Join, &nick, ""));
+        }
         out
+    }
+
+    /// Makes a new user a member of `names` at once, without telling
+    /// anyone yet (the caller does, once the user is welcomed); the last
+    /// becomes the current room. Returns the rooms entered, and a refusal
+    /// for each name that could not be.
+    fn enter_rooms(&mut self, conn: ConnId, names: &[String]) -> (Vec<RoomKey>, Vec<Delivery>) {
+        let mut entered = Vec::new();
+        let mut refused = Vec::new();
+        for name in names {
+            if let Err(reason) = check_room(name) {
+                refused.extend(refuse(conn, Code::BadRoom, reason));
+                continue;
+            }
+            let key = room_key(name);
+            let Some(user) = self.users.get(&conn) else {
+                break;
+            };
+            if user.rooms.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if user.rooms.len() >= self.limits.per_user {
+                let message = render::too_many_rooms_for_you(self.limits.per_user);
+                refused.extend(refuse(conn, Code::TooManyRooms, message));
+                continue;
+            }
+            if !self.rooms.contains_key(&key) && self.rooms.len() >= self.limits.total {
+                refused.extend(refuse(conn, Code::TooManyRooms, render::TOO_MANY_ROOMS));
+                continue;
+            }
+            let format = user.format;
+            let seq = self.next_id;
+            self.next_id += 1;
+            let saved_topic = self.saved_topics.remove(&key).map(|(_, topic)| topic);
+            let room = self.rooms.entry(key.clone()).or_insert_with(|| Room {
+                topic: saved_topic,
+                ..Room::new(name)
+            });
+            room.add(conn, seq, false, format);
+            if let Some(user) = self.users.get_mut(&conn) {
+                user.rooms.push((key.clone(), seq));
+            }
+            entered.push(key);
+        }
+        if let Some(last) = entered.last().cloned() {
+            self.make_current(conn, &last);
+        }
+        (entered, refused)
     }
 
     /// The session whose token is `token`, compared in constant time.
@@ -1027,6 +1090,7 @@ impl Chat {
                     id,
                     seq,
                     rooms,
+                    took_over: true,
                 },
             ),
         ];
@@ -1590,6 +1654,7 @@ mod tests {
             token: None,
             takeover: None,
             bot: None,
+            rooms: Vec::new(),
         };
         room.handle(conn, req, SystemTime::now())
     }
@@ -2138,6 +2203,7 @@ mod tests {
                 nonce: String::new(),
                 mac: String::new(),
             }),
+            rooms: Vec::new(),
         };
         chat.handle(conn, req, SystemTime::now())
     }

@@ -452,6 +452,7 @@ impl Session {
             token: None,
             takeover: None,
             bot: None,
+            rooms: Vec::new(),
         });
         None
     }
@@ -821,7 +822,8 @@ impl Session {
                 id,
                 seq,
                 rooms,
-            } => self.registered(nick, id, seq, rooms),
+                took_over,
+            } => self.registered(nick, id, seq, rooms, took_over),
             ToChild::FloodRate { millilines_per_s } => {
                 self.flood.set_rate(millilines_per_s as f64 / 1000.0);
             }
@@ -879,18 +881,23 @@ impl Session {
 
     /// The hub took the nickname (or gave this connection a session it
     /// took over, with its `rooms`): the session is in the room.
-    fn registered(&mut self, nick: String, id: u64, seq: u64, rooms: Option<Memberships>) {
+    fn registered(
+        &mut self,
+        nick: String,
+        id: u64,
+        seq: u64,
+        rooms: Option<Memberships>,
+        took_over: bool,
+    ) {
         match self.format {
             Format::Text => self.tell(&render::hello(&nick)),
             Format::Json => self.welcome(&nick, seq, rooms.as_ref()),
         }
-        if let Some(ToHub::Login { after, .. }) = &self.pending_login {
-            if rooms.is_some() {
-                scoreboard::bump(&self.totals.takeovers);
-            }
-            if after.is_some() {
-                scoreboard::bump(&self.totals.resumes);
-            }
+        if took_over {
+            scoreboard::bump(&self.totals.takeovers);
+        }
+        if let Some(ToHub::Login { after: Some(_), .. }) = &self.pending_login {
+            scoreboard::bump(&self.totals.resumes);
         }
         title::set(&format!("mpchat: {nick} {}", self.peer));
         self.phase = Phase::Chat { nick, id, rooms };

@@ -39,6 +39,7 @@ struct Challenge {
     nonce: String,
     sent: Instant,
     after: Option<u64>,
+    rooms: Vec<String>,
 }
 
 /// A request sent to the hub, waiting for the hub to finish it.
@@ -178,7 +179,7 @@ impl Session {
             Action::Hello(_) if logged_in => {
                 self.json_refusal(Code::AlreadyLoggedIn, "You are logged in already.");
             }
-            Action::Hello(Hello { who, after }) => return self.hello(who, after),
+            Action::Hello(hello) => return self.hello(hello),
             Action::Auth(mac) => return self.auth(mac),
             Action::Request(_) if !logged_in => {
                 self.json_refusal(Code::NotLoggedIn, "Say hello first.");
@@ -201,7 +202,7 @@ impl Session {
     }
 
     /// A `hello`: a login, a takeover, or a bot's first step.
-    fn hello(&mut self, who: Who, after: Option<u64>) -> Option<End> {
+    fn hello(&mut self, Hello { who, after, rooms }: Hello) -> Option<End> {
         let (nick, takeover) = match who {
             Who::Nick(nick) => (nick, None),
             Who::Session { token, nick } => (nick.unwrap_or_default(), Some(token)),
@@ -214,6 +215,7 @@ impl Session {
                     nonce,
                     sent: Instant::now(),
                     after,
+                    rooms,
                 });
                 return None;
             }
@@ -234,6 +236,7 @@ impl Session {
             token: self.json.token(),
             takeover,
             bot: None,
+            rooms,
         });
         None
     }
@@ -265,6 +268,7 @@ impl Session {
                 nonce: challenge.nonce,
                 mac,
             }),
+            rooms: challenge.rooms,
         });
         None
     }
