@@ -15,9 +15,11 @@
 //!    whether the address may come in, `fork_client` forks (the fds each
 //!    side closes are listed there), and the child leaves the loop through
 //!    `run_job` and `run_client`;
-//! 2. child: `session::run` sets up the socket, connects to the hub
-//!    (`hub_link`) and says welcome; `Session::converse` loops, and the
-//!    nickname goes to the hub from `login_line`;
+//! 2. child: `session::run` sets up the socket, waits up to 100 ms for
+//!    the client's first bytes (`sniff`: a person, a program speaking
+//!    JSON, or HTTP), connects to the hub (`hub_link`) and says welcome;
+//!    `Session::converse` loops, and the nickname goes to the hub from
+//!    `login_line` (a program's `hello` from `programs`);
 //! 3. hub: `Hub::admit` takes the child's connection, `read_from` its
 //!    requests, and `Chat::handle` decides (`join`); what it returns is
 //!    queued for each receiver and written by `flush_dirty`.
@@ -29,16 +31,18 @@
 //! hub/        the hub process: its socket and connections, fan-out and
 //!             bounded queues, timers; history (the files, the data
 //!             directory's lock), schedule_file, status (the admin socket
-//!             and `mpchat status`)
+//!             and `mpchat status`), bots (the bots file, their proofs)
 //! room/       the chat's rules without I/O: nicknames, rooms, owners,
 //!             commands, schedules, replay; entry (one public line of a
 //!             room), saved (the schedule and topics as kept on disk)
-//! session/    the client's child: the session loop; backlog (what waits
+//! session/    the client's child: the session loop; sniff (which protocol),
+//!             programs (a JSON client's session), backlog (what waits
 //!             for the client, and when it is behind or cut off), hub_link
 //!             (the outbox to the hub, replies kept in order), flood (the
 //!             line rate limit), echo (the class-lab echo child)
 //! protocol/   the wire protocols: framing, sanitize, command, render for
-//!             clients; ipc for the child-hub messages and their socket
+//!             people; sniff, json for programs; reply (the hub's answers
+//!             as values); ipc for the child-hub messages and their socket
 //! os/         what every process takes from the system: spawn (fork, the
 //!             lifeline, a new process's first steps), signals (self-pipes),
 //!             title (ps), procfs (/proc parsing), scoreboard (shared
