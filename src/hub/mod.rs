@@ -621,7 +621,7 @@ impl Hub {
                                 let mut out = self.chat.handle(id, req, SystemTime::now());
                                 let registered = out.iter().any(|d| {
                                     d.to == Target::One(id)
-                                        && matches!(d.msg, ToChild::Registered { .. })
+                                        && matches!(d.msg, ToChild::Registered(_))
                                 });
                                 if let Some(rate) = rate.filter(|_| registered) {
                                     let millilines_per_s = (rate * 1000.0) as u64;

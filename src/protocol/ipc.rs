@@ -109,6 +109,40 @@ pub struct BotProof {
     pub mac: String,
 }
 
+/// A login's success: the nickname, and `id`, the user's for as long as
+/// the session lasts, across hub restarts (join order is id order); `seq`
+/// is the newest public event's number; `rooms` are the session's rooms
+/// (none: the lobby alone), and `took_over` says whether it is a session
+/// taken over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub nick: String,
+    pub id: u64,
+    pub seq: u64,
+    #[serde(default)]
+    pub rooms: Option<Memberships>,
+    #[serde(default)]
+    pub took_over: bool,
+}
+
+/// A removal from a room, as the one removed is told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub room: String,
+    pub by: String,
+}
+
+/// A whisper, as each end is told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whisper {
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub time_ms: u64,
+    /// This end sent it.
+    pub sent: bool,
+}
+
 /// What a child's client reads: the hub renders public lines in this
 /// form for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,39 +160,22 @@ pub enum ToChild {
     /// A line to show the client, rendered by the hub in the client's
     /// [`Format`].
     Line(String),
-    /// The login succeeded under this nickname; `id` is the user's for as
-    /// long as the session lasts, across hub restarts (join order is id
-    /// order); `seq` is the newest public event's number; `rooms` are
-    /// the session's rooms (none: the lobby alone), and `took_over` says
-    /// whether it is a session taken over.
-    Registered {
-        nick: String,
-        id: u64,
-        seq: u64,
-        #[serde(default)]
-        rooms: Option<Memberships>,
-        #[serde(default)]
-        took_over: bool,
-    },
+    /// The login succeeded. (The rare messages are boxed, so that the one
+    /// every line travels in stays small.)
+    Registered(Box<Registration>),
     /// Another connection took this session over: say so and close.
     TakenOver,
     /// This user (a bot) has a flood rate of its own, in lines a second
     /// (0: no limit), in thousandths.
     FloodRate { millilines_per_s: u64 },
     /// The answer to the child's oldest unfinished request.
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// The same kind of message, caused by someone else's request.
-    Notice(Reply),
+    Notice(Box<Reply>),
     /// A whisper, to its sender (`sent`) or to its receiver.
-    Whisper {
-        from: String,
-        to: String,
-        text: String,
-        time_ms: u64,
-        sent: bool,
-    },
+    Whisper(Box<Whisper>),
     /// The user was removed from a room by its owner.
-    Removed { room: String, by: String },
+    Removed(Box<Removal>),
     /// A resume could not replay everything: events after `after` and
     /// before `next` may be missing.
     Gap { after: u64, next: u64 },

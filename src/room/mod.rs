@@ -26,7 +26,7 @@ use crate::os::clock;
 use crate::protocol::command::{
     MAX_HISTORY, Request, When, check_nick, check_room, nick_key, room_key,
 };
-use crate::protocol::ipc::{Format, Memberships, ToChild, ToHub};
+use crate::protocol::ipc::{Format, Memberships, Registration, Removal, ToChild, ToHub, Whisper};
 use crate::protocol::render::{self, LOBBY};
 use crate::protocol::reply::{self, Code, Pending, Reply, RoomItem};
 use saved::{SavedMessage, State};
@@ -116,7 +116,7 @@ fn line(to: Target, text: String) -> Delivery {
 
 /// The answer to `conn`'s request.
 fn answer(conn: ConnId, reply: Reply) -> Delivery {
-    to(conn, ToChild::Reply(reply))
+    to(conn, ToChild::Reply(Box::new(reply)))
 }
 
 /// An error as the answer to `conn`'s request.
@@ -733,7 +733,7 @@ impl Chat {
             if delivery.to != Target::One(conn)
                 && let ToChild::Reply(reply) = &mut delivery.msg
             {
-                let reply = std::mem::replace(reply, Reply::HistoryEnd);
+                let reply = std::mem::replace(reply, Box::new(Reply::HistoryEnd));
                 delivery.msg = ToChild::Notice(reply);
             }
         }
@@ -849,12 +849,14 @@ impl Chat {
         let Some((other, other_nick)) = self.find(target) else {
             return refuse(conn, Code::NoSuchUser, render::user_not_found(target));
         };
-        let whisper = |sent| ToChild::Whisper {
-            from: me.to_string(),
-            to: other_nick.to_string(),
-            text: text.to_string(),
-            time_ms: clock::unix_ms(now),
-            sent,
+        let whisper = |sent| {
+            ToChild::Whisper(Box::new(Whisper {
+                from: me.to_string(),
+                to: other_nick.to_string(),
+                text: text.to_string(),
+                time_ms: clock::unix_ms(now),
+                sent,
+            }))
         };
         vec![to(other, whisper(false)), to(conn, whisper(true))]
     }
@@ -967,13 +969,13 @@ impl Chat {
             ToChild::Memberships(m) if !entered.is_empty() => Some(m),
             _ => None,
         });
-        let registered = ToChild::Registered {
+        let registered = ToChild::Registered(Box::new(Registration {
             nick: nick.clone(),
             id,
             seq,
             rooms: memberships,
             took_over: false,
-        };
+        }));
         out.push(to(conn, registered));
         if let Some(after) = after {
             out.extend(self.resume(conn, after));
@@ -1085,13 +1087,13 @@ impl Chat {
             to(old, ToChild::TakenOver),
             to(
                 conn,
-                ToChild::Registered {
+                ToChild::Registered(Box::new(Registration {
                     nick,
                     id,
                     seq,
                     rooms,
                     took_over: true,
-                },
+                })),
             ),
         ];
         if let Some(after) = arrival.after {
@@ -1512,7 +1514,8 @@ impl Chat {
         log::info!("{nick} was removed from {name} by {me}");
         let mut out = vec![self.public(now, key, Kind::Removed, &nick, me)];
         let by = me.to_string();
-        out.push(to(victim, ToChild::Removed { room: name, by }));
+        let removal = Removal { room: name, by };
+        out.push(to(victim, ToChild::Removed(Box::new(removal))));
         if self.users[&victim].rooms.len() == 1 {
             out.extend(self.join(victim, &nick, LOBBY, now));
         }
@@ -1680,20 +1683,9 @@ mod tests {
             let lines = match &d.msg {
                 ToChild::Line(l) => vec![l.clone()],
                 ToChild::Reply(r) | ToChild::Notice(r) => render::reply(r),
-                ToChild::Whisper {
-                    from,
-                    to,
-                    text,
-                    sent: true,
-                    ..
-                } => {
-                    let _ = from;
-                    vec![render::whisper_to("00:00", to, text)]
-                }
-                ToChild::Whisper { from, text, .. } => {
-                    vec![render::whisper_from("00:00", from, text)]
-                }
-                ToChild::Removed { room, by } => vec![render::removed_from(room, by)],
+                ToChild::Whisper(w) if w.sent => vec![render::whisper_to("00:00", &w.to, &w.text)],
+                ToChild::Whisper(w) => vec![render::whisper_from("00:00", &w.from, &w.text)],
+                ToChild::Removed(r) => vec![render::removed_from(&r.room, &r.by)],
                 _ => continue,
             };
             for l in lines {
@@ -1713,7 +1705,7 @@ mod tests {
         let mut room = Chat::default();
         let out = login(&mut room, 1, "Alice");
         assert!(
-            matches!(&out[0], Delivery { to: Target::One(1), msg: ToChild::Registered { nick, .. }, .. } if nick == "Alice"),
+            matches!(&out[0], Delivery { to: Target::One(1), msg: ToChild::Registered(r), .. } if r.nick == "Alice"),
             "{out:?}"
         );
         assert_eq!(
@@ -1802,7 +1794,7 @@ mod tests {
         assert!(
             login(&mut room, 3, "alice")
                 .iter()
-                .any(|d| matches!(d.msg, ToChild::Registered { .. }))
+                .any(|d| matches!(d.msg, ToChild::Registered(_)))
         );
     }
 
@@ -1881,8 +1873,8 @@ mod tests {
 
     fn registered_id(out: &[Delivery]) -> u64 {
         out.iter()
-            .find_map(|d| match d.msg {
-                ToChild::Registered { id, .. } => Some(id),
+            .find_map(|d| match &d.msg {
+                ToChild::Registered(r) => Some(r.id),
                 _ => None,
             })
             .expect("registered")
@@ -1978,7 +1970,7 @@ mod tests {
             ]
         );
         // The welcome (Registered) comes after the replay, before the join.
-        assert!(matches!(out[4].msg, ToChild::Registered { .. }), "{out:?}");
+        assert!(matches!(out[4].msg, ToChild::Registered(_)), "{out:?}");
     }
 
     #[test]
@@ -2229,16 +2221,20 @@ mod tests {
         let out = arrive(&mut chat, 3, "", Some("token-1"), None);
         assert!(texts(&out).is_empty(), "nobody is told: {out:?}");
         assert!(out.contains(&to(1, ToChild::TakenOver)));
-        let Some(ToChild::Registered {
+        let Some(ToChild::Registered(registration)) = out
+            .iter()
+            .map(|d| d.msg.clone())
+            .find(|m| matches!(m, ToChild::Registered(_)))
+        else {
+            panic!("no registration: {out:?}");
+        };
+        let Registration {
             nick,
             rooms: Some(rooms),
             ..
-        }) = out
-            .iter()
-            .map(|d| d.msg.clone())
-            .find(|m| matches!(m, ToChild::Registered { .. }))
+        } = *registration
         else {
-            panic!("no registration with rooms: {out:?}");
+            panic!("no rooms in {registration:?}");
         };
         assert_eq!(nick, "prog");
         assert_eq!(rooms.current, "#lab2");

@@ -75,7 +75,9 @@ use crate::os::{clock, title};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
 use crate::protocol::framing::{Line, LineReader};
-use crate::protocol::ipc::{self, Event, Format, Memberships, Received, ToChild, ToHub};
+use crate::protocol::ipc::{
+    self, Event, Format, Memberships, Received, Registration, ToChild, ToHub, Whisper,
+};
 use crate::protocol::json::{self, JsonReader};
 use crate::protocol::render;
 use crate::protocol::reply::{Code, Reply};
@@ -817,13 +819,7 @@ impl Session {
     fn hub_event(&mut self, event: ToChild) -> Option<End> {
         match event {
             ToChild::Line(line) => self.tell(&line),
-            ToChild::Registered {
-                nick,
-                id,
-                seq,
-                rooms,
-                took_over,
-            } => self.registered(nick, id, seq, rooms, took_over),
+            ToChild::Registered(registration) => self.registered(*registration),
             ToChild::FloodRate { millilines_per_s } => {
                 self.flood.set_rate(millilines_per_s as f64 / 1000.0);
             }
@@ -831,18 +827,12 @@ impl Session {
                 log::info!("{}: the session was taken over", self.peer);
                 return farewell(Code::TakenOver, render::TAKEN_OVER);
             }
-            ToChild::Reply(reply) => self.show_reply(reply, true),
-            ToChild::Notice(reply) => self.show_reply(reply, false),
-            ToChild::Whisper {
-                from,
-                to,
-                text,
-                time_ms,
-                sent,
-            } => self.show_whisper(&from, &to, &text, time_ms, sent),
-            ToChild::Removed { room, by } => match self.format {
-                Format::Text => self.tell(&render::removed_from(&room, &by)),
-                Format::Json => self.tell(&json::removed(&room, &by)),
+            ToChild::Reply(reply) => self.show_reply(*reply, true),
+            ToChild::Notice(reply) => self.show_reply(*reply, false),
+            ToChild::Whisper(whisper) => self.show_whisper(&whisper),
+            ToChild::Removed(r) => match self.format {
+                Format::Text => self.tell(&render::removed_from(&r.room, &r.by)),
+                Format::Json => self.tell(&json::removed(&r.room, &r.by)),
             },
             ToChild::Gap { after, next } => self.tell(&json::gap(after, next)),
             ToChild::Rejoined => log::info!("{}: back in the room of a new hub", self.peer),
@@ -881,14 +871,14 @@ impl Session {
 
     /// The hub took the nickname (or gave this connection a session it
     /// took over, with its `rooms`): the session is in the room.
-    fn registered(
-        &mut self,
-        nick: String,
-        id: u64,
-        seq: u64,
-        rooms: Option<Memberships>,
-        took_over: bool,
-    ) {
+    fn registered(&mut self, registration: Registration) {
+        let Registration {
+            nick,
+            id,
+            seq,
+            rooms,
+            took_over,
+        } = registration;
         match self.format {
             Format::Text => self.tell(&render::hello(&nick)),
             Format::Json => self.welcome(&nick, seq, rooms.as_ref()),
@@ -930,14 +920,14 @@ impl Session {
         }
     }
 
-    fn show_whisper(&mut self, from: &str, to: &str, text: &str, time_ms: u64, sent: bool) {
+    fn show_whisper(&mut self, w: &Whisper) {
         let line = match self.format {
-            Format::Json => json::whisper(time_ms, from, to, text),
+            Format::Json => json::whisper(w.time_ms, &w.from, &w.to, &w.text),
             Format::Text => {
-                let stamp = clock::hhmm(clock::from_unix_ms(time_ms));
-                match sent {
-                    true => render::whisper_to(&stamp, to, text),
-                    false => render::whisper_from(&stamp, from, text),
+                let stamp = clock::hhmm(clock::from_unix_ms(w.time_ms));
+                match w.sent {
+                    true => render::whisper_to(&stamp, &w.to, &w.text),
+                    false => render::whisper_from(&stamp, &w.from, &w.text),
                 }
             }
         };
