@@ -238,13 +238,13 @@ struct Session {
     hub: HubLink,
     /// The login asked for and not yet answered, to ask a new hub again
     /// if the old one went away meanwhile.
-    pending_login: Option<ToHub>,
+    pending_login: Option<Box<ToHub>>,
     stop: Stop,
     /// What the client reads and writes: lines for people or JSON.
     format: Format,
     reader: Reader,
     /// A JSON client's requests waiting for answers, its heartbeat.
-    json: programs::JsonState,
+    json: Box<programs::JsonState>,
     /// Lines received but not yet carried out.
     inbox: VecDeque<Line>,
     /// What waits for the client.
@@ -281,14 +281,7 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         Ok(hub) => hub,
         Err(e) => {
             log::error!("{}: cannot reach the hub: {e}", setup.peer);
-            let busy = match format {
-                Format::Text => format!("{}{CRLF}", render::SERVER_BUSY),
-                Format::Json => {
-                    let line = json::error(Code::ServerBusy, render::SERVER_BUSY, None);
-                    format!("{line}\n")
-                }
-            };
-            let _ = (&setup.client).write_all(busy.as_bytes());
+            tell_busy(&setup.client, format);
             return Err(e);
         }
     };
@@ -305,6 +298,21 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
     };
     session.close(end);
     Ok(())
+}
+
+/// Tells the client the server cannot serve it now. Out of line: the
+/// session's first frame stays small, and so does every child's stack.
+#[cold]
+#[inline(never)]
+fn tell_busy(client: &TcpStream, format: Format) {
+    let busy = match format {
+        Format::Text => format!("{}{CRLF}", render::SERVER_BUSY),
+        Format::Json => format!(
+            "{}\n",
+            json::error(Code::ServerBusy, render::SERVER_BUSY, None)
+        ),
+    };
+    let _ = (&*client).write_all(busy.as_bytes());
 }
 
 /// The client's socket as the session uses it: never blocking, lines sent
@@ -337,7 +345,9 @@ impl Session {
             stop: setup.stop,
             format,
             reader,
-            json: programs::JsonState::new(&setup.programs),
+            // Boxed, as the pending login: a child's stack holds its
+            // session more than once (it is built, then moved to its end).
+            json: Box::new(programs::JsonState::new(&setup.programs)),
             inbox: VecDeque::new(),
             backlog,
             phase: Phase::Login { failures: 0 },
@@ -461,7 +471,7 @@ impl Session {
 
     /// Asks the hub for a login (a `ToHub::Login`).
     fn log_in(&mut self, login: ToHub) {
-        self.pending_login = Some(login.clone());
+        self.pending_login = Some(Box::new(login.clone()));
         self.request(login);
     }
 
@@ -801,7 +811,7 @@ impl Session {
                 token: self.json.token(),
                 device: self.json.device(),
             }),
-            (Phase::Login { .. }, login) => login.clone(),
+            (Phase::Login { .. }, login) => login.as_deref().cloned(),
         };
         if let Some(request) = again {
             self.request(request);
@@ -871,6 +881,7 @@ impl Session {
 
     /// The hub took the nickname (or gave this connection a session it
     /// took over, with its `rooms`): the session is in the room.
+    #[inline(never)]
     fn registered(&mut self, registration: Registration) {
         let Registration {
             nick,
@@ -886,7 +897,7 @@ impl Session {
         if took_over {
             scoreboard::bump(&self.totals.takeovers);
         }
-        if let Some(ToHub::Login { after: Some(_), .. }) = &self.pending_login {
+        if let Some(ToHub::Login { after: Some(_), .. }) = self.pending_login.as_deref() {
             scoreboard::bump(&self.totals.resumes);
         }
         title::set(&format!("mpchat: {nick} {}", self.peer));
@@ -908,7 +919,9 @@ impl Session {
     }
 
     /// A reply of the hub's, to this user's request (`answering`) or
-    /// caused by someone else's.
+    /// caused by someone else's. Out of line, as the other rare events:
+    /// the frame that takes every line from the hub stays small.
+    #[inline(never)]
     fn show_reply(&mut self, reply: Reply, answering: bool) {
         match self.format {
             Format::Text => {
@@ -920,6 +933,7 @@ impl Session {
         }
     }
 
+    #[inline(never)]
     fn show_whisper(&mut self, w: &Whisper) {
         let line = match self.format {
             Format::Json => json::whisper(w.time_ms, &w.from, &w.to, &w.text),

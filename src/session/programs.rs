@@ -120,7 +120,9 @@ fn random_hex(n: usize) -> String {
 }
 
 impl Session {
-    /// A line from a program.
+    /// A line from a program. Out of line, as the rest of a program's
+    /// handling: its frames stay off a person's session's stack.
+    #[inline(never)]
     pub(super) fn json_line(&mut self, line: Line) -> Step {
         if line.truncated {
             let message = format!("line longer than {} bytes", json::MAX_JSON_LINE);
@@ -302,6 +304,7 @@ impl Session {
     }
 
     /// One of the hub's replies, with the `id` of the request it answers.
+    #[inline(never)]
     pub(super) fn json_reply(&mut self, reply: &Reply, answering: bool) {
         let id = if answering { self.json.answer() } else { None };
         if let Some(line) = json::reply(reply, id.as_ref()) {
@@ -338,6 +341,7 @@ impl Session {
     }
 
     /// The `welcome`, answering the `hello`, with the session's rooms.
+    #[inline(never)]
     pub(super) fn welcome(&mut self, nick: &str, seq: u64, rooms: Option<&Memberships>) {
         let id = self.json.answer();
         let (names, current) = match rooms {
