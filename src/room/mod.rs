@@ -965,10 +965,13 @@ impl Chat {
             }
             Format::Text | Format::Json => Vec::new(),
         };
-        let memberships = self.memberships(conn).and_then(|d| match d.msg {
-            ToChild::Memberships(m) if !entered.is_empty() => Some(m),
-            _ => None,
-        });
+        let memberships = match entered.is_empty() {
+            true => None,
+            false => self.memberships(conn).and_then(|d| match d.msg {
+                ToChild::Memberships(m) => Some(m),
+                _ => None,
+            }),
+        };
         let registered = ToChild::Registered(Box::new(Registration {
             nick: nick.clone(),
             id,

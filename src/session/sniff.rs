@@ -28,6 +28,25 @@ pub(super) fn wire(client: &TcpStream, stop: &Stop) -> Wire {
     let deadline = Instant::now() + SNIFF_TIME;
     let mut first = [0u8; 5];
     loop {
+        // A client that spoke first is known without a wait.
+        match recv(client.as_raw_fd(), &mut first, MsgFlags::MSG_PEEK) {
+            // At EOF or on an error the session finds out for itself.
+            Ok(0) => return Wire::Line,
+            Ok(n) => {
+                if let Some(wire) = sniff::classify(&first[..n]) {
+                    return wire;
+                }
+                // The start of "GET " or "HEAD ": wait for the rest. The
+                // data stays readable, so pause instead of polling.
+                std::thread::sleep(Duration::from_millis(2));
+                if Instant::now() >= deadline {
+                    return Wire::Line;
+                }
+                continue;
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            Err(_) => return Wire::Line,
+        }
         let Some(timeout) = clock::poll_timeout_until(deadline) else {
             return Wire::Line;
         };
@@ -40,21 +59,9 @@ pub(super) fn wire(client: &TcpStream, stop: &Stop) -> Wire {
         match poll(&mut fds, timeout) {
             Ok(0) => return Wire::Line,
             Ok(_) if Stop::requested(&fds[1..]) => return Wire::Line,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return Wire::Line,
         }
-        let n = match recv(client.as_raw_fd(), &mut first, MsgFlags::MSG_PEEK) {
-            // At EOF or on an error the session finds out for itself.
-            Ok(0) | Err(_) => return Wire::Line,
-            Ok(n) => n,
-        };
-        if let Some(wire) = sniff::classify(&first[..n]) {
-            return wire;
-        }
-        // The start of "GET " or "HEAD ": wait for the rest. The data
-        // stays readable, so wait a little instead of polling in a spin.
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
