@@ -351,8 +351,12 @@ if want connect; then
                         if (( inflight > ngircd_in_flight )); then inflight=$ngircd_in_flight; fi
                         ;;
                 esac
+                # Each of those cycles waits 100 ms: a tenth of them says
+                # as much, in a tenth of the time.
+                n=$cycles
+                if [[ $server == mpchat-prompt ]]; then n=$(( (cycles + 9) / 10 )); fi
                 run connect "in-flight-$p" "$server" "$k" "$con_limit" "${spawn[@]}" \
-                    --test connect --cycles "$cycles" --in-flight "$inflight"
+                    --test connect --cycles "$n" --in-flight "$inflight"
             done
         done
     done
