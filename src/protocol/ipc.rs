@@ -91,6 +91,22 @@ pub enum ToHub {
     Request(Request),
 }
 
+impl ToHub {
+    /// A person's login: a nickname, nothing more.
+    pub fn person(nick: String, addr: String) -> ToHub {
+        ToHub::Login {
+            nick,
+            addr,
+            format: Format::Text,
+            after: None,
+            token: None,
+            takeover: None,
+            bot: None,
+            rooms: Vec::new(),
+        }
+    }
+}
+
 /// The rooms a user is in, as a new hub needs them to put the user back:
 /// each room's name and the user's place in its join order, the rooms in
 /// the order joined, and the current one.

@@ -1652,16 +1652,7 @@ mod tests {
     use super::*;
 
     fn login(room: &mut Chat, conn: ConnId, nick: &str) -> Vec<Delivery> {
-        let req = ToHub::Login {
-            nick: nick.into(),
-            addr: "127.0.0.1:1".into(),
-            format: Format::Text,
-            after: None,
-            token: None,
-            takeover: None,
-            bot: None,
-            rooms: Vec::new(),
-        };
+        let req = ToHub::person(nick.into(), "127.0.0.1:1".into());
         room.handle(conn, req, SystemTime::now())
     }
 

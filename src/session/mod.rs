@@ -456,16 +456,7 @@ impl Session {
         if let Err(reason) = command::check_nick(&text) {
             return self.refuse_nick(Code::BadNick, reason, None);
         }
-        self.log_in(ToHub::Login {
-            nick: text,
-            addr: self.peer.to_string(),
-            format: Format::Text,
-            after: None,
-            token: None,
-            takeover: None,
-            bot: None,
-            rooms: Vec::new(),
-        });
+        self.log_in(ToHub::person(text, self.peer.to_string()));
         None
     }
 

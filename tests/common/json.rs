@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{DEADLINE, Server};
-
-/// What one bounded read found.
-enum Got {
-    Line(String),
-    Closed,
-    Quiet,
-}
+use super::{DEADLINE, LineRead, Server, read_line_within};
 
 pub struct JsonClient {
     stream: TcpStream,
@@ -73,48 +66,16 @@ impl JsonClient {
         self.stream.write_all(bytes).expect("send to mpchat");
     }
 
-    fn read_within(&mut self, wait: Duration) -> Got {
-        let start = Instant::now();
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                return Got::Line(String::from_utf8(line).expect("server sends UTF-8"));
-            }
-            let left = wait.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return Got::Quiet;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    assert!(
-                        self.buf.is_empty(),
-                        "connection closed in the middle of a line: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    );
-                    return Got::Closed;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                // The server closed with our bytes unread: an end like EOF.
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Got::Closed,
-                Err(e) => panic!("read from mpchat: {e}"),
-            }
-        }
+    fn read_within(&mut self, wait: Duration) -> LineRead {
+        read_line_within(&self.stream, &mut self.buf, wait)
     }
 
     /// The next line exactly as sent, without its LF; `None` at EOF.
     pub fn line(&mut self) -> Option<String> {
         match self.read_within(DEADLINE) {
-            Got::Line(line) => Some(line),
-            Got::Closed => None,
-            Got::Quiet => panic!(
+            LineRead::Line(line) => Some(line),
+            LineRead::Closed => None,
+            LineRead::Quiet => panic!(
                 "no complete line within {DEADLINE:?}; have {:?}",
                 String::from_utf8_lossy(&self.buf)
             ),
@@ -140,9 +101,9 @@ impl JsonClient {
     /// The next line if one comes within `wait`; fails the test at EOF.
     pub fn next_within(&mut self, wait: Duration) -> Option<Value> {
         match self.read_within(wait) {
-            Got::Line(line) => Some(JsonClient::parse(&line)),
-            Got::Closed => panic!("connection closed, expected a JSON line or silence"),
-            Got::Quiet => None,
+            LineRead::Line(line) => Some(JsonClient::parse(&line)),
+            LineRead::Closed => panic!("connection closed, expected a JSON line or silence"),
+            LineRead::Quiet => None,
         }
     }
 

@@ -435,6 +435,54 @@ pub fn send_signal(pid: i32, signal: i32) {
     }
 }
 
+/// What one bounded read of a line found.
+pub enum LineRead {
+    /// A line, without its LF.
+    Line(String),
+    Closed,
+    /// Nothing complete within the wait.
+    Quiet,
+}
+
+/// Reads the next LF-ended line from `stream`, waiting at most `wait`;
+/// `buf` keeps what came after it. A connection that ends in the middle
+/// of a line fails the test; a reset counts as the end.
+pub fn read_line_within(stream: &TcpStream, buf: &mut Vec<u8>, wait: Duration) -> LineRead {
+    let start = Instant::now();
+    loop {
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = buf.drain(..=end).collect();
+            line.pop();
+            return LineRead::Line(String::from_utf8(line).expect("server sends UTF-8"));
+        }
+        let left = wait.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return LineRead::Quiet;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 16 * 1024];
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => {
+                assert!(
+                    buf.is_empty(),
+                    "connection closed in the middle of a line: {:?}",
+                    String::from_utf8_lossy(buf)
+                );
+                return LineRead::Closed;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            // The server closed with our bytes unread: an end like EOF.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return LineRead::Closed,
+            Err(e) => panic!("read from mpchat: {e}"),
+        }
+    }
+}
+
 /// Polls `condition` until it holds, failing the test after [`DEADLINE`].
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -507,43 +555,20 @@ impl Client {
     /// The next line, without its `\r\n`; `None` at EOF. Fails the test if
     /// no line comes within [`DEADLINE`] or a line does not end in `\r\n`.
     pub fn try_read_line(&mut self) -> Option<String> {
-        let start = Instant::now();
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                assert_eq!(
-                    line.pop(),
-                    Some(b'\r'),
-                    "line does not end in CRLF: {:?}",
-                    String::from_utf8_lossy(&line)
-                );
-                return Some(String::from_utf8(line).expect("server sends UTF-8"));
-            }
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            assert!(
-                !left.is_zero(),
+        let mut line = match read_line_within(&self.stream, &mut self.buf, DEADLINE) {
+            LineRead::Line(line) => line,
+            LineRead::Closed => return None,
+            LineRead::Quiet => panic!(
                 "no complete line within {DEADLINE:?}; have {:?}",
                 String::from_utf8_lossy(&self.buf)
-            );
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    assert!(
-                        self.buf.is_empty(),
-                        "connection closed in the middle of a line: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    );
-                    return None;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read from mpchat: {e}"),
-            }
-        }
+            ),
+        };
+        assert_eq!(
+            line.pop(),
+            Some('\r'),
+            "line does not end in CRLF: {line:?}"
+        );
+        Some(line)
     }
 
     /// The next line; fails the test at EOF.
