@@ -731,9 +731,9 @@ impl Chat {
         let mut out = self.carry_out(conn, msg, now);
         for delivery in &mut out {
             if delivery.to != Target::One(conn)
-                && let ToChild::Reply(reply) = &mut delivery.msg
+                && matches!(delivery.msg, ToChild::Reply(_))
+                && let ToChild::Reply(reply) = std::mem::replace(&mut delivery.msg, ToChild::Done)
             {
-                let reply = std::mem::replace(reply, Box::new(Reply::HistoryEnd));
                 delivery.msg = ToChild::Notice(reply);
             }
         }
