@@ -36,12 +36,13 @@
 //!             commands, schedules, replay; entry (one public line of a
 //!             room), saved (the schedule and topics as kept on disk)
 //! session/    the client's child: the session loop; sniff (which protocol),
-//!             programs (a JSON client's session), backlog (what waits
+//!             programs (a JSON client's session), web (a browser's
+//!             request), backlog (what waits
 //!             for the client, and when it is behind or cut off), hub_link
 //!             (the outbox to the hub, replies kept in order), flood (the
 //!             line rate limit), echo (the class-lab echo child)
 //! protocol/   the wire protocols: framing, sanitize, command, render for
-//!             people; sniff, json for programs; reply (the hub's answers
+//!             people; sniff, json for programs, http for browsers; reply (the hub's answers
 //!             as values); ipc for the child-hub messages and their socket
 //! os/         what every process takes from the system: spawn (fork, the
 //!             lifeline, a new process's first steps), signals (self-pipes),

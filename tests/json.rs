@@ -221,51 +221,6 @@ fn a_brace_gets_json_and_a_nickname_telnet_or_silence_get_the_prompt() {
     assert_eq!(hi["text"], "hi");
 }
 
-/// Sends `parts` as separate writes, a moment apart, and returns all the
-/// server sent before it closed.
-fn http_exchange(server: &Server, parts: &[&[u8]]) -> String {
-    let mut client = JsonClient::connect(server);
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            // Only to split the request between two segments; nothing is
-            // waited for.
-            thread::sleep(Duration::from_millis(20));
-        }
-        client.send_raw(part);
-    }
-    String::from_utf8(client.read_to_end()).expect("an HTTP answer in UTF-8")
-}
-
-#[test]
-fn http_requests_get_a_400_and_the_connection_closes() {
-    let server = Server::start();
-    let requests: [&[&[u8]]; 3] = [
-        &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"],
-        &[b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"],
-        &[b"GE", b"T / HTTP/1.0\r\n\r\n"],
-    ];
-    for request in requests {
-        let answer = http_exchange(&server, request);
-        assert!(
-            answer.starts_with("HTTP/1.1 400"),
-            "answer to {request:?}: {answer:?}"
-        );
-        let (head, body) = answer
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of the head in {answer:?}"));
-        assert!(
-            head.lines()
-                .any(|l| l.eq_ignore_ascii_case(&format!("Content-Length: {}", body.len()))),
-            "Content-Length does not match the body: {answer:?}"
-        );
-    }
-    // None of them became a user.
-    let (mut bot, _) = JsonClient::hello(&server, "bot");
-    bot.send(&json!({"type": "users", "id": 1}));
-    let users = expect_reply(&mut bot, "users", &json!(1));
-    assert_eq!(users["nicks"], json!(["bot"]));
-}
-
 // ---------------------------------------------------------------------------
 // 2. Requests and their replies.
 // ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 //! * [`render`]: every line the server sends, in one place.
 //! * [`sniff`]: which protocol a client speaks, from its first bytes.
 //! * [`json`]: the JSON-lines protocol for programs (`PROTOCOL.md`).
+//! * [`http`]: a browser's request and the response (the page, embedded).
 //! * [`reply`]: the hub's answers to one user, as values each protocol
 //!   renders its way.
 //! * [`ipc`]: the messages between a client's child and the hub, and the
@@ -21,6 +22,7 @@
 
 pub mod command;
 pub mod framing;
+pub mod http;
 pub mod ipc;
 pub mod json;
 pub mod render;

@@ -35,6 +35,7 @@ pub(crate) mod flood;
 mod hub_link;
 mod programs;
 mod sniff;
+mod web;
 
 pub use backlog::BacklogLimits;
 
@@ -272,8 +273,7 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         Wire::Line => Format::Text,
         Wire::Json => Format::Json,
         Wire::Http => {
-            log::info!("{}: an HTTP request; refused", setup.peer);
-            sniff::refuse_http(&setup.client);
+            web::serve(&setup.client, &setup.stop, setup.peer);
             return Ok(());
         }
     };

@@ -4,8 +4,7 @@
 //!
 //! May use: `protocol` and `os`.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -61,24 +60,6 @@ pub(super) fn wire(client: &TcpStream, stop: &Stop) -> Wire {
             Ok(_) if Stop::requested(&fds[1..]) => return Wire::Line,
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return Wire::Line,
-        }
-    }
-}
-
-/// Answers an HTTP request with a refusal and closes, after taking what
-/// the client sent: closing with its request unread would reset the
-/// connection, and the client might lose the answer.
-pub(super) fn refuse_http(client: &TcpStream) {
-    let _ = client.set_nonblocking(false);
-    let _ = client.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = (&*client).write_all(sniff::http_refusal().as_bytes());
-    let _ = client.shutdown(Shutdown::Write);
-    let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 1024];
-    for _ in 0..64 {
-        match (&*client).read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
         }
     }
 }
