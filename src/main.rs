@@ -259,6 +259,11 @@ struct ProgramArgs {
     /// by its owner alone. Read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     bots: Option<PathBuf>,
+    /// A web site besides this server (say https://chat.example.org, when
+    /// a proxy serves the page) whose pages may open the chat's
+    /// WebSocket; repeatable.
+    #[arg(long = "allowed-origin", value_name = "URL")]
+    allowed_origins: Vec<String>,
 }
 
 impl From<ProgramArgs> for ProgramOptions {
@@ -267,6 +272,7 @@ impl From<ProgramArgs> for ProgramOptions {
             ping_interval: Duration::from_secs(args.ping_interval),
             resume_max: args.resume_max as usize,
             bots: args.bots,
+            allowed_origins: args.allowed_origins,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! * [`sniff`]: which protocol a client speaks, from its first bytes.
 //! * [`json`]: the JSON-lines protocol for programs (`PROTOCOL.md`).
 //! * [`http`]: a browser's request and the response (the page, embedded).
+//! * [`websocket`]: the browser's JSON messages over WebSocket.
 //! * [`reply`]: the hub's answers to one user, as values each protocol
 //!   renders its way.
 //! * [`ipc`]: the messages between a client's child and the hub, and the
@@ -29,6 +30,7 @@ pub mod render;
 pub mod reply;
 pub mod sanitize;
 pub mod sniff;
+pub mod websocket;
 
 /// What ends every line the server sends.
 pub const CRLF: &str = "\r\n";

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::os::clock;
 use crate::os::scoreboard::Slot;
-use crate::protocol::CRLF;
+use crate::protocol::ipc::Format;
+use crate::protocol::{CRLF, websocket};
 
 /// A client with more than this waiting is behind: for a while the child
 /// stops taking lines from the hub, so the hub, once this child's queue
@@ -60,8 +61,29 @@ pub(super) struct Backlog {
     behind_since: Option<Instant>,
     /// When the socket last took something.
     last_output: Instant,
-    /// Lines end in LF alone (JSON clients), not CR LF.
-    lf_only: bool,
+    /// How the client's lines are told apart.
+    ends: LineEnds,
+}
+
+/// How the lines for a client are delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LineEnds {
+    /// CR LF, for people's terminals.
+    CrLf,
+    /// LF alone, for programs.
+    Lf,
+    /// Each line a WebSocket text frame, for the browser's page.
+    WebSocket,
+}
+
+impl LineEnds {
+    /// How a client that speaks `format` over its own TCP stream reads.
+    pub(super) fn for_format(format: Format) -> LineEnds {
+        match format {
+            Format::Text => LineEnds::CrLf,
+            Format::Json => LineEnds::Lf,
+        }
+    }
 }
 
 impl Backlog {
@@ -74,33 +96,52 @@ impl Backlog {
             stalled: clock::Stall::default(),
             behind_since: None,
             last_output: now,
-            lf_only: false,
+            ends: LineEnds::CrLf,
         }
     }
 
-    /// From now on lines end in LF alone, as JSON clients read them.
-    pub(super) fn end_lines_with_lf(&mut self) {
-        self.lf_only = true;
+    /// From now on lines are delimited so.
+    pub(super) fn delimit_lines(&mut self, ends: LineEnds) {
+        self.ends = ends;
     }
 
     /// Queues one line, adding the line end.
     pub(super) fn push_line(&mut self, line: &str) {
-        self.bytes.extend_from_slice(line.as_bytes());
-        let end = if self.lf_only { "\n" } else { CRLF };
-        self.bytes.extend_from_slice(end.as_bytes());
-        self.unsent_lines += 1;
+        self.push_body(line.as_bytes());
     }
 
     /// Queues one line the hub rendered, its CR LF included.
     pub(super) fn push_rendered(&mut self, line: &[u8]) {
-        match line.strip_suffix(CRLF.as_bytes()) {
-            Some(body) if self.lf_only => {
+        match (self.ends, line.strip_suffix(CRLF.as_bytes())) {
+            (LineEnds::Lf | LineEnds::WebSocket, Some(body)) => self.push_body(body),
+            _ => {
+                self.bytes.extend_from_slice(line);
+                self.unsent_lines += 1;
+            }
+        }
+    }
+
+    fn push_body(&mut self, body: &[u8]) {
+        match self.ends {
+            LineEnds::CrLf => {
+                self.bytes.extend_from_slice(body);
+                self.bytes.extend_from_slice(CRLF.as_bytes());
+            }
+            LineEnds::Lf => {
                 self.bytes.extend_from_slice(body);
                 self.bytes.push(b'\n');
             }
-            _ => self.bytes.extend_from_slice(line),
+            LineEnds::WebSocket => {
+                websocket::text_header(body.len(), &mut self.bytes);
+                self.bytes.extend_from_slice(body);
+            }
         }
         self.unsent_lines += 1;
+    }
+
+    /// Queues bytes as they are: frames of the WebSocket's own.
+    pub(super) fn push_raw(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
     }
 
     /// Bytes wait for the socket.

@@ -48,6 +48,9 @@ pub struct ProgramOptions {
     pub resume_max: usize,
     /// The bots file (`--bots`).
     pub bots: Option<std::path::PathBuf>,
+    /// Origins besides the server's own whose pages may open the
+    /// WebSocket (`--allowed-origin`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ProgramOptions {
@@ -56,6 +59,7 @@ impl Default for ProgramOptions {
             ping_interval: Duration::from_secs(30),
             resume_max: 1000,
             bots: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -84,7 +88,8 @@ use crate::protocol::render;
 use crate::protocol::reply::{Code, Reply};
 use crate::protocol::sanitize::sanitize;
 use crate::protocol::sniff::Wire;
-use crate::session::backlog::Backlog;
+use crate::protocol::websocket::{self, WsReader};
+use crate::session::backlog::{Backlog, LineEnds};
 use crate::session::flood::{Flood, FloodLimits, Verdict};
 use crate::session::hub_link::HubLink;
 
@@ -205,6 +210,8 @@ enum Step {
 enum Reader {
     Text(LineReader),
     Json(JsonReader),
+    /// A browser's page: each WebSocket text message is a JSON line.
+    Ws(Box<WsReader>),
 }
 
 impl Reader {
@@ -212,6 +219,7 @@ impl Reader {
         match self {
             Reader::Text(reader) => reader.push(input, out),
             Reader::Json(reader) => reader.push(input, out),
+            Reader::Ws(reader) => reader.push(input, out),
         }
     }
 
@@ -220,7 +228,7 @@ impl Reader {
     fn has_partial(&self) -> bool {
         match self {
             Reader::Text(reader) => reader.has_partial(),
-            Reader::Json(_) => false,
+            Reader::Json(_) | Reader::Ws(_) => false,
         }
     }
 
@@ -228,6 +236,7 @@ impl Reader {
         match self {
             Reader::Text(reader) => reader.take_partial(),
             Reader::Json(reader) => reader.take_partial(),
+            Reader::Ws(_) => None,
         }
     }
 }
@@ -273,8 +282,11 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
         Wire::Line => Format::Text,
         Wire::Json => Format::Json,
         Wire::Http => {
-            web::serve(&setup.client, &setup.stop, setup.peer);
-            return Ok(());
+            let allowed = &setup.programs.allowed_origins;
+            match web::serve(&setup.client, &setup.stop, setup.peer, allowed) {
+                web::Served::Done => return Ok(()),
+                web::Served::WebSocket(first) => return run_websocket(setup, hub_socket, first),
+            }
         }
     };
     let hub = match HubLink::connect(hub_socket) {
@@ -285,9 +297,35 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
             return Err(e);
         }
     };
-    let mut session = Session::new(setup, hub, format);
+    let mut session = Session::new(setup, hub, format, LineEnds::for_format(format));
     if format == Format::Text {
         session.tell(render::WELCOME);
+    }
+    let end = match session.converse() {
+        Ok(end) => end,
+        Err(e) => {
+            log::debug!("{}: {e}", session.peer);
+            End::Silently
+        }
+    };
+    session.close(end);
+    Ok(())
+}
+
+/// Runs the session of a browser's page over its WebSocket, which has
+/// sent `first` already.
+fn run_websocket(setup: Setup, hub_socket: &Path, first: Vec<u8>) -> io::Result<()> {
+    let hub = match HubLink::connect(hub_socket) {
+        Ok(hub) => hub,
+        Err(e) => {
+            log::error!("{}: cannot reach the hub: {e}", setup.peer);
+            let _ = (&setup.client).write_all(&websocket::close_frame(websocket::GOING_AWAY));
+            return Err(e);
+        }
+    };
+    let mut session = Session::new(setup, hub, Format::Json, LineEnds::WebSocket);
+    if !first.is_empty() {
+        session.take_input(&first);
     }
     let end = match session.converse() {
         Ok(end) => end,
@@ -327,15 +365,14 @@ fn prepare_socket(client: &TcpStream) -> io::Result<()> {
 }
 
 impl Session {
-    fn new(setup: Setup, hub: HubLink, format: Format) -> Session {
+    fn new(setup: Setup, hub: HubLink, format: Format, ends: LineEnds) -> Session {
         let now = Instant::now();
         let mut backlog = Backlog::new(setup.backlog, now);
-        let reader = match format {
-            Format::Text => Reader::Text(LineReader::new()),
-            Format::Json => {
-                backlog.end_lines_with_lf();
-                Reader::Json(JsonReader::new())
-            }
+        backlog.delimit_lines(ends);
+        let reader = match (format, ends) {
+            (_, LineEnds::WebSocket) => Reader::Ws(Box::default()),
+            (Format::Text, _) => Reader::Text(LineReader::new()),
+            (Format::Json, _) => Reader::Json(JsonReader::new()),
         };
         Session {
             client: setup.client,
@@ -704,6 +741,24 @@ impl Session {
         unsafe { libc::malloc_trim(0) };
     }
 
+    /// Turns bytes from the client into lines for the inbox. A WebSocket
+    /// may answer by itself (a pong, a close), or be over.
+    fn take_input(&mut self, bytes: &[u8]) {
+        self.last_input = Instant::now();
+        let mut lines = Vec::new();
+        self.reader.push(bytes, &mut lines);
+        self.slot
+            .lines_in
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.inbox.extend(lines);
+        if let Reader::Ws(ws) = &mut self.reader {
+            self.backlog.push_raw(&ws.take_output());
+            if ws.ended {
+                self.client_eof = true;
+            }
+        }
+    }
+
     /// Reads one chunk from the client.
     fn read_client(&mut self) -> io::Result<()> {
         let mut chunk = [0u8; 4096];
@@ -713,15 +768,7 @@ impl Session {
                 // A fragment pending at EOF is still a line.
                 self.inbox.extend(self.reader.take_partial());
             }
-            Ok(n) => {
-                self.last_input = Instant::now();
-                let mut lines = Vec::new();
-                self.reader.push(&chunk[..n], &mut lines);
-                self.slot
-                    .lines_in
-                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
-                self.inbox.extend(lines);
-            }
+            Ok(n) => self.take_input(&chunk[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -962,6 +1009,7 @@ impl Session {
         self.hub.shutdown();
         // Only a farewell of the child's own is cut short by a shutdown;
         // the shutdown's farewell is the one to say then.
+        let quit = matches!(end, End::Quit { .. });
         let (patience, stop_ends_it) = match end {
             End::Quit { line, id } => {
                 match self.format {
@@ -980,6 +1028,18 @@ impl Session {
             }
             End::Silently => (FAREWELL_TIME, false),
         };
+        // A WebSocket ends with its close frame, unless the client's own
+        // close (or a broken frame) already had its answer.
+        if let Reader::Ws(ws) = &self.reader
+            && !ws.ended
+        {
+            let code = if quit {
+                websocket::NORMAL
+            } else {
+                websocket::GOING_AWAY
+            };
+            self.backlog.push_raw(&websocket::close_frame(code));
+        }
         let deadline = Instant::now() + patience;
         while self.backlog.waiting()
             && self.wait_for_client(PollFlags::POLLOUT, deadline, stop_ends_it)

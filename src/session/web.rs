@@ -23,31 +23,67 @@ pub(super) const HEAD_TIME: Duration = Duration::from_secs(10);
 const ANSWER_TIME: Duration = Duration::from_secs(2);
 const LINGER_TIME: Duration = Duration::from_millis(200);
 
-/// Serves one HTTP request on `client` (non-blocking), then closes.
-pub(super) fn serve(client: &TcpStream, stop: &Stop, peer: SocketAddr) {
-    let Some(response) = read_and_answer(client, stop) else {
-        return;
+/// What became of a browser's connection.
+pub(super) enum Served {
+    /// Answered and closed (or gone).
+    Done,
+    /// A WebSocket, upgraded: the session goes on over it, starting with
+    /// these bytes the client sent after the request's head.
+    WebSocket(Vec<u8>),
+}
+
+/// Serves one HTTP request on `client` (non-blocking): answers and closes,
+/// or upgrades the connection to the page's WebSocket. `allowed` are the
+/// origins besides the server's own whose pages may open one.
+pub(super) fn serve(
+    client: &TcpStream,
+    stop: &Stop,
+    peer: SocketAddr,
+    allowed: &[String],
+) -> Served {
+    let Some((request, rest)) = read_request(client, stop) else {
+        return Served::Done;
+    };
+    let response = match request {
+        Ok(request) if request.path == http::WEBSOCKET_PATH => {
+            match http::websocket(&request, allowed) {
+                Ok(switch) => {
+                    log::info!("{peer}: WebSocket");
+                    return match write_all(client, &switch) {
+                        true => Served::WebSocket(rest),
+                        false => Served::Done,
+                    };
+                }
+                Err(why) => http::failure(why),
+            }
+        }
+        Ok(request) => http::respond(&request),
+        Err(why) => http::failure(why),
     };
     log::debug!("{peer}: {}", first_line(&response));
     send(client, &response);
+    Served::Done
 }
 
-/// The response to the request that arrives, or `None` if the client
-/// went away or the server is stopping.
-fn read_and_answer(client: &TcpStream, stop: &Stop) -> Option<Vec<u8>> {
+/// The request that arrives (or why it is refused) and the bytes after
+/// its head, or `None` if the client went away or the server is stopping.
+fn read_request(
+    client: &TcpStream,
+    stop: &Stop,
+) -> Option<(Result<http::Request, Failure>, Vec<u8>)> {
     let deadline = Instant::now() + HEAD_TIME;
     let mut head = Vec::new();
     loop {
         match http::parse(&head) {
-            Head::Complete(request) => return Some(http::respond(&request)),
-            Head::Malformed => return Some(http::failure(Failure::BadRequest)),
+            Head::Complete(request, length) => return Some((Ok(request), head.split_off(length))),
+            Head::Malformed => return Some((Err(Failure::BadRequest), Vec::new())),
             Head::Partial if head.len() > http::MAX_HEAD => {
-                return Some(http::failure(Failure::HeadTooLarge));
+                return Some((Err(Failure::HeadTooLarge), Vec::new()));
             }
             Head::Partial => {}
         }
         let Some(timeout) = clock::poll_timeout_until(deadline) else {
-            return Some(http::failure(Failure::Timeout));
+            return Some((Err(Failure::Timeout), Vec::new()));
         };
         let [lifeline, terminate] = stop.poll_fds();
         let mut fds = [
@@ -72,6 +108,16 @@ fn read_and_answer(client: &TcpStream, stop: &Stop) -> Option<Vec<u8>> {
             Err(_) => return None,
         }
     }
+}
+
+/// Writes all of `bytes` (the socket stays non-blocking for the session
+/// that follows); false if the client did not take them in time.
+fn write_all(client: &TcpStream, bytes: &[u8]) -> bool {
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_write_timeout(Some(ANSWER_TIME));
+    let written = (&*client).write_all(bytes).is_ok();
+    let _ = client.set_nonblocking(true);
+    written
 }
 
 /// Writes the response, then closes after taking what the client still
