@@ -79,15 +79,16 @@ fn the_page_and_its_style_are_served_with_their_headers() {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(body.is_empty(), "HEAD has no body");
     assert!(content_length(&head) > 0);
-    let (head, body) = exchange(
-        &server,
-        &[b"GET /style.css?v=1 HTTP/1.1\r\nHost: x\r\n\r\n"],
-    );
-    assert_eq!(
-        header(&head, "Content-Type"),
-        Some("text/css; charset=utf-8")
-    );
-    assert_eq!(content_length(&head), body.len());
+    for (path, content_type) in [
+        ("/style.css?v=1", "text/css; charset=utf-8"),
+        ("/chat.js", "text/javascript; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (head, body) = exchange(&server, &[request.as_bytes()]);
+        assert_eq!(header(&head, "Content-Type"), Some(content_type), "{path}");
+        assert_eq!(content_length(&head), body.len());
+    }
 
     // None of them became a user.
     let (mut program, _) = JsonClient::hello(&server, "prog");

@@ -256,3 +256,30 @@ fn a_browser_resumes_and_takes_its_session_over() {
         (&json!("ann"), &json!("back"))
     );
 }
+
+#[test]
+fn a_page_that_goes_away_without_quitting_keeps_its_session_for_its_return() {
+    let server = Server::start();
+    let mut bob = server.login("bob");
+    let mut page = open(&server, None).unwrap();
+    let welcome = hello(&mut page, "ann");
+    let token = welcome["session"].as_str().unwrap().to_string();
+    let joined = next_of_type(&mut page, "event");
+    bob.expect_stamped("* ann has joined the chat.");
+    // A reload: the page closes its WebSocket, without quitting.
+    page.close(None).unwrap();
+    drop(page);
+    bob.send_line("while the page loads");
+    bob.expect_stamped("bob: while the page loads");
+    let mut again = open(&server, None).unwrap();
+    send(
+        &mut again,
+        json!({"type": "hello", "session": token, "after": joined["seq"]}),
+    );
+    assert_eq!(next(&mut again)["type"], "welcome");
+    let missed = next(&mut again);
+    assert_eq!(missed["text"], "while the page loads", "{missed}");
+    send(&mut again, json!({"type": "say", "text": "reloaded"}));
+    // bob saw ann neither leave nor come back.
+    bob.expect_stamped("ann: reloaded");
+}

@@ -23,6 +23,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/css; charset=utf-8",
         include_bytes!("../../web/style.css"),
     ),
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../web/favicon.svg"),
+    ),
+    (
+        "/chat.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/chat.js"),
+    ),
 ];
 
 /// Only the page's own files and its own WebSocket; no framing by other

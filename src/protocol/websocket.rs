@@ -83,6 +83,8 @@ pub struct WsReader {
     /// The connection is over: the client closed it, or broke the
     /// protocol (and was sent a close frame saying why).
     pub ended: bool,
+    /// It was the client's fault.
+    pub broken: bool,
 }
 
 impl Default for WsReader {
@@ -100,6 +102,7 @@ impl WsReader {
         WsReader {
             socket: WebSocket::from_raw_socket(Pipe::default(), Role::Server, Some(config)),
             ended: false,
+            broken: false,
         }
     }
 
@@ -137,6 +140,7 @@ impl WsReader {
         let _ = self.socket.close(Some(frame));
         let _ = self.socket.flush();
         self.ended = true;
+        self.broken = true;
     }
 
     /// The frames tungstenite wrote (pongs, a close), to be sent.
@@ -185,7 +189,7 @@ mod tests {
         ] {
             let mut reader = WsReader::new();
             reader.push(&bytes, &mut Vec::new());
-            assert!(reader.ended);
+            assert!(reader.ended && reader.broken);
             let out = reader.take_output();
             assert_eq!(out[0], 0x88, "a close frame: {out:?}");
             assert_eq!(u16::from_be_bytes([out[2], out[3]]), code);

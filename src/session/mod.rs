@@ -135,6 +135,10 @@ const FAREWELL_TIME: Duration = Duration::from_millis(1000);
 /// client that reads nothing keeps its child this long; a shutdown
 /// meanwhile ends the wait at once.
 const FELL_BEHIND_FAREWELL_TIME: Duration = Duration::from_secs(3);
+/// How long the session of a page that went away without quitting waits
+/// to be taken over: a reload takes a second or two, a phone that
+/// changes networks longer.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 /// How long to wait for the client's own close after ours, so that its
 /// unread input does not make our close a reset that loses the farewell.
 const LINGER_TIME: Duration = Duration::from_millis(200);
@@ -190,6 +194,10 @@ enum End {
     /// longer to arrive, behind everything the kernel still holds.
     FellBehind,
     Silently,
+    /// A browser's page went away without quitting: the session is kept,
+    /// with nobody told, for [`TAKEOVER_WAIT`], for the page to take it
+    /// over when it comes back (a reload, a new network).
+    AwaitTakeover,
 }
 
 /// Ends the session for `code`'s reason, with `line` as a person's last
@@ -416,6 +424,13 @@ impl Session {
             }
             if self.client_eof && self.inbox.is_empty() && !self.hub_busy() {
                 log::info!("{} closed the connection", self.peer);
+                // A page that closed without quitting is being reloaded,
+                // or its network changed: its session waits for it.
+                if matches!(&self.reader, Reader::Ws(ws) if !ws.broken)
+                    && matches!(self.phase, Phase::Chat { .. })
+                {
+                    return Ok(End::AwaitTakeover);
+                }
                 return Ok(End::Silently);
             }
             if let Some(why) = self.backlog.falling_behind(Instant::now()) {
@@ -1005,6 +1020,11 @@ impl Session {
 
     /// Says the farewell, gives the client a moment to take it, and closes.
     fn close(mut self, end: End) {
+        if matches!(end, End::AwaitTakeover) {
+            let _ = self.client.shutdown(Shutdown::Both);
+            self.await_takeover();
+            return;
+        }
         // Let the room know right away, not after the goodbye below.
         self.hub.shutdown();
         // Only a farewell of the child's own is cut short by a shutdown;
@@ -1026,7 +1046,7 @@ impl Session {
                 self.say_last(Code::TooSlow, render::NOT_READING);
                 (FELL_BEHIND_FAREWELL_TIME, true)
             }
-            End::Silently => (FAREWELL_TIME, false),
+            End::Silently | End::AwaitTakeover => (FAREWELL_TIME, false),
         };
         // A WebSocket ends with its close frame, unless the client's own
         // close (or a broken frame) already had its answer.
@@ -1058,6 +1078,40 @@ impl Session {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Holds the session of a page that went away until it is taken over,
+    /// the wait is over, the hub is gone or the server stops; what the
+    /// hub sends meanwhile is dropped (the page resumes from its `seq`).
+    fn await_takeover(&mut self) {
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        let mut buf = Vec::new();
+        while let Some(timeout) = clock::poll_timeout_until(deadline) {
+            let [lifeline, terminate] = self.stop.poll_fds();
+            let mut fds = [
+                PollFd::new(self.hub.as_fd(), PollFlags::POLLIN),
+                lifeline,
+                terminate,
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) if Stop::requested(&fds[1..]) => return,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+            match self.hub.try_recv_into(&mut buf) {
+                Ok(Received::Data(())) => {
+                    let taken = ipc::events(&buf)
+                        .any(|e| matches!(e, Ok(Event::Other(ToChild::TakenOver))));
+                    if taken {
+                        log::info!("{}: the session was taken over", self.peer);
+                        return;
+                    }
+                }
+                Ok(Received::Empty) => {}
+                Ok(Received::Closed) | Err(_) => return,
+            }
+        }
+        log::info!("{}: not taken over in time; the session ends", self.peer);
     }
 
     /// The last line of a session the server ends: to a person `line`,
