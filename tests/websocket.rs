@@ -132,6 +132,19 @@ fn a_browser_chats_with_a_person_on_nc_over_json_messages() {
         }
     }
 
+    // mpchat status tells a browser from a program and a person.
+    let mut status = std::process::Command::new(common::binary());
+    status.args(["status", "--json", "--port", &server.port().to_string()]);
+    let ran = common::run_command(status, DEADLINE).expect("mpchat status");
+    let report: Value = serde_json::from_str(&ran.stdout).expect("a JSON report");
+    let protocols: Vec<(&str, &str)> = report["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["nick"].as_str().unwrap(), u["protocol"].as_str().unwrap()))
+        .collect();
+    assert_eq!(protocols, [("bob", "line"), ("ann", "web")]);
+
     send(&mut ws, json!({"type": "quit", "id": 3}));
     assert_eq!(next(&mut ws), json!({"type": "bye", "id": 3}));
     assert_eq!(close_code(&mut ws), CloseCode::Normal);

@@ -70,6 +70,9 @@ pub enum ToHub {
         /// covers them too; the last becomes the current one.
         #[serde(default)]
         rooms: Vec<String>,
+        /// The client is a browser's page (for `mpchat status`).
+        #[serde(default)]
+        web: bool,
     },
     /// A new hub has started: put this user back, silently, with the
     /// nickname and id the old hub gave, in the rooms it was in (none
@@ -86,6 +89,8 @@ pub enum ToHub {
         /// A bot's device.
         #[serde(default)]
         device: Option<String>,
+        #[serde(default)]
+        web: bool,
     },
     /// A registered user's command.
     Request(Request),
@@ -103,6 +108,7 @@ impl ToHub {
             takeover: None,
             bot: None,
             rooms: Vec::new(),
+            web: false,
         }
     }
 }

@@ -143,6 +143,8 @@ struct User {
     token: Option<String>,
     /// A bot's device: the user is the bot of that name on that device.
     device: Option<String>,
+    /// The user is on a browser's page (shown by `mpchat status`).
+    web: bool,
 }
 
 /// Who logs in, as the child asks for it.
@@ -160,6 +162,8 @@ struct Arrival {
     device: Option<String>,
     /// Rooms to be in at once, besides the lobby.
     rooms: Vec<String>,
+    /// A browser's page.
+    web: bool,
 }
 
 /// One member of a room.
@@ -709,10 +713,11 @@ impl Chat {
     /// `json` or `bot`).
     pub(crate) fn user(&self, conn: ConnId) -> Option<(&str, &str, &'static str)> {
         self.users.get(&conn).map(|u| {
-            let protocol = match (u.format, &u.device) {
-                (_, Some(_)) => "bot",
-                (Format::Json, None) => "json",
-                (Format::Text, None) => "line",
+            let protocol = match (u.format, &u.device, u.web) {
+                (_, Some(_), _) => "bot",
+                (_, None, true) => "web",
+                (Format::Json, None, false) => "json",
+                (Format::Text, None, false) => "line",
             };
             (u.nick.as_str(), u.addr.as_str(), protocol)
         })
@@ -751,6 +756,7 @@ impl Chat {
                 takeover,
                 bot,
                 rooms,
+                web,
             } => {
                 let arrival = Arrival {
                     nick,
@@ -761,6 +767,7 @@ impl Chat {
                     takeover,
                     device: bot.map(|proof| proof.device),
                     rooms,
+                    web,
                 };
                 self.login(conn, arrival, now)
             }
@@ -772,6 +779,7 @@ impl Chat {
                 format,
                 token,
                 device,
+                web,
             } => {
                 let arrival = Arrival {
                     nick,
@@ -782,6 +790,7 @@ impl Chat {
                     takeover: None,
                     device,
                     rooms: Vec::new(),
+                    web,
                 };
                 self.rejoin(conn, arrival, id, rooms)
             }
@@ -926,6 +935,7 @@ impl Chat {
             token,
             device,
             rooms,
+            web,
             ..
         } = arrival;
         match &device {
@@ -947,6 +957,7 @@ impl Chat {
                 format,
                 token,
                 device,
+                web,
             },
         );
         if let Some(room) = self.rooms.get_mut(&lobby) {
@@ -1068,6 +1079,7 @@ impl Chat {
         user.addr = arrival.addr;
         user.format = arrival.format;
         user.token = arrival.token;
+        user.web = arrival.web;
         let json = arrival.format == Format::Json;
         for (key, _) in &user.rooms {
             if let Some(room) = self.rooms.get_mut(key)
@@ -1123,6 +1135,7 @@ impl Chat {
             format,
             token,
             device,
+            web,
             ..
         } = arrival;
         if self.users.contains_key(&conn) {
@@ -1189,6 +1202,7 @@ impl Chat {
                 format,
                 token,
                 device,
+                web,
             },
         );
         vec![to(conn, ToChild::Rejoined)]
@@ -1879,6 +1893,7 @@ mod tests {
             format: Format::Text,
             token: None,
             device: None,
+            web: false,
             nick: nick.into(),
             addr: "127.0.0.1:1".into(),
             id,
@@ -2130,6 +2145,7 @@ mod tests {
                     format: Format::Text,
                     token: None,
                     device: None,
+                    web: false,
                     nick: ["alice", "bob"][i].into(),
                     addr: "127.0.0.1:1".into(),
                     id: ids[i],
@@ -2190,6 +2206,7 @@ mod tests {
                 mac: String::new(),
             }),
             rooms: Vec::new(),
+            web: false,
         };
         chat.handle(conn, req, SystemTime::now())
     }

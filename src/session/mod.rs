@@ -756,6 +756,11 @@ impl Session {
         unsafe { libc::malloc_trim(0) };
     }
 
+    /// The client is a browser's page, over its WebSocket.
+    fn is_web(&self) -> bool {
+        matches!(self.reader, Reader::Ws(_))
+    }
+
     /// Turns bytes from the client into lines for the inbox. A WebSocket
     /// may answer by itself (a pong, a close), or be over.
     fn take_input(&mut self, bytes: &[u8]) {
@@ -863,6 +868,7 @@ impl Session {
                 format,
                 token: self.json.token(),
                 device: self.json.device(),
+                web: self.is_web(),
             }),
             (Phase::Login { .. }, login) => login.as_deref().cloned(),
         };

@@ -239,6 +239,7 @@ impl Session {
             takeover,
             bot: None,
             rooms,
+            web: self.is_web(),
         });
         None
     }
@@ -271,6 +272,7 @@ impl Session {
                 mac,
             }),
             rooms: challenge.rooms,
+            web: self.is_web(),
         });
         None
     }
