@@ -779,7 +779,9 @@ impl Session {
         }
     }
 
-    /// Reads one chunk from the client.
+    /// Reads one chunk from the client. Out of line: its buffer is then
+    /// on the stack only while it reads, not under every hub message too.
+    #[inline(never)]
     fn read_client(&mut self) -> io::Result<()> {
         let mut chunk = [0u8; 4096];
         match (&self.client).read(&mut chunk) {
