@@ -12,6 +12,9 @@ use crate::tally::Tally;
 
 /// The room counts as quiet once nothing arrived for this long.
 const QUIET_NS: u64 = 300_000_000;
+/// How long after the room is quiet the memory of idle clients is read:
+/// past the second after which a child gives its burst buffers back.
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
 /// After the last expected delivery, keep reading this long to catch late
 /// duplicates (outside the measured window).
 const LINGER_NS: u64 = 100_000_000;
@@ -407,6 +410,11 @@ impl<'a> Scenario<'a> {
             per_client_pss_kib: None,
         };
         let registered = self.connect_phase(report, false)?;
+        // An idle client's child gives back the buffers of the join burst
+        // a second after its last line (the server's RELEASE_AFTER):
+        // measured before that, it is still busy, and how busy depends on
+        // how the logins happened to be spread.
+        std::thread::sleep(IDLE_AFTER);
         let with = procstat::tree_memory(pid)?;
         let n = self.driver.counts.registered.max(1) as f64;
         m.per_client_uss_kib = Some((with.uss_kib as f64 - idle.uss_kib as f64) / n);
