@@ -309,14 +309,7 @@ pub(crate) fn run(setup: Setup, hub_socket: &Path) -> io::Result<()> {
     if format == Format::Text {
         session.tell(render::WELCOME);
     }
-    let end = match session.converse() {
-        Ok(end) => end,
-        Err(e) => {
-            log::debug!("{}: {e}", session.peer);
-            End::Silently
-        }
-    };
-    session.close(end);
+    session.live();
     Ok(())
 }
 
@@ -335,15 +328,37 @@ fn run_websocket(setup: Setup, hub_socket: &Path, first: Vec<u8>) -> io::Result<
     if !first.is_empty() {
         session.take_input(&first);
     }
-    let end = match session.converse() {
-        Ok(end) => end,
-        Err(e) => {
-            log::debug!("{}: {e}", session.peer);
-            End::Silently
-        }
-    };
-    session.close(end);
+    session.live();
     Ok(())
+}
+
+/// What a wait for the client's input came to.
+pub(super) enum Waited {
+    Ready,
+    TimedOut,
+    /// The server is stopping, or the wait failed.
+    Stopped,
+}
+
+/// Waits until `client` has input, `deadline` passes or a stop comes.
+pub(super) fn wait_for_input(client: &TcpStream, stop: &Stop, deadline: Instant) -> Waited {
+    loop {
+        let Some(timeout) = clock::poll_timeout_until(deadline) else {
+            return Waited::TimedOut;
+        };
+        let [lifeline, terminate] = stop.poll_fds();
+        let mut fds = [
+            PollFd::new(client.as_fd(), PollFlags::POLLIN),
+            lifeline,
+            terminate,
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) if Stop::requested(&fds[1..]) => return Waited::Stopped,
+            Ok(_) => return Waited::Ready,
+            Err(_) => return Waited::Stopped,
+        }
+    }
 }
 
 /// Tells the client the server cannot serve it now. Out of line: the
@@ -411,6 +426,18 @@ impl Session {
 }
 
 impl Session {
+    /// Converses until the session ends, then says goodbye and closes.
+    fn live(mut self) {
+        let end = match self.converse() {
+            Ok(end) => end,
+            Err(e) => {
+                log::debug!("{}: {e}", self.peer);
+                End::Silently
+            }
+        };
+        self.close(end);
+    }
+
     /// The session's main loop; returns how it ended.
     fn converse(&mut self) -> io::Result<End> {
         loop {

@@ -5,13 +5,12 @@
 //! May use: `protocol` and `os`.
 
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
-use crate::os::clock;
+use super::{Waited, wait_for_input};
 use crate::os::spawn::Stop;
 use crate::protocol::sniff::{self, Wire};
 
@@ -46,20 +45,9 @@ pub(super) fn wire(client: &TcpStream, stop: &Stop) -> Wire {
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
             Err(_) => return Wire::Line,
         }
-        let Some(timeout) = clock::poll_timeout_until(deadline) else {
-            return Wire::Line;
-        };
-        let [lifeline, terminate] = stop.poll_fds();
-        let mut fds = [
-            PollFd::new(client.as_fd(), PollFlags::POLLIN),
-            lifeline,
-            terminate,
-        ];
-        match poll(&mut fds, timeout) {
-            Ok(0) => return Wire::Line,
-            Ok(_) if Stop::requested(&fds[1..]) => return Wire::Line,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return Wire::Line,
+        match wait_for_input(client, stop, deadline) {
+            Waited::Ready => {}
+            Waited::TimedOut | Waited::Stopped => return Wire::Line,
         }
     }
 }

@@ -8,12 +8,9 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, poll};
-
-use crate::os::clock;
+use super::{Waited, wait_for_input};
 use crate::os::spawn::Stop;
 use crate::protocol::http::{self, Failure, Head};
 
@@ -82,20 +79,10 @@ fn read_request(
             }
             Head::Partial => {}
         }
-        let Some(timeout) = clock::poll_timeout_until(deadline) else {
-            return Some((Err(Failure::Timeout), Vec::new()));
-        };
-        let [lifeline, terminate] = stop.poll_fds();
-        let mut fds = [
-            PollFd::new(client.as_fd(), PollFlags::POLLIN),
-            lifeline,
-            terminate,
-        ];
-        match poll(&mut fds, timeout) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) if Stop::requested(&fds[1..]) => return None,
-            Ok(_) => {}
-            Err(_) => return None,
+        match wait_for_input(client, stop, deadline) {
+            Waited::Ready => {}
+            Waited::TimedOut => return Some((Err(Failure::Timeout), Vec::new())),
+            Waited::Stopped => return None,
         }
         // One byte past the limit is enough to know the head is too big.
         let mut chunk = [0u8; 1024];
