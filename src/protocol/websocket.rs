@@ -22,6 +22,11 @@ use super::json::MAX_JSON_LINE;
 /// is megabytes).
 pub const MAX_MESSAGE: usize = MAX_JSON_LINE;
 
+/// What tungstenite reads from the pipe at a time. Its default, 128 KiB,
+/// is zero-filled before the first read: that alone would double an idle
+/// browser child's private memory. A longer message grows the buffer.
+const READ_CHUNK: usize = 4096;
+
 /// The header of an unmasked text frame of `len` bytes, as a server sends.
 pub fn text_header(len: usize, out: &mut Vec<u8>) {
     out.push(0x81);
@@ -98,7 +103,10 @@ impl WsReader {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE))
-            .accept_unmasked_frames(false);
+            .accept_unmasked_frames(false)
+            .read_buffer_size(READ_CHUNK)
+            // Its own answers (pongs, a close) go straight to the pipe.
+            .write_buffer_size(0);
         WsReader {
             socket: WebSocket::from_raw_socket(Pipe::default(), Role::Server, Some(config)),
             ended: false,
