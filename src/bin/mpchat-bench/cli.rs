@@ -181,6 +181,9 @@ pub enum ProtoKind {
     Echo,
     /// mpchat's JSON lines for programs: hello, welcome, say, events.
     Json,
+    /// The same JSON messages over WebSocket at /ws, as the web page
+    /// speaks them (also the Node.js peer in scripts/ws-peer).
+    Ws,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -395,7 +398,11 @@ impl Plan {
             _ => self.clients as u64 - 1,
         };
         let nick_len = self.nick_prefix.len() + biggest_id.to_string().len();
-        if matches!(self.proto, ProtoKind::Line | ProtoKind::Json) && nick_len > LINE_NICK_MAX {
+        if matches!(
+            self.proto,
+            ProtoKind::Line | ProtoKind::Json | ProtoKind::Ws
+        ) && nick_len > LINE_NICK_MAX
+        {
             return Err(format!(
                 "nicknames would be {nick_len} characters; the line protocol allows {LINE_NICK_MAX} (shorten --nick-prefix)"
             ));

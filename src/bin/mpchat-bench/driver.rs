@@ -24,11 +24,13 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{getsockopt, sockopt};
 
+use crate::cli::ProtoKind;
 use crate::clock::Clock;
 use crate::net::{self, Sources};
 use crate::progress::{Progress, View};
 use crate::proto::{self, Proto, Reg, Seen};
 use crate::tally::{Histogram, Tally};
+use crate::ws;
 
 /// Reads of 64 KiB one readiness event may do before the socket goes to
 /// the back of the line, so one busy socket cannot starve the others.
@@ -900,6 +902,9 @@ struct LineCtx<'a> {
 /// Splits new bytes into lines (keeping a partial line for next time) and
 /// handles each.
 fn feed(conn: &mut Conn, data: &[u8], ctx: &mut LineCtx) -> Result<(), CloseWhy> {
+    if ctx.proto.kind == ProtoKind::Ws {
+        return feed_ws(conn, data, ctx);
+    }
     let mut buf = std::mem::take(&mut conn.inbuf);
     let joined = !buf.is_empty();
     if joined {
@@ -930,6 +935,63 @@ fn feed(conn: &mut Conn, data: &[u8], ctx: &mut LineCtx) -> Result<(), CloseWhy>
     } else {
         buf.extend_from_slice(&data[start..]);
     }
+    conn.inbuf = buf;
+    result
+}
+
+/// WebSocket: the upgrade's response, then frames; each text frame is
+/// one message, handled as a line is.
+fn feed_ws(conn: &mut Conn, data: &[u8], ctx: &mut LineCtx) -> Result<(), CloseWhy> {
+    let mut buf = std::mem::take(&mut conn.inbuf);
+    buf.extend_from_slice(data);
+    let mut start = 0;
+    let result = (|| {
+        if conn.reg == Reg::Upgrading {
+            match ws::response_head(&buf) {
+                None if buf.len() > MAX_LINE => {
+                    return Err(CloseWhy::Protocol(format!(
+                        "server sent over {MAX_LINE} bytes of response head"
+                    )));
+                }
+                None => return Ok(()),
+                Some(Err(status)) => return Err(CloseWhy::Refused(status)),
+                Some(Ok(end)) => {
+                    start = end;
+                    conn.reg = ctx.proto.on_upgraded(conn.id, &mut conn.out);
+                }
+            }
+        }
+        while let Some((frame, used)) = ws::next_frame(&buf[start..]).map_err(CloseWhy::Protocol)? {
+            start += used;
+            match frame.opcode {
+                _ if !frame.fin => {
+                    return Err(CloseWhy::Protocol(
+                        "server sent a fragmented message".into(),
+                    ));
+                }
+                ws::TEXT => handle_line(conn, frame.payload, ctx)?,
+                ws::PING => {
+                    let at = conn.out.len();
+                    conn.out.extend_from_slice(frame.payload);
+                    ws::seal(&mut conn.out, at, ws::PONG);
+                }
+                ws::PONG => {}
+                ws::CLOSE => {
+                    conn.info.clear();
+                    let code = ws::close_code(frame.payload).unwrap_or(1005);
+                    let _ = write!(conn.info, "close frame {code}");
+                    return Err(CloseWhy::Eof);
+                }
+                other => {
+                    return Err(CloseWhy::Protocol(format!(
+                        "server sent a frame of opcode {other}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })();
+    buf.drain(..start);
     conn.inbuf = buf;
     result
 }

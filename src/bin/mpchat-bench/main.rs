@@ -1,5 +1,6 @@
 //! `mpchat-bench`: the load generator for mpchat and for other chat and
-//! echo servers that speak the same work (line protocol, IRC, echo).
+//! echo servers that speak the same work (line protocol, JSON lines,
+//! WebSocket, IRC, echo).
 //!
 //! This file owns the start and the end of a run: the command line, the fd
 //! limit, the stop signals, getting a server (started or attached), and the
@@ -9,6 +10,7 @@
 //! * `server`: starting, watching and killing a `--spawn`ed server.
 //! * `net`: target checks, source addresses, non-blocking connect.
 //! * `proto`: what the clients say, per protocol, and message parsing.
+//! * `ws`: the client's side of WebSocket framing for `--proto ws`.
 //! * `driver`: the single-threaded epoll loop and its phases.
 //! * `rooms`: which room each client is in with `--rooms`.
 //! * `tally`: loss, duplicates, order, cross-room lines and latency of
@@ -29,6 +31,7 @@ mod rooms;
 mod scenario;
 mod server;
 mod tally;
+mod ws;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -127,7 +130,14 @@ fn measure(plan: &Plan, spawned: Option<&mut Spawned>, nofile: u64) -> Result<Re
         ok: false,
     };
     let progress = Progress::new(plan.quiet, clock.now_ns());
-    let driver = Driver::new(clock, Proto::new(plan), target, sources, progress, &STOP)?;
+    let driver = Driver::new(
+        clock,
+        Proto::new(plan, target),
+        target,
+        sources,
+        progress,
+        &STOP,
+    )?;
     let mut scenario = Scenario::new(plan, driver, server_pid)?;
     scenario.run(&mut report)?;
     if let Some(s) = spawned

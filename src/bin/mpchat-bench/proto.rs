@@ -10,17 +10,25 @@
 //! protocol it joins with `/join` once registered (a step of its own, see
 //! [`Proto::start_join`]); on IRC that channel is the one it joins while
 //! registering.
+//!
+//! `--proto ws` is `--proto json` over WebSocket: the same messages, each
+//! in a text frame instead of on a line (see [`Proto::json`]), after the
+//! upgrade.
 
 use std::io::Write;
+use std::net::SocketAddr;
 
 use crate::cli::{Plan, ProtoKind};
 use crate::rooms::Rooms;
+use crate::ws;
 
 /// Where one client is on its way to being registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reg {
     /// TCP connect not finished yet.
     Connecting,
+    /// WebSocket: the upgrade request sent, waiting for `101`.
+    Upgrading,
     /// Line protocol: this many prompt lines still to read before the nick.
     Prompt(u32),
     /// Line protocol, nick sent at once: this many prompt lines still to
@@ -72,11 +80,14 @@ pub struct Proto {
     /// Rooms the clients are spread over (1: no /join, IRC `channel`).
     rooms: usize,
     size: usize,
+    /// WebSocket: the `Host` (and `Origin`) of the upgrade request.
+    host: String,
 }
 
 impl Proto {
-    pub fn new(plan: &Plan) -> Proto {
+    pub fn new(plan: &Plan, target: SocketAddr) -> Proto {
         Proto {
+            host: target.to_string(),
             kind: plan.proto,
             prompt_lines: plan.nick_prompt_lines,
             speak_first: plan.speak_first,
@@ -112,9 +123,9 @@ impl Proto {
             ProtoKind::Line => {
                 let _ = writeln!(out, "/join {}", self.room(id));
             }
-            ProtoKind::Json => {
-                let _ = writeln!(out, r#"{{"type":"join","room":"{}"}}"#, self.room(id));
-            }
+            ProtoKind::Json | ProtoKind::Ws => self.json(out, |o| {
+                let _ = write!(o, r#"{{"type":"join","room":"{}"}}"#, self.room(id));
+            }),
             ProtoKind::Irc | ProtoKind::Echo => return None,
         }
         Some(Reg::Joining)
@@ -143,10 +154,35 @@ impl Proto {
                 Reg::AwaitEcho
             }
             // A program speaks first, so the server knows it at once.
-            ProtoKind::Json => {
-                let _ = writeln!(out, r#"{{"type":"hello","nick":"{}"}}"#, self.nick(id));
-                Reg::AwaitReply
+            ProtoKind::Json => self.on_upgraded(id, out),
+            ProtoKind::Ws => {
+                ws::upgrade_request(out, &self.host, id);
+                Reg::Upgrading
             }
+        }
+    }
+
+    /// A JSON client's start once its transport is ready: the hello.
+    pub fn on_upgraded(&self, id: u32, out: &mut Vec<u8>) -> Reg {
+        self.json(out, |o| {
+            let _ = write!(o, r#"{{"type":"hello","nick":"{}"}}"#, self.nick(id));
+        });
+        Reg::AwaitReply
+    }
+
+    fn speaks_json(&self) -> bool {
+        matches!(self.kind, ProtoKind::Json | ProtoKind::Ws)
+    }
+
+    /// Appends one JSON message that `write` puts down: a line, or over
+    /// WebSocket a text frame.
+    fn json(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = out.len();
+        write(out);
+        if self.kind == ProtoKind::Ws {
+            ws::seal(out, start, ws::TEXT);
+        } else {
+            out.push(b'\n');
         }
     }
 
@@ -174,9 +210,9 @@ impl Proto {
                 return Seen::Failed(text(line));
             }
         }
-        if self.kind == ProtoKind::Json {
+        if self.speaks_json() {
             if line == br#"{"type":"ping"}"# {
-                out.extend_from_slice(b"{\"type\":\"pong\"}\n");
+                self.json(out, |o| o.extend_from_slice(br#"{"type":"pong"}"#));
                 return Seen::Nothing;
             }
             if line.starts_with(br#"{"type":"error""#) {
@@ -189,6 +225,7 @@ impl Proto {
                 None => Seen::Nothing,
             },
             Reg::Connecting => Seen::Failed("data before the connect finished".into()),
+            Reg::Upgrading => Seen::Failed("a message before the upgrade".into()),
             Reg::SkipPrompt(left) => {
                 *reg = if left <= 1 {
                     Reg::AwaitReply
@@ -209,7 +246,7 @@ impl Proto {
             // The first line after the nick means registered, unless it
             // asks again (ends like a prompt, with ':'): mpchat answers a
             // taken or invalid nick with the reason and a new prompt.
-            Reg::AwaitReply if self.kind == ProtoKind::Json => {
+            Reg::AwaitReply if self.speaks_json() => {
                 if line.starts_with(br#"{"type":"welcome""#) {
                     *reg = Reg::Registered;
                     Seen::Registered
@@ -243,7 +280,9 @@ impl Proto {
             }
             Reg::Joining => {
                 let joined = match self.kind {
-                    ProtoKind::Json => is_own_json_join(line, &self.nick(id), &self.room(id)),
+                    ProtoKind::Json | ProtoKind::Ws => {
+                        is_own_json_join(line, &self.nick(id), &self.room(id))
+                    }
                     _ => is_own_room_join(line, &self.nick(id), &self.room(id)),
                 };
                 if joined {
@@ -301,15 +340,18 @@ impl Proto {
                 write!(out, "PRIVMSG {} :", self.channel)
             };
         }
-        if self.kind == ProtoKind::Json {
-            out.extend_from_slice(br#"{"type":"say","text":""#);
+        if self.speaks_json() {
+            return self.json(out, |o| {
+                o.extend_from_slice(br#"{"type":"say","text":""#);
+                let start = o.len();
+                let _ = write!(o, "B {sender} {seq} {send_ns}");
+                pad(o, start, self.size);
+                o.extend_from_slice(b"\"}");
+            });
         }
         let start = out.len();
         let _ = write!(out, "B {sender} {seq} {send_ns}");
         pad(out, start, self.size);
-        if self.kind == ProtoKind::Json {
-            out.extend_from_slice(b"\"}");
-        }
         out.extend_from_slice(if self.kind == ProtoKind::Irc {
             b"\r\n"
         } else {
@@ -485,6 +527,7 @@ mod tests {
             channel: String::new(),
             rooms: 1,
             size: 64,
+            host: String::new(),
         };
         let mut out = Vec::new();
         let mut reg = plan_proto.on_connect(7, &mut out);
@@ -526,6 +569,7 @@ mod tests {
             channel: "#bench".into(),
             rooms,
             size: 64,
+            host: String::new(),
         }
     }
 
