@@ -14,13 +14,18 @@
 #            mpchat, mpchat --echo, the C echo server, ngircd (8 at most)
 #   memory   USS/PSS per idle client at N=1000; same four servers
 #   scale    the largest N mpchat holds (--connect-only), 1000 to 10000
+#   web      WebSocket clients (--proto ws, as the web page speaks): N=1000
+#            in one room, 10 senders, full speed (10 x 100) and paced at 20
+#            and 200 msg/s, and memory with 1000 sessions; mpchat against
+#            the Node.js `ws` broadcast server in scripts/ws-peer (needs
+#            node and npm: its packages are installed with `npm ci`)
 #
 # Every figure is run 3 times (median, min-max); the runs are interleaved
 # (mpchat, peer, mpchat, peer, ...) so a drift of the machine hits both.
 # Each run's JSON goes to target/bench/ (target/bench-quick/ with --quick),
 # so scripts/bench_table.py can rebuild the table without rerunning.
 #
-# Usage: scripts/bench.sh [--quick] [--only fanout|connect|memory|scale]
+# Usage: scripts/bench.sh [--quick] [--only fanout|connect|memory|scale|web]
 #   --quick   each figure once, much smaller counts, scale up to 1000 only;
 #             writes BENCHMARKS.quick.md (never BENCHMARKS.md)
 #   --only P  rerun one part; the other parts' last results are kept
@@ -45,8 +50,8 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 case $only in
-    all|fanout|connect|memory|scale) ;;
-    *) echo "bench.sh: --only takes fanout, connect, memory or scale, not '$only'" >&2; exit 2 ;;
+    all|fanout|connect|memory|scale|web) ;;
+    *) echo "bench.sh: --only takes fanout, connect, memory, scale or web, not '$only'" >&2; exit 2 ;;
 esac
 want() { [[ $only == all || $only == "$1" ]]; }
 
@@ -62,6 +67,7 @@ if [[ $quick == 1 ]]; then
     cycles=200
     mem_n=100
     scale_steps=(200 1000)
+    web_n=100; web_msgs=50; web_light_msgs=10; web_heavy_msgs=20
 else
     runs=3
     results=target/bench
@@ -75,6 +81,9 @@ else
     cycles=2000
     mem_n=1000
     scale_steps=(1000 2000 5000 10000)
+    # Paced: 20 msg/s for 10 s (both servers keep up) and 200 msg/s for
+    # 5 s (200 000 deliveries a second at N=1000).
+    web_n=1000; web_msgs=100; web_light_msgs=20; web_heavy_msgs=100
 fi
 senders=10
 paced_rate=1000
@@ -183,6 +192,26 @@ EOF
     fi
 fi
 
+# --- the Node.js WebSocket peer ---------------------------------------------------
+ws_peer=""
+ws_peer_note=""
+if want web; then
+    if command -v node >/dev/null && command -v npm >/dev/null; then
+        if [[ ! -d scripts/ws-peer/node_modules/ws ]]; then
+            log "installing the Node.js peer's packages (npm ci --prefix scripts/ws-peer)"
+            npm ci --prefix scripts/ws-peer --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || true
+        fi
+        if [[ -d scripts/ws-peer/node_modules/ws ]]; then
+            ws_peer="node scripts/ws-peer/server.mjs 0"
+        else
+            ws_peer_note="npm ci --prefix scripts/ws-peer failed: the Node.js rows are skipped."
+        fi
+    else
+        ws_peer_note="node and npm are not installed (apt-get install nodejs npm): the Node.js rows are skipped."
+    fi
+    if [[ -n $ws_peer_note ]]; then log "$ws_peer_note"; fi
+fi
+
 # --- machine ------------------------------------------------------------------
 ngircd_version=$( (ngircd --version 2>/dev/null || true) | head -n1)
 NPROC=$(nproc) \
@@ -193,6 +222,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC') \
 RUSTC=$(rustc --version) \
 COMMIT=$( (git rev-parse --short HEAD 2>/dev/null || echo unknown) | tr -d '\n')$( [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ] && echo ' (with uncommitted changes)') \
 NGIRCD=${ngircd_version:-not installed} \
+NODE=$( (node --version 2>/dev/null && sed -n 's/.*"version": "\(.*\)".*/ws \1/p' scripts/ws-peer/node_modules/ws/package.json 2>/dev/null) | tr '\n' ' ') \
 NGIRCD_NOTE=$ngircd_note \
 NOFILE=$nofile \
 NOFILE_HARD=$(ulimit -Hn) \
@@ -200,7 +230,7 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg) \
 QUICK=$quick RUNS=$runs ONLY=$only \
 python3 - "$results/machine.json" <<'EOF'
 import json, os, sys
-keys = ["NPROC", "CPU_MODEL", "MEM_TOTAL", "KERNEL", "DATE", "RUSTC", "COMMIT", "NGIRCD",
+keys = ["NPROC", "CPU_MODEL", "MEM_TOTAL", "KERNEL", "DATE", "RUSTC", "COMMIT", "NGIRCD", "NODE",
         "NGIRCD_NOTE", "NOFILE", "NOFILE_HARD", "LOADAVG", "QUICK", "RUNS", "ONLY"]
 with open(sys.argv[1], "w") as f:
     json.dump({k.lower(): os.environ.get(k, "") for k in keys}, f, indent=1)
@@ -405,6 +435,33 @@ if want scale; then
             note scale "Stopped at the first failure (N=$n)."
             break
         fi
+    done
+fi
+
+# --- web: WebSocket clients, mpchat and the Node.js peer ------------------------
+if want web; then
+    begin web
+    log "web (WebSocket)"
+    web_limit=$([[ $quick == 1 ]] && echo 60 || echo 300)
+    if [[ -n $ws_peer_note ]]; then note web "$ws_peer_note"; fi
+    note web "Both servers get the same messages (PROTOCOL.md's hello, welcome, say and events, one per text frame) from the same clients; the Node.js peer is scripts/ws-peer/server.mjs, one process that serialises each event once and sends it to every client, as the ws package's broadcast example does."
+    for k in $(seq "$runs"); do
+        for server in mpchat-ws node-ws; do
+            case $server in
+                mpchat-ws) spawn=(--spawn "$mpchat 0" --proto ws) ;;
+                node-ws)
+                    [[ -n $ws_peer ]] || continue
+                    spawn=(--spawn "$ws_peer" --proto ws) ;;
+            esac
+            run web "n$web_n-full" "$server" "$k" "$web_limit" "${spawn[@]}" \
+                --clients "$web_n" --senders "$senders" --messages "$web_msgs"
+            run web "n$web_n-paced20" "$server" "$k" "$web_limit" "${spawn[@]}" \
+                --clients "$web_n" --senders "$senders" --messages "$web_light_msgs" --rate 20
+            run web "n$web_n-paced200" "$server" "$k" "$web_limit" "${spawn[@]}" \
+                --clients "$web_n" --senders "$senders" --messages "$web_heavy_msgs" --rate 200
+            run web "n$web_n-memory" "$server" "$k" "$web_limit" "${spawn[@]}" \
+                --test memory --clients "$web_n"
+        done
     done
 fi
 

@@ -86,8 +86,10 @@ def okcount(rs):
 
 SERVER = {"mpchat": "mpchat", "mpchat-json": "mpchat, JSON clients",
           "mpchat-prompt": "mpchat, client waits for the prompt",
-          "mpchat-echo": "mpchat --echo", "c-echo": "C echo-server", "ngircd": "ngircd"}
-ORDER = ["mpchat", "mpchat-json", "mpchat-prompt", "mpchat-echo", "c-echo", "ngircd"]
+          "mpchat-echo": "mpchat --echo", "c-echo": "C echo-server", "ngircd": "ngircd",
+          "mpchat-ws": "mpchat, WebSocket clients", "node-ws": "Node.js ws"}
+ORDER = ["mpchat", "mpchat-json", "mpchat-prompt", "mpchat-echo", "c-echo", "ngircd",
+         "mpchat-ws", "node-ws"]
 
 
 def by_figure(part):
@@ -151,10 +153,10 @@ w("| | |\n|---|---|")
 for key, label in [("cpu_model", "CPU"), ("nproc", "nproc"), ("mem_total", "memory"),
                    ("kernel", "kernel"), ("date", "date (last run)"), ("rustc", "rustc"),
                    ("commit", "mpchat commit"),
-                   ("ngircd", "ngircd"), ("nofile", "RLIMIT_NOFILE (soft, raised to hard)"),
+                   ("ngircd", "ngircd"), ("node", "Node.js, ws (the web peer)"), ("nofile", "RLIMIT_NOFILE (soft, raised to hard)"),
                    ("loadavg", "load average at start")]:
     w(f"| {label} | {machine.get(key, '?')} |")
-for part in ["fanout", "connect", "memory", "scale"]:
+for part in ["fanout", "connect", "memory", "scale", "web"]:
     if mtimes[part]:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(mtimes[part])))
         w(f"| {part} measured | {when} |")
@@ -223,6 +225,31 @@ for fig, per in by_figure("memory").items():
     a = median(per.get("mpchat", []), lambda r: r["memory"]["per_client_uss_kib"])
     target(f"memory per idle client ({fig}), mpchat USS (KiB)", a, None, None, "≤ 64 KiB",
            None if a is None else a <= 64, 1)
+web = by_figure("web")
+for fig in sorted(web, key=fig_key):
+    m, n = web[fig].get("mpchat-ws", []), web[fig].get("node-ws", [])
+    if "memory" in fig:
+        a = median(m, lambda r: r["memory"]["per_client_uss_kib"])
+        regs = [safe(lambda r: r["connect"]["registered"], r["r"]) for r in m if ok(r)]
+        target(f"web {fig}: WebSocket sessions held at once, mpchat", max(regs, default=None),
+               None, None, "1 000", None if not regs else max(regs) >= 1000, 0)
+        continue
+    fs = [r["r"]["fanout"] for r in m + n if r["r"] and r["r"].get("fanout")]
+    worst = max((f["lost"] for f in fs), default=None)
+    target(f"web {fig}: deliveries lost (worst run, both servers)", worst, None, None, "0",
+           None if worst is None else worst == 0, 0)
+    if "paced" in fig:
+        a = median(m, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
+        b = median(n, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
+        q = ratio(a, b)
+        target(f"web {fig}: p99 latency (ms), mpchat vs Node.js ws", a, b, q, "< 1×",
+               None if q is None else q < 1.0)
+    else:
+        a = median(m, lambda r: r["fanout"]["deliveries_per_s"])
+        b = median(n, lambda r: r["fanout"]["deliveries_per_s"])
+        q = ratio(a, b)
+        target(f"web {fig}: delivered/s, mpchat vs Node.js ws", a, b, q, "> 1×",
+               None if q is None else q > 1.0, 0)
 if targets:
     w("## Targets\n")
     w("✓ met, ✗ not met, – not measured (a run failed or the peer is missing). "
@@ -371,9 +398,43 @@ if scale:
     w(f"\nLargest N reached: **{reached or 'none'}** (tried up to "
       f"{max(int(f[1:]) for f in scale)}).\n")
 
+# ---- web ----
+if web:
+    w("## WebSocket (the web page's clients)\n")
+    w("`mpchat-bench --proto ws`: each client upgrades at `/ws` (with the `Origin` a page on "
+      "the server sends) and speaks the JSON messages of PROTOCOL.md, one per masked text "
+      "frame, as the web page does. The peer is scripts/ws-peer/server.mjs: Node.js with the "
+      "`ws` package (and `bufferutil`), one process that serialises each event once and "
+      "sends it to every client. Same columns as the fan-out table; the memory row is the "
+      "server tree's USS per idle session with N sessions open.\n")
+    w("| figure | server | runs ok | delivered/s | p50 ms | p99 ms | CPU µs/delivery | (tree) | lost | USS KiB/session |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for fig in sorted(web, key=fig_key):
+        for server in ORDER:
+            rs = web[fig].get(server)
+            if not rs:
+                continue
+            r0 = next((r["r"] for r in rs if r["r"]), None) or {}
+            n = (r0.get("connect") or {}).get("clients", fig.split("-")[0][1:])
+            f0 = r0.get("fanout")
+            if f0:
+                speed = "full speed" if f0["rate"] == 0 else f"{f0['rate']} msg/s"
+                desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}, {speed}"
+                w(f"| {desc} | {SERVER[server]} | {okcount(rs)} "
+                  f"| {cell(rs, lambda r: r['fanout']['deliveries_per_s'], 0)} "
+                  f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p50_ms'], 2)} "
+                  f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p99_ms'], 2)} "
+                  f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['machine_us'], 2)} "
+                  f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['tree_us'], 2)} "
+                  f"| {lost_cell(rs)} | |")
+            else:
+                w(f"| N={n} sessions, idle | {SERVER[server]} | {okcount(rs)} "
+                  f"| | | | | | | {cell(rs, lambda r: r['memory']['per_client_uss_kib'], 1)} |")
+    w("")
+
 # ---- notes, failures, commands ----
 notes = []
-for part in ["fanout", "connect", "memory", "scale"]:
+for part in ["fanout", "connect", "memory", "scale", "web"]:
     try:
         with open(os.path.join(res_dir, f"notes-{part}.txt")) as f:
             notes += [f"{part}: {line.strip()}" for line in f if line.strip()]
@@ -388,7 +449,7 @@ out.extend(f"- {n}" for n in dict.fromkeys(notes))
 w("")
 
 problems = []
-for part in ["fanout", "connect", "memory", "scale"]:
+for part in ["fanout", "connect", "memory", "scale", "web"]:
     for (fig, server), rs in sorted(runs[part].items()):
         for r in rs:
             j = r["r"] or {}
@@ -407,7 +468,7 @@ if problems:
 w("## Commands\n")
 w("Run from the repo root after `cargo build --release` and `make -C c-reference`. "
   "`<tmp>` is the temp dir bench.sh made; the ngircd config it held is below.\n")
-for part in ["fanout", "connect", "memory", "scale"]:
+for part in ["fanout", "connect", "memory", "scale", "web"]:
     try:
         with open(os.path.join(res_dir, f"commands-{part}.tsv")) as f:
             rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
