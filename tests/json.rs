@@ -531,6 +531,32 @@ fn schedule_history_ping_and_quit_have_their_replies() {
         expect_event(&mut ann, "chat", "ann", "#lobby");
     }
 
+    // Another of ann's rooms by name, while #lab2 is her current room;
+    // a room she is not in is refused.
+    ann.send(&json!({"type": "join", "room": "#lab2"}));
+    expect_event(&mut ann, "join", "ann", "#lab2");
+    expect_reply(&mut ann, "current", &Value::Null);
+    ann.send(&json!({"type": "say", "text": "in the lab"}));
+    let lab = seq_of(&expect_event(&mut ann, "chat", "ann", "#lab2"));
+    ann.send(&json!({"type": "history", "room": "#lobby", "count": 1, "id": 7}));
+    let history = expect_reply(&mut ann, "history", &json!(7));
+    assert_eq!(
+        (&history["room"], &history["count"]),
+        (&json!("#lobby"), &json!(1))
+    );
+    assert_eq!(
+        seq_of(&expect_event(&mut ann, "chat", "ann", "#lobby")),
+        seqs[2]
+    );
+    ann.send(&json!({"type": "history", "count": 1, "id": 8}));
+    expect_reply(&mut ann, "history", &json!(8));
+    assert_eq!(seq_of(&expect_event(&mut ann, "chat", "ann", "#lab2")), lab);
+    ann.send(&json!({"type": "history", "room": "#elsewhere", "id": 9}));
+    assert_eq!(
+        expect_reply(&mut ann, "error", &json!(9))["code"],
+        "not_in_room"
+    );
+
     ann.send(&json!({"type": "ping", "id": 99}));
     let pong = expect_reply(&mut ann, "pong", &json!(99));
     assert_eq!(pong.as_object().map(|o| o.len()), Some(2), "{pong}");

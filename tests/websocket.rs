@@ -296,3 +296,37 @@ fn a_page_that_goes_away_without_quitting_keeps_its_session_for_its_return() {
     // bob saw ann neither leave nor come back.
     bob.expect_stamped("ann: reloaded");
 }
+
+#[test]
+fn a_page_that_does_not_come_back_leaves_after_thirty_seconds() {
+    let server = Server::start();
+    let mut cid = open(&server, None).unwrap();
+    hello(&mut cid, "cid");
+    next_of_type(&mut cid, "event");
+    let mut page = open(&server, None).unwrap();
+    hello(&mut page, "ann");
+    let joined = next_of_type(&mut cid, "event");
+    assert_eq!(
+        (&joined["kind"], &joined["from"]),
+        (&json!("join"), &json!("ann"))
+    );
+    page.close(None).unwrap();
+    drop(page);
+    let closed = std::time::Instant::now();
+    // The session is held for its page's return; then it ends as any
+    // other, and that is the next thing the room hears.
+    cid.get_mut()
+        .set_read_timeout(Some(std::time::Duration::from_secs(30) + DEADLINE))
+        .unwrap();
+    let left = next_of_type(&mut cid, "event");
+    let held = closed.elapsed();
+    assert_eq!(
+        (&left["kind"], &left["from"]),
+        (&json!("leave"), &json!("ann")),
+        "{left}"
+    );
+    assert!(
+        held >= std::time::Duration::from_millis(29_500),
+        "ann left {held:?} after her page closed"
+    );
+}

@@ -13,8 +13,10 @@ const state = {
   nick: saved.nick || "",
   token: saved.token || "",
   lastSeq: saved.lastSeq ?? null,
-  rooms: new Map(), // name -> { unread, lines: [elements] }
+  rooms: new Map(), // name -> { unread, lines: [elements], seqs: Set of event seqs shown }
   current: "#lobby",
+  historyLeft: 0, // events still to come of a history answer
+
   socket: null,
   stopped: false, // no more reconnecting (quit, kicked, taken over)
   delay: 1000,
@@ -99,7 +101,12 @@ function receive(m) {
     case "removed":
       forgetRoom(m.room);
       return note(state.current, `You have been removed from ${m.room} by ${m.by}.`);
-    default: return undefined; // "history" and "ok" need nothing shown
+    case "history":
+      state.historyLeft = m.count;
+      // The page's own requests fill its rooms quietly; /history says so.
+      if (m.id !== "page") note(state.current, `${m.count} earlier lines of ${m.room} are shown in place.`);
+      return undefined;
+    default: return undefined; // "ok" needs nothing shown
   }
 }
 
@@ -115,6 +122,14 @@ function welcome(m) {
   switchTo(m.room);
   save();
   $("line").focus();
+  // A new page (a login, a reload) shows each room's recent lines, as
+  // telnet shows them; a page that kept its lines got what it missed
+  // from the resume.
+  m.rooms.filter((r) => room(r).seqs.size === 0).forEach(askHistory);
+}
+
+function askHistory(name) {
+  send({ type: "history", room: name, count: 50, id: "page" });
 }
 
 function error(m) {
@@ -135,14 +150,30 @@ function error(m) {
 }
 
 function event(e) {
+  // The events of a history answer are old: shown in place, nothing else.
+  if (state.historyLeft > 0) {
+    state.historyLeft -= 1;
+    return show(e, true);
+  }
   // A resume replays events after lastSeq; anything older is a duplicate.
-  if (state.lastSeq !== null && e.seq <= state.lastSeq) return;
+  if (state.lastSeq !== null && e.seq <= state.lastSeq) return undefined;
   state.lastSeq = e.seq;
   save();
   const mine = e.from.toLowerCase() === state.nick.toLowerCase();
-  if (mine && e.kind === "join") room(e.room);
+  if (mine && e.kind === "join") {
+    room(e.room);
+    askHistory(e.room);
+  }
   if (mine && e.kind === "part") forgetRoom(e.room);
   if (mine && e.kind === "rename") state.nick = e.to;
+  show(e, false);
+  if (e.room === state.current && e.kind !== "chat" && e.kind !== "me") {
+    send({ type: "users" }); // who is here may have changed
+  }
+  return undefined;
+}
+
+function show(e, old) {
   const who = e.bot ? `${e.from} (bot)` : e.from;
   const texts = {
     chat: null,
@@ -158,10 +189,8 @@ function event(e) {
     owner: `* ${who} is now the owner of ${e.room}.`,
   };
   const kind = e.kind === "chat" ? "chat" : e.kind === "me" ? "action" : "info";
-  line(e.room, e.ts, e.kind === "chat" ? who : null, texts[e.kind] ?? e.text, kind);
-  if (e.room === state.current && e.kind !== "chat" && e.kind !== "me") {
-    send({ type: "users" }); // who is here may have changed
-  }
+  line(e.room, e.ts, e.kind === "chat" ? who : null, texts[e.kind] ?? e.text, kind,
+    { seq: e.seq, old });
 }
 
 function whisper(w) {
@@ -173,7 +202,7 @@ function whisper(w) {
 // ---- rooms and lines --------------------------------------------------
 
 function room(name) {
-  if (!state.rooms.has(name)) state.rooms.set(name, { unread: 0, lines: [] });
+  if (!state.rooms.has(name)) state.rooms.set(name, { unread: 0, lines: [], seqs: new Set() });
   showRooms();
   return state.rooms.get(name);
 }
@@ -221,8 +250,12 @@ function showUsers(m) {
   $("users").replaceChildren(...items);
 }
 
-/// One line of a room: time, sender, text; all as text nodes.
-function line(roomName, ts, from, text, kind) {
+/// One line of a room: time, sender, text; all as text nodes. An event's
+/// line has its seq: shown once, and an old one (from history) goes in
+/// its place among the others, without counting as unread.
+function line(roomName, ts, from, text, kind, { seq = null, old = false } = {}) {
+  const r = room(roomName);
+  if (seq !== null && r.seqs.has(seq)) return;
   const li = document.createElement("li");
   li.className = kind;
   const time = document.createElement("time");
@@ -236,13 +269,27 @@ function line(roomName, ts, from, text, kind) {
     li.append(b, ": ");
   }
   li.append(text);
-  const r = room(roomName);
-  r.lines.push(li);
-  if (r.lines.length > 500) r.lines.shift();
-  if (roomName === state.current) {
-    $("messages").append(li);
-    li.scrollIntoView({ block: "end" });
+  if (seq !== null) {
+    li.seq = seq;
+    r.seqs.add(seq);
+  }
+  const place = old ? r.lines.findIndex((l) => l.seq > seq) : -1;
+  const before = place >= 0 ? r.lines[place] : null;
+  if (place >= 0) {
+    r.lines.splice(place, 0, li);
   } else {
+    r.lines.push(li);
+  }
+  if (roomName === state.current) {
+    $("messages").insertBefore(li, before);
+    if (!old) li.scrollIntoView({ block: "end" });
+  }
+  if (r.lines.length > 500) {
+    const gone = r.lines.shift();
+    r.seqs.delete(gone.seq);
+    gone.remove();
+  }
+  if (roomName !== state.current && !old) {
     r.unread += 1;
     showRooms();
   }

@@ -54,8 +54,12 @@ pub enum Request {
     },
     ScheduleList,
     ScheduleCancel(usize),
-    /// The last N public lines.
-    History(usize),
+    /// The last `count` public lines of `room` (one of the user's), or of
+    /// the current room.
+    History {
+        count: usize,
+        room: Option<String>,
+    },
     /// Join a room (creating it) and make it the current one.
     Join(String),
     /// Leave a room; the current one if none is named.
@@ -141,10 +145,16 @@ fn with_arg(rest: &str, make: fn(String) -> Request, usage: &'static str) -> Com
 
 fn parse_history(args: &str) -> Command {
     if args.is_empty() {
-        return Command::Request(Request::History(DEFAULT_HISTORY));
+        return Command::Request(Request::History {
+            count: DEFAULT_HISTORY,
+            room: None,
+        });
     }
     match args.parse::<usize>() {
-        Ok(n) if (1..=MAX_HISTORY).contains(&n) => Command::Request(Request::History(n)),
+        Ok(n) if (1..=MAX_HISTORY).contains(&n) => Command::Request(Request::History {
+            count: n,
+            room: None,
+        }),
         _ => Command::Usage(render::USAGE_HISTORY),
     }
 }
@@ -320,11 +330,17 @@ mod tests {
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(
             parse("/history"),
-            Command::Request(Request::History(DEFAULT_HISTORY))
+            Command::Request(Request::History {
+                count: DEFAULT_HISTORY,
+                room: None,
+            })
         );
         assert_eq!(
             parse("/history 200"),
-            Command::Request(Request::History(200))
+            Command::Request(Request::History {
+                count: 200,
+                room: None
+            })
         );
         for bad in [
             "/history 0",

@@ -187,6 +187,7 @@ enum Message {
     },
     History {
         count: Option<usize>,
+        room: Option<String>,
     },
     Ping {},
     Pong {},
@@ -317,8 +318,11 @@ fn action(message: Message) -> Result<Action, Refusal> {
         Message::ScheduleCancel { .. } => {
             return Err(refusal(Code::BadRequest, "\"number\" counts from 1"));
         }
-        Message::History { count } => match count.unwrap_or(DEFAULT_HISTORY) {
-            n @ 1..=MAX_HISTORY => Request::History(n),
+        Message::History { count, room } => match count.unwrap_or(DEFAULT_HISTORY) {
+            n @ 1..=MAX_HISTORY => Request::History {
+                count: n,
+                room: room.map(|r| word(r, "room")).transpose()?,
+            },
             _ => {
                 let message = format!("\"count\" must be 1 to {MAX_HISTORY}");
                 return Err(refusal(Code::BadRequest, message));

@@ -835,7 +835,17 @@ impl Chat {
             Request::Schedule { when, text } => self.schedule(conn, me, when, text, now),
             Request::ScheduleList => self.schedule_list(conn, now),
             Request::ScheduleCancel(n) => self.schedule_cancel(conn, n),
-            Request::History(count) => self.replay(conn, &here, count, now),
+            Request::History { count, room: None } => self.replay(conn, &here, count, now),
+            Request::History {
+                count,
+                room: Some(room),
+            } => {
+                let key = room_key(&room);
+                if !self.users[&conn].rooms.iter().any(|(k, _)| *k == key) {
+                    return refuse(conn, Code::NotInRoom, render::not_in_room(&room));
+                }
+                self.replay(conn, &key, count, now)
+            }
             Request::Join(name) => self.join(conn, &me, &name, now),
             Request::Part(name) => {
                 let name = name.unwrap_or_else(|| self.rooms[&here].name.clone());
@@ -2016,7 +2026,14 @@ mod tests {
             .collect();
         room.restore_history(old, 500);
         login(&mut room, 1, "alice");
-        let out = room.request(1, Request::History(200), SystemTime::now());
+        let out = room.request(
+            1,
+            Request::History {
+                count: 200,
+                room: None,
+            },
+            SystemTime::now(),
+        );
         let lines = texts(&out);
         assert_eq!(lines.len(), 202);
         assert_eq!(lines[0].1, "--- last 200 messages ---");
