@@ -48,7 +48,8 @@
 //!             lifeline, a new process's first steps), signals (self-pipes),
 //!             title (ps), procfs (/proc parsing), scoreboard (shared
 //!             memory), clock (stamps, poll timeouts, the stall clock),
-//!             logging (and its throttle), dirs (private directories)
+//!             logging (and its throttle), dirs (private directories),
+//!             waitset (a client child's epoll set)
 //! ```
 //!
 //! Which folder may use which is written at the top of each folder's

@@ -125,6 +125,11 @@ impl Stop {
         ]
     }
 
+    /// Both fds, for a wait set of one's own.
+    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.lifeline.as_fd(), self.terminate.as_fd()]
+    }
+
     /// True if either entry from [`Stop::poll_fds`] fired.
     pub(crate) fn requested(fds: &[PollFd]) -> bool {
         fds.iter().any(|f| f.any().unwrap_or(false))

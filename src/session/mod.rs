@@ -76,6 +76,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::os::scoreboard::{self, Slot, Totals};
 use crate::os::spawn::{LoggingIn, Stop};
+use crate::os::waitset::{Ready, WaitSet};
 use crate::os::{clock, title};
 use crate::protocol::CRLF;
 use crate::protocol::command::{self, Command, Request};
@@ -277,6 +278,8 @@ struct Session {
     idle_timeout: Option<Duration>,
     last_input: Instant,
     client_eof: bool,
+    /// What the conversation waits on, made at its first wait.
+    waitset: Option<WaitSet>,
     /// Receives datagrams from the hub; see [`Link::try_recv_into`].
     buf: Vec<u8>,
     slot: &'static Slot,
@@ -418,6 +421,7 @@ impl Session {
             idle_timeout: setup.idle_timeout,
             last_input: now,
             client_eof: false,
+            waitset: None,
             buf: Vec::new(),
             slot: setup.slot,
             totals: setup.totals,
@@ -651,21 +655,19 @@ impl Session {
         }
         self.hub.send()?;
         let (client_events, hub_events) = self.events_wanted();
-        let [lifeline, terminate] = self.stop.poll_fds();
-        let mut fds = [
-            PollFd::new(self.client.as_fd(), client_events),
-            PollFd::new(self.hub.as_fd(), hub_events),
-            lifeline,
-            terminate,
-        ];
-        match poll(&mut fds, self.timeout()) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if Stop::requested(&fds[2..]) {
+        let timeout = self.timeout();
+        let waitset = match &mut self.waitset {
+            Some(set) => set,
+            None => self.waitset.insert(WaitSet::new(self.stop.fds())?),
+        };
+        let Ready { client, hub, stop } = waitset.wait(
+            (self.client.as_fd(), client_events),
+            (self.hub.as_fd(), hub_events),
+            timeout,
+        )?;
+        if stop {
             return Ok(farewell(Code::ShuttingDown, render::SHUTTING_DOWN));
         }
-        let [client, hub] = [&fds[0], &fds[1]].map(|f| f.revents().unwrap_or(PollFlags::empty()));
         if hub.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             && let Some(end) = self.take_from_hub()?
         {
@@ -882,6 +884,9 @@ impl Session {
                 }
             }
         };
+        if let Some(set) = &mut self.waitset {
+            set.hub_replaced();
+        }
         self.requests_lost();
         for line in held {
             self.tell(&line);
