@@ -31,7 +31,8 @@
 //! hub/        the hub process: its socket and connections, fan-out and
 //!             bounded queues, timers; history (the files, the data
 //!             directory's lock), schedule_file, status (the admin socket
-//!             and `mpchat status`), bots (the bots file, their proofs)
+//!             and `mpchat status`), bots (the bots file, their proofs),
+//!             cluster (the rooms shared with other servers through Redis)
 //! room/       the chat's rules without I/O: nicknames, rooms, owners,
 //!             commands, schedules, replay; entry (one public line of a
 //!             room), saved (the schedule and topics as kept on disk)
@@ -73,6 +74,7 @@ mod session;
 
 // What the binaries and the tests use; everything else stays inside the
 // crate.
+pub use hub::cluster::Options as ClusterOptions;
 pub use hub::history::{Fsync, Options as HistoryOptions};
 pub use os::{logging, procfs, title};
 pub use parent::Server;
@@ -121,4 +123,6 @@ pub struct Config {
     pub user: Option<String>,
     /// Where and how the chat history is kept.
     pub history: hub::history::Options,
+    /// The Redis that links this server to others, and its name there.
+    pub cluster: Option<ClusterOptions>,
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use mpchat::{
-    BacklogLimits, Config, FloodLimits, Fsync, HistoryOptions, Limits, ProgramOptions, RoomLimits,
-    Server, logging, title,
+    BacklogLimits, ClusterOptions, Config, FloodLimits, Fsync, HistoryOptions, Limits,
+    ProgramOptions, RoomLimits, Server, logging, title,
 };
 
 /// A fork-per-connection chat server: connect with telnet, nc or the
@@ -113,6 +113,43 @@ struct ServerArgs {
     service: ServiceArgs,
     #[command(flatten)]
     history: HistoryArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Several servers sharing their rooms through Redis (README "Several
+/// servers").
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Share the rooms with the other servers using this Redis:
+    /// redis://[:PASSWORD@]HOST:PORT[/DB]. Without it the server is alone.
+    #[arg(long, value_name = "URL", value_parser = cluster_url)]
+    cluster: Option<String>,
+    /// This server's name in the cluster, unique there (default: the
+    /// host name).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    server_name: Option<String>,
+}
+
+/// A Redis URL, checked (not connected to: only the hub connects).
+fn cluster_url(arg: &str) -> Result<String, String> {
+    match redis::parse_redis_url(arg) {
+        Some(url) if url.scheme() == "redis" => Ok(arg.to_string()),
+        _ => Err("expected redis://[:PASSWORD@]HOST:PORT[/DB]".into()),
+    }
+}
+
+impl ClusterArgs {
+    fn into_options(self) -> Option<ClusterOptions> {
+        let url = self.cluster?;
+        let server = self.server_name.unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "mpchat".into())
+        });
+        Some(ClusterOptions { url, server })
+    }
 }
 
 impl From<ServerArgs> for Config {
@@ -126,6 +163,7 @@ impl From<ServerArgs> for Config {
             programs,
             service,
             history,
+            cluster,
         } = args;
         // The listening and service options are plain fields of Config,
         // not structs of their own, so they are filled in here.
@@ -143,6 +181,7 @@ impl From<ServerArgs> for Config {
             echo: service.echo,
             user: service.user,
             history: history.into(),
+            cluster: cluster.into_options(),
         }
     }
 }

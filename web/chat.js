@@ -86,6 +86,7 @@ function receive(m) {
     case "users": return showUsers(m);
     case "ping": return send({ type: "pong" });
     case "gap": return note(state.current, "Some messages may be missing here.", "error");
+    case "notice": return note(state.current, m.text);
     case "error": return error(m);
     case "bye": state.stopped = true; return note(state.current, "Bye.");
     case "rooms":

@@ -28,6 +28,7 @@
 //! Checked by `scripts/check_layout.py`.
 
 pub(crate) mod bots;
+pub(crate) mod cluster;
 pub(crate) mod history;
 pub(crate) mod schedule_file;
 pub(crate) mod status;
@@ -53,6 +54,7 @@ use crate::protocol::render;
 use crate::protocol::reply::Code;
 use crate::room::{self, Chat, ConnId, Delivery, RoomLimits, Target};
 use bots::Bots;
+use cluster::{Cluster, FromCluster};
 use history::Writer;
 use schedule_file::ScheduleFile;
 use status::Admin;
@@ -169,6 +171,7 @@ const TERMINATE: u64 = 1;
 const LISTENER: u64 = 2;
 const HANGUP: u64 = 3;
 const ADMIN: u64 = 4;
+const CLUSTER: u64 = 5;
 /// Replies on the admin socket have ids from here on, far above any
 /// connection's.
 const FIRST_REPLY: u64 = 1 << 48;
@@ -210,6 +213,19 @@ struct Hub {
     /// Where the scheduled messages are saved.
     schedule: ScheduleFile,
     bots: Bots,
+    /// The link to the other servers, with `--cluster`.
+    cluster: Option<Cluster>,
+    link: LinkState,
+}
+
+/// Whether the cluster's two connections are up, and whether the link
+/// has been up since the hub started (so that its users are told when it
+/// goes down, and when it is back).
+#[derive(Debug, Default)]
+struct LinkState {
+    reader: bool,
+    writer: bool,
+    was_up: bool,
 }
 
 /// What the hub enforces, from the command line.
@@ -223,6 +239,8 @@ pub(crate) struct Rules {
     pub rooms: RoomLimits,
     /// Events one resume replays at most.
     pub resume_max: usize,
+    /// `--cluster`: the Redis to share the rooms through.
+    pub cluster: Option<cluster::Options>,
 }
 
 /// Runs the hub until the parent is gone or it is told to stop.
@@ -245,6 +263,24 @@ pub(crate) fn run(
         Bots::default()
     });
     chat.set_bots(bots.names());
+    // Opened here, after the hub's fork: no other process holds it.
+    let cluster =
+        rules
+            .cluster
+            .as_ref()
+            .and_then(|opts| match Cluster::start(&opts.url, &opts.server) {
+                Ok(cluster) => {
+                    log::info!("cluster: this server is {}", opts.server);
+                    Some(cluster)
+                }
+                Err(e) => {
+                    log::error!("cluster: {e}; serving this server's users alone");
+                    None
+                }
+            });
+    if let Some(cluster) = &cluster {
+        epoll.add(cluster.fd(), EpollEvent::new(EpollFlags::EPOLLIN, CLUSTER))?;
+    }
     let mut hub = Hub {
         epoll,
         listener,
@@ -268,6 +304,8 @@ pub(crate) fn run(
         buf: Vec::new(),
         schedule,
         bots,
+        cluster,
+        link: LinkState::default(),
     };
     let parent_gone = hub.serve()?;
     hub.history.close();
@@ -360,6 +398,7 @@ impl Hub {
             }
             LISTENER => self.accept_all(),
             ADMIN => self.answer_admin(),
+            CLUSTER => self.hear_cluster(),
             id if id >= FIRST_REPLY => self.write_reply(id),
             HANGUP => {
                 self.hangup.drain();
@@ -389,6 +428,7 @@ impl Hub {
     fn end_turn(&mut self) {
         let due = self.chat.due(SystemTime::now());
         self.deliver(due);
+        self.publish();
         // Written before anyone is sent it, like the schedule below: a
         // line someone has read is in the history, even if the hub dies
         // the next moment.
@@ -419,6 +459,61 @@ impl Hub {
             "full queues miscounted"
         );
         self.show_users();
+    }
+
+    /// Hands this turn's public lines to the cluster; any it cannot take
+    /// are told here.
+    fn publish(&mut self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mut undelivered = Vec::new();
+        for line in self.chat.take_outgoing() {
+            if let Err(line) = cluster.publish(line) {
+                undelivered.push(self.chat.cluster_line(SystemTime::now(), &line));
+            }
+        }
+        self.deliver(undelivered);
+    }
+
+    /// What the cluster's threads said: lines in the cluster's order,
+    /// lines the writer could not add, the link going down or up.
+    fn hear_cluster(&mut self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for news in cluster.take() {
+            match news {
+                FromCluster::Line(line) | FromCluster::Undelivered(line) => {
+                    out.push(self.chat.cluster_line(now, &line));
+                }
+                FromCluster::Link { reader, up } => {
+                    if reader {
+                        self.link.reader = up;
+                    } else {
+                        self.link.writer = up;
+                    }
+                    let up = self.link.reader && self.link.writer;
+                    if up == self.chat.cluster() {
+                        continue;
+                    }
+                    self.chat.set_cluster(up);
+                    if up {
+                        log::info!("cluster: the link to the other servers is up");
+                        if self.link.was_up {
+                            out.extend(self.chat.notice_all(render::CLUSTER_BACK));
+                        }
+                        self.link.was_up = true;
+                    } else {
+                        log::warn!("cluster: the link to the other servers is down");
+                        out.extend(self.chat.notice_all(render::CLUSTER_DOWN));
+                    }
+                }
+            }
+        }
+        self.deliver(out);
     }
 
     /// Answers everyone waiting on the admin socket with a report. Only

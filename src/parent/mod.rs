@@ -687,6 +687,7 @@ fn run_hub(
         stall: config.backlog.stall,
         rooms: config.rooms,
         resume_max: config.programs.resume_max,
+        cluster: config.cluster.clone(),
     };
     hub::run(
         job.listener,

@@ -508,6 +508,12 @@ pub fn whisper(ts_ms: u64, from: &str, to: &str, text: &str) -> String {
 }
 
 /// A bot's challenge: the nonce its MAC must cover.
+/// A word from the server to everyone (the link to the other servers of
+/// a cluster went down, or came back).
+pub fn notice(text: &str) -> String {
+    line(&serde_json::json!({"type": "notice", "text": text}))
+}
+
 pub fn challenge(nonce: &str, id: Option<&Value>) -> String {
     with_id(serde_json::json!({"type": "challenge", "nonce": nonce}), id)
 }

@@ -81,6 +81,15 @@ pub fn hello(nick: &str) -> String {
     format!("Hello, {nick}! Type /help for commands.")
 }
 
+pub const CLUSTER_DOWN: &str =
+    "The link to the other servers is down; you are talking to this server's users only.";
+pub const CLUSTER_BACK: &str = "The link to the other servers is back.";
+
+/// A word from the server to everyone, as a person sees it.
+pub fn server_notice(text: &str) -> String {
+    format!("* {text}")
+}
+
 pub fn bye(nick: &str) -> String {
     format!("Bye, {nick}.")
 }

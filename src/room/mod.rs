@@ -27,6 +27,7 @@ use crate::protocol::command::{
     MAX_HISTORY, Request, When, check_nick, check_room, nick_key, room_key,
 };
 use crate::protocol::ipc::{Format, Memberships, Registration, Removal, ToChild, ToHub, Whisper};
+use crate::protocol::json;
 use crate::protocol::render::{self, LOBBY};
 use crate::protocol::reply::{self, Code, Pending, Reply, RoomItem};
 use saved::{SavedMessage, State};
@@ -81,6 +82,18 @@ pub(crate) enum Target {
     Room(RoomKey),
     /// The members of a room whose client reads JSON.
     JsonMembers(RoomKey),
+}
+
+/// A user's public line on its way to the cluster's stream of its room,
+/// and from there back to every server, this one included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub key: RoomKey,
+    /// The room's name as shown.
+    pub room: String,
+    pub kind: Kind,
+    pub nick: String,
+    pub text: String,
 }
 
 /// One message to deliver.
@@ -315,6 +328,10 @@ pub(crate) struct Chat {
     replay_lines: usize,
     /// The bots' names, folded: no person may take one.
     bot_names: HashSet<String>,
+    /// In a cluster whose link is up: users' lines go to [`Chat::outgoing`]
+    /// and come back through [`Chat::cluster_line`].
+    cluster: bool,
+    outgoing: Vec<Outgoing>,
 }
 
 impl Default for Chat {
@@ -351,6 +368,8 @@ impl Chat {
             unwritten: Vec::new(),
             replay_lines: DEFAULT_REPLAY,
             bot_names: HashSet::new(),
+            cluster: false,
+            outgoing: Vec::new(),
         }
     }
 
@@ -472,6 +491,77 @@ impl Chat {
             elsewhere,
             json,
         }
+    }
+
+    /// A user's line in a room: told to the room at once, or, in a
+    /// cluster, handed out to come back in the cluster's order.
+    fn say(
+        &mut self,
+        now: SystemTime,
+        key: &str,
+        kind: Kind,
+        nick: &str,
+        text: String,
+    ) -> Vec<Delivery> {
+        if !self.cluster {
+            return vec![self.public(now, key, kind, nick, &text)];
+        }
+        let room = self.rooms.get(key).map_or(key, |r| r.name.as_str());
+        self.outgoing.push(Outgoing {
+            key: key.to_string(),
+            room: room.to_string(),
+            kind,
+            nick: nick.to_string(),
+            text,
+        });
+        Vec::new()
+    }
+
+    /// Whether users' lines go through the cluster (its link is up).
+    pub(crate) fn set_cluster(&mut self, on: bool) {
+        self.cluster = on;
+    }
+
+    pub(crate) fn cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The lines to hand to the cluster since the last call.
+    pub(crate) fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// A line of a room as the cluster ordered it, from this server's
+    /// user or another's, or one that could not go through the cluster:
+    /// told to this server's members of the room and kept in its history.
+    pub(crate) fn cluster_line(&mut self, now: SystemTime, line: &Outgoing) -> Delivery {
+        self.public(now, &line.key, line.kind, &line.nick, &line.text)
+    }
+
+    /// A word from the server to everyone: people get the text, programs
+    /// a `notice`.
+    pub(crate) fn notice_all(&self, text: &str) -> Vec<Delivery> {
+        let (mut people, mut programs) = (Vec::new(), Vec::new());
+        for (conn, user) in &self.users {
+            match user.format {
+                Format::Text => people.push(*conn),
+                Format::Json => programs.push(*conn),
+            }
+        }
+        vec![
+            Delivery {
+                to: Target::Many(people),
+                msg: ToChild::Line(render::server_notice(text)),
+                elsewhere: None,
+                json: None,
+            },
+            Delivery {
+                to: Target::Many(programs),
+                msg: ToChild::Line(json::notice(text)),
+                elsewhere: None,
+                json: None,
+            },
+        ]
     }
 
     /// A line about a user that concerns the whole chat (a rename, leaving
@@ -813,8 +903,8 @@ impl Chat {
         let me = me.nick.clone();
         let here = self.users[&conn].current.clone();
         match request {
-            Request::Say(text) => vec![self.public(now, &here, Kind::Chat, &me, &text)],
-            Request::Me(text) => vec![self.public(now, &here, Kind::Me, &me, &text)],
+            Request::Say(text) => self.say(now, &here, Kind::Chat, &me, text),
+            Request::Me(text) => self.say(now, &here, Kind::Me, &me, text),
             Request::SayIn {
                 room,
                 text,
@@ -825,7 +915,7 @@ impl Chat {
                     return refuse(conn, Code::NotInRoom, render::not_in_room(&room));
                 }
                 let kind = if action { Kind::Me } else { Kind::Chat };
-                vec![self.public(now, &key, kind, &me, &text)]
+                self.say(now, &key, kind, &me, text)
             }
             Request::Whisper { to: target, text } => self.whisper(conn, &me, &target, &text, now),
             Request::Users(room) => self.users_of(conn, room.as_deref().unwrap_or(&here)),
@@ -2300,5 +2390,49 @@ mod tests {
         assert!(out.contains(&to(2, ToChild::TakenOver)));
         assert!(texts(&out).is_empty());
         assert_eq!(chat.user(4).map(|u| u.0), Some("weather"));
+    }
+
+    #[test]
+    fn in_a_cluster_a_line_goes_out_and_is_told_when_it_comes_back() {
+        let mut chat = Chat::default();
+        login(&mut chat, 1, "alice");
+        chat.take_unwritten();
+        chat.set_cluster(true);
+        assert!(say(&mut chat, 1, "hi").is_empty(), "told before its turn");
+        let out = chat.take_outgoing();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (
+                out[0].room.as_str(),
+                out[0].kind,
+                out[0].nick.as_str(),
+                out[0].text.as_str()
+            ),
+            ("#lobby", Kind::Chat, "alice", "hi")
+        );
+        assert!(chat.take_unwritten().is_empty(), "kept before its turn");
+        // Back from the cluster, with another server's line before it.
+        let now = SystemTime::now();
+        let zed = Outgoing {
+            key: "#lobby".into(),
+            room: "#Lobby".into(),
+            kind: Kind::Me,
+            nick: "zed".into(),
+            text: "waves".into(),
+        };
+        let first = chat.cluster_line(now, &zed);
+        let second = chat.cluster_line(now, &out[0]);
+        assert_eq!(
+            texts(&[first, second]),
+            [
+                (Who::All, "* zed waves".to_string()),
+                (Who::All, "alice: hi".to_string()),
+            ]
+        );
+        assert_eq!(chat.take_unwritten().len(), 2, "both kept in the history");
+        // The link down: told here at once.
+        chat.set_cluster(false);
+        assert_eq!(say(&mut chat, 1, "alone").len(), 1);
+        assert!(chat.take_outgoing().is_empty());
     }
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod json;
+pub mod redis;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,482 @@
+//! The hub's link to the other servers of a cluster, through Redis
+//! (`--cluster redis://HOST:PORT[/DB]`).
+//!
+//! Each room's public lines go through one Redis Stream,
+//! `mpchat:room:<room>`: a server adds its users' lines there (`XADD`,
+//! trimmed to about [`STREAM_MAXLEN`] entries) and every server, the
+//! writer's included, delivers a room's lines as it reads them back, so
+//! every user on every server sees them in the stream's one order. The
+//! stream `mpchat:rooms` announces each room a server writes to, so the
+//! others start reading it.
+//!
+//! Only the hub talks to Redis, and never from its event loop: two
+//! threads the hub starts after its fork own a connection each, opened
+//! there (the parent never opens one, so no child inherits it). The writer
+//! takes lines from a channel and adds them; the reader waits in `XREAD
+//! BLOCK` on every room's stream and hands what arrives back through a
+//! channel, waking the hub with a byte on a pipe in its epoll set. The
+//! synchronous client on threads, rather than Redis's socket in the hub's
+//! epoll: `XREAD BLOCK` is a blocking call by design, the crate's
+//! synchronous connection is its plainest, and the hub's loop stays what
+//! it was, sharing only two channels with the threads.
+//!
+//! When Redis cannot be reached, each thread says so and tries again with
+//! back-off; the hub then delivers its users' lines itself (and lines the
+//! writer could not add come back to it for that). The reader keeps the
+//! last id it read of each stream, so when Redis is back it catches up
+//! with what the other servers wrote meanwhile, in order, once.
+//!
+//! May use: `room`, `protocol`; nothing else of the hub.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{Connection, RedisResult};
+
+use crate::protocol::command::room_key;
+use crate::room::{Kind, Outgoing};
+
+/// About this many lines are kept in each room's stream (`MAXLEN ~`):
+/// what a server that was cut off for a while can still catch up with.
+/// At a busy room's 100 lines a second, over three minutes.
+pub(crate) const STREAM_MAXLEN: usize = 20_000;
+const ROOMS: &str = "mpchat:rooms";
+const ROOMS_MAXLEN: usize = 10_000;
+/// The reader's `XREAD BLOCK`: how long it waits before it looks again
+/// (it also wakes at once for a new room's announcement).
+const BLOCK_MS: usize = 1000;
+/// A connection attempt, or a reply, that takes longer has failed.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+fn stream_key(room_key: &str) -> String {
+    format!("mpchat:room:{room_key}")
+}
+
+/// `--cluster` and `--server-name`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// May hold a password: never logged.
+    pub url: String,
+    pub server: String,
+}
+
+/// What the threads tell the hub.
+#[derive(Debug)]
+pub(crate) enum FromCluster {
+    /// A room's line as read back from its stream.
+    Line(Outgoing),
+    /// The writer could not add these: the hub delivers them itself.
+    Undelivered(Outgoing),
+    /// One side's connection is up (`reader`: the reader's) or down.
+    Link { reader: bool, up: bool },
+}
+
+/// The hub's end of the link.
+pub(crate) struct Cluster {
+    to_writer: Sender<Outgoing>,
+    from_threads: Receiver<FromCluster>,
+    wake: OwnedFd,
+}
+
+impl Cluster {
+    /// Starts the two threads; they connect on their own, and say when
+    /// they are up.
+    pub(crate) fn start(url: &str, server: &str) -> io::Result<Cluster> {
+        let client = redis::Client::open(url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--cluster: {e}")))?;
+        let (wake, waker) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (to_hub, from_threads) = mpsc::channel();
+        let (to_writer, from_hub) = mpsc::channel();
+        let writer = Writer {
+            client: client.clone(),
+            server: server.to_string(),
+            tell: Teller {
+                tx: to_hub.clone(),
+                waker: waker.try_clone()?,
+            },
+            announced: HashSet::new(),
+        };
+        let reader = Reader {
+            client,
+            tell: Teller { tx: to_hub, waker },
+            last: BTreeMap::new(),
+            started: false,
+        };
+        thread::Builder::new()
+            .name("cluster-writer".into())
+            .spawn(move || writer.run(&from_hub))?;
+        thread::Builder::new()
+            .name("cluster-reader".into())
+            .spawn(move || reader.run())?;
+        Ok(Cluster {
+            to_writer,
+            from_threads,
+            wake,
+        })
+    }
+
+    /// The fd the hub's epoll watches: readable when there is news.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// Hands a line to the writer; gives it back if the writer is gone.
+    pub(crate) fn publish(&self, line: Outgoing) -> Result<(), Outgoing> {
+        self.to_writer.send(line).map_err(|e| e.0)
+    }
+
+    /// Everything the threads have said since the last call.
+    pub(crate) fn take(&self) -> Vec<FromCluster> {
+        let mut buf = [0u8; 256];
+        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
+        self.from_threads.try_iter().collect()
+    }
+}
+
+/// A thread's way to tell the hub something: the channel, then a byte on
+/// the pipe the hub's epoll watches.
+struct Teller {
+    tx: Sender<FromCluster>,
+    waker: OwnedFd,
+}
+
+impl Teller {
+    /// False once the hub is gone.
+    fn tell(&self, what: FromCluster) -> bool {
+        if self.tx.send(what).is_err() {
+            return false;
+        }
+        // A full pipe wakes the hub already.
+        let _ = nix::unistd::write(&self.waker, b"x");
+        true
+    }
+}
+
+fn connect(client: &redis::Client) -> RedisResult<Connection> {
+    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    // Above the reader's BLOCK, so a blocked read is not taken for a
+    // dead server.
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
+}
+
+/// Waits between attempts to reach Redis: doubling, up to [`RETRY_MAX`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(RETRY_FIRST)
+    }
+
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+        wait
+    }
+}
+
+struct Writer {
+    client: redis::Client,
+    server: String,
+    tell: Teller,
+    /// Rooms announced on `mpchat:rooms` over the current connection (a
+    /// Redis that lost its data has forgotten them).
+    announced: HashSet<String>,
+}
+
+impl Writer {
+    fn run(mut self, lines: &Receiver<Outgoing>) {
+        let mut con: Option<Connection> = None;
+        let mut backoff = Backoff::new();
+        let mut retry_at = std::time::Instant::now();
+        loop {
+            if con.is_none() && std::time::Instant::now() >= retry_at {
+                match connect(&self.client) {
+                    Ok(c) => {
+                        log::info!("cluster: writing to Redis");
+                        con = Some(c);
+                        backoff = Backoff::new();
+                        self.announced.clear();
+                        if !self.tell.tell(FromCluster::Link {
+                            reader: false,
+                            up: true,
+                        }) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("cluster: cannot reach Redis to write: {e}");
+                        retry_at = std::time::Instant::now() + backoff.next();
+                    }
+                }
+            }
+            let failed = match lines.recv_timeout(Duration::from_millis(500)) {
+                Ok(line) => match con.as_mut().map(|c| self.add(c, &line)) {
+                    Some(Ok(())) => None,
+                    // A connection that went stale (Redis restarted since
+                    // the last PING) gets one fresh try before the line
+                    // is given up to this server alone.
+                    Some(Err(_)) => match self.add_afresh(&line) {
+                        Ok(fresh) => {
+                            con = Some(fresh);
+                            None
+                        }
+                        Err(e) => Some((e, Some(line))),
+                    },
+                    None => {
+                        if !self.tell.tell(FromCluster::Undelivered(line)) {
+                            return;
+                        }
+                        None
+                    }
+                },
+                // Idle: make sure the link is still there, so the hub
+                // knows before its users' next line.
+                Err(RecvTimeoutError::Timeout) => con
+                    .as_mut()
+                    .and_then(|c| redis::cmd("PING").query::<String>(c).err())
+                    .map(|e| (e, None)),
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            if let Some((e, line)) = failed {
+                log::warn!("cluster: Redis write failed: {e}");
+                con = None;
+                retry_at = std::time::Instant::now() + backoff.next();
+                let told = self.tell.tell(FromCluster::Link {
+                    reader: false,
+                    up: false,
+                }) && line.is_none_or(|l| self.tell.tell(FromCluster::Undelivered(l)));
+                if !told {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds `line` over a new connection, which it returns.
+    fn add_afresh(&mut self, line: &Outgoing) -> RedisResult<Connection> {
+        let mut con = connect(&self.client)?;
+        self.announced.clear();
+        self.add(&mut con, line)?;
+        Ok(con)
+    }
+
+    /// Adds one line to its room's stream, announcing the room first if
+    /// this connection has not.
+    fn add(&mut self, con: &mut Connection, line: &Outgoing) -> RedisResult<()> {
+        if !self.announced.contains(&line.key) {
+            redis::cmd("XADD")
+                .arg(ROOMS)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(ROOMS_MAXLEN)
+                .arg("*")
+                .arg("room")
+                .arg(&line.key)
+                .query::<String>(con)?;
+            self.announced.insert(line.key.clone());
+        }
+        redis::cmd("XADD")
+            .arg(stream_key(&line.key))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAXLEN)
+            .arg("*")
+            .arg("k")
+            .arg(kind_name(line.kind))
+            .arg("r")
+            .arg(&line.room)
+            .arg("n")
+            .arg(&line.nick)
+            .arg("t")
+            .arg(&line.text)
+            .arg("s")
+            .arg(&self.server)
+            .query::<String>(con)?;
+        Ok(())
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Me => "me",
+        _ => "chat",
+    }
+}
+
+struct Reader {
+    client: redis::Client,
+    tell: Teller,
+    /// The last id read of each stream (the rooms' and `mpchat:rooms`).
+    last: BTreeMap<String, String>,
+    /// The positions were taken once: after that, a new connection goes
+    /// on from them, catching up.
+    started: bool,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut backoff = Backoff::new();
+        loop {
+            let result = connect(&self.client).and_then(|mut con| {
+                if !self.started {
+                    self.start_positions(&mut con)?;
+                    self.started = true;
+                }
+                log::info!(
+                    "cluster: reading from Redis ({} rooms)",
+                    self.last.len() - 1
+                );
+                backoff = Backoff::new();
+                if !self.tell.tell(FromCluster::Link {
+                    reader: true,
+                    up: true,
+                }) {
+                    return Ok(false);
+                }
+                loop {
+                    if !self.read(&mut con)? {
+                        return Ok(false);
+                    }
+                }
+            });
+            match result {
+                Ok(_) => return,
+                Err(e) => {
+                    log::warn!("cluster: Redis read failed: {e}");
+                    if !self.tell.tell(FromCluster::Link {
+                        reader: true,
+                        up: false,
+                    }) {
+                        return;
+                    }
+                    thread::sleep(backoff.next());
+                }
+            }
+        }
+    }
+
+    /// Where reading starts: after what is in the streams now. The rooms
+    /// already announced are read from their last entry on.
+    fn start_positions(&mut self, con: &mut Connection) -> RedisResult<()> {
+        let rooms: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(ROOMS)
+            .arg("-")
+            .arg("+")
+            .query(con)?;
+        self.last.insert(
+            ROOMS.to_string(),
+            rooms.ids.last().map_or("0-0".to_string(), |e| e.id.clone()),
+        );
+        for entry in &rooms.ids {
+            let Some(room) = entry.get::<String>("room") else {
+                continue;
+            };
+            let key = stream_key(&room);
+            if self.last.contains_key(&key) {
+                continue;
+            }
+            let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(con)?;
+            let id = newest
+                .ids
+                .first()
+                .map_or("0-0".to_string(), |e| e.id.clone());
+            self.last.insert(key, id);
+        }
+        Ok(())
+    }
+
+    /// One `XREAD` of every stream; false once the hub is gone.
+    fn read(&mut self, con: &mut Connection) -> RedisResult<bool> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(500)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS");
+        for key in self.last.keys() {
+            cmd.arg(key);
+        }
+        for id in self.last.values() {
+            cmd.arg(id);
+        }
+        let reply: Option<StreamReadReply> = cmd.query(con)?;
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(last) = stream.ids.last().map(|e| e.id.clone()) else {
+                continue;
+            };
+            if stream.key == ROOMS {
+                for entry in &stream.ids {
+                    self.learn_room(entry);
+                }
+            } else {
+                for entry in &stream.ids {
+                    if let Some(line) = parse_line(entry)
+                        && !self.tell.tell(FromCluster::Line(line))
+                    {
+                        return Ok(false);
+                    }
+                }
+            }
+            self.last.insert(stream.key, last);
+        }
+        Ok(true)
+    }
+
+    /// A room announced on `mpchat:rooms`: read from the announcement's
+    /// millisecond on (a stream's ids are the Redis clock's, so its first
+    /// line is no older than its announcement, but may share its
+    /// millisecond).
+    fn learn_room(&mut self, entry: &StreamId) {
+        let Some(room) = entry.get::<String>("room") else {
+            return;
+        };
+        let key = stream_key(&room);
+        if self.last.contains_key(&key) {
+            return;
+        }
+        let ms: u64 = entry
+            .id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
+        let from = match ms.checked_sub(1) {
+            Some(before) => format!("{before}-{}", u64::MAX),
+            None => "0-0".to_string(),
+        };
+        self.last.insert(key, from);
+    }
+}
+
+/// A room stream's entry; `None` for one that is not a line.
+fn parse_line(entry: &StreamId) -> Option<Outgoing> {
+    let field = |name: &str| entry.get::<String>(name);
+    let kind = match field("k")?.as_str() {
+        "me" => Kind::Me,
+        _ => Kind::Chat,
+    };
+    let room = field("r")?;
+    Some(Outgoing {
+        key: room_key(&room),
+        room,
+        kind,
+        nick: field("n")?,
+        text: field("t")?,
+    })
+}

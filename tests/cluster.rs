@@ -1,0 +1,152 @@
+//! Several servers sharing their rooms through Redis (`--cluster`): each
+//! runs as `mpchat` does alone, and a room's lines go through its Redis
+//! stream, so users on every server see them once and in one order. Every
+//! test has its own `redis-server`.
+
+mod common;
+
+use common::redis::Redis;
+use common::{Client, Server};
+
+fn server(redis: &Redis, name: &str) -> Server {
+    Server::start_with(&["--cluster", &redis.url(), "--server-name", name])
+}
+
+/// Waits until the server's hub has both connections to Redis up.
+fn linked(server: &Server) {
+    server.wait_for_log("cluster: the link to the other servers is up");
+}
+
+/// The chat lines `client` gets until it has seen `last`, in order.
+fn chat_until(client: &mut Client, last: &str) -> Vec<String> {
+    chat_until_all(client, &[last])
+}
+
+/// The chat lines `client` gets until it has seen each of `lasts`.
+fn chat_until_all(client: &mut Client, lasts: &[&str]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    while !lasts.iter().all(|l| seen.iter().any(|s| s == l)) {
+        let line = client.read_line();
+        // Joins and the like are this server's own; chat lines (and
+        // actions) are the cluster's.
+        if let Some((_, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            let text = rest
+                .trim_start_matches("#lab ")
+                .trim_start_matches("#lobby ");
+            let news = ["has joined", "has left", "room owner"];
+            if !news.iter().any(|n| text.contains(n)) {
+                seen.push(text.to_string());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn three_servers_share_two_rooms_in_one_order() {
+    let redis = Redis::start();
+    let servers = [
+        server(&redis, "one"),
+        server(&redis, "two"),
+        server(&redis, "three"),
+    ];
+    servers.iter().for_each(linked);
+    let mut users: Vec<Client> = ["ann", "bob", "cid"]
+        .iter()
+        .zip(&servers)
+        .map(|(nick, s)| s.login(nick))
+        .collect();
+    // Everyone talks at once, in #lobby.
+    for round in 0..20 {
+        for (user, nick) in users.iter_mut().zip(["ann", "bob", "cid"]) {
+            user.send_line(&format!("{nick} {round}"));
+        }
+    }
+    for (user, nick) in users.iter_mut().zip(["ann", "bob", "cid"]) {
+        user.send_line(&format!("{nick} end"));
+    }
+    let ends = ["ann: ann end", "bob: bob end", "cid: cid end"];
+    let lobby: Vec<Vec<String>> = users.iter_mut().map(|u| chat_until_all(u, &ends)).collect();
+    assert_eq!(lobby[0].len(), 63, "{:?}", lobby[0]);
+    assert_eq!(lobby[0], lobby[1], "server two's order");
+    assert_eq!(lobby[0], lobby[2], "server three's order");
+    for nick in ["ann", "bob", "cid"] {
+        let mine: Vec<&String> = lobby[0].iter().filter(|l| l.starts_with(nick)).collect();
+        assert_eq!(mine.len(), 21, "{nick}'s lines");
+    }
+    // A second room: its lines reach its members only, in one order.
+    for user in &mut users[..2] {
+        user.send_line("/join #lab");
+    }
+    for (i, user) in users[..2].iter_mut().enumerate() {
+        for n in 0..10 {
+            user.send_line(&format!("lab {i} {n}"));
+        }
+    }
+    users[2].send_line("lobby again");
+    users[0].send_line("/me leaves the lab");
+    users[1].send_line("/me leaves the lab");
+    // Each room has its own order; how two rooms' lines interleave may
+    // differ from server to server.
+    let lab: Vec<Vec<String>> = users[..2]
+        .iter_mut()
+        .map(|u| {
+            let ends = ["* ann leaves the lab", "* bob leaves the lab"];
+            let seen = chat_until_all(u, &ends);
+            seen.into_iter().filter(|l| l.contains("lab")).collect()
+        })
+        .collect();
+    assert_eq!(lab[0], lab[1]);
+    assert_eq!(
+        lab[0].iter().filter(|l| l.contains(": lab ")).count(),
+        20,
+        "{:?}",
+        lab[0]
+    );
+    let cid = chat_until(&mut users[2], "cid: lobby again");
+    assert!(
+        !cid.iter().any(|l| l.contains("lab")),
+        "#lab reached cid: {cid:?}"
+    );
+}
+
+const DOWN: &str =
+    "* The link to the other servers is down; you are talking to this server's users only.";
+const BACK: &str = "* The link to the other servers is back.";
+
+#[test]
+fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
+    let mut redis = Redis::start();
+    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
+    linked(&one);
+    linked(&two);
+    let mut ann = one.login("ann");
+    let mut cid = one.login("cid");
+    let mut bob = two.login("bob");
+    ann.send_line("before");
+    for user in [&mut ann, &mut cid, &mut bob] {
+        chat_until(user, "ann: before");
+    }
+
+    redis.stop();
+    // Told once, on both servers.
+    for user in [&mut ann, &mut cid, &mut bob] {
+        user.read_until(|l| l == DOWN);
+    }
+    ann.send_line("while apart");
+    chat_until(&mut cid, "ann: while apart");
+
+    redis.start_again();
+    let mut since = Vec::new();
+    for user in [&mut ann, &mut cid, &mut bob] {
+        let lines = user.read_until(|l| l == BACK);
+        assert!(!lines.iter().any(|l| l == DOWN), "told twice: {lines:?}");
+        since.push(lines);
+    }
+    bob.send_line("after");
+    for user in [&mut ann, &mut cid] {
+        chat_until(user, "bob: after");
+    }
+    let seen_by_bob = chat_until(&mut bob, "bob: after");
+    assert_eq!(seen_by_bob, ["bob: after"], "{seen_by_bob:?} {since:?}");
+}
