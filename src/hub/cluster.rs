@@ -48,6 +48,8 @@ use crate::room::{Kind, Outgoing};
 pub(crate) const STREAM_MAXLEN: usize = 20_000;
 const ROOMS: &str = "mpchat:rooms";
 const ROOMS_MAXLEN: usize = 10_000;
+/// Lines the writer sends in one round trip at most.
+const BATCH_MAX: usize = 256;
 /// The reader's `XREAD BLOCK`: how long it waits before it looks again
 /// (it also wakes at once for a new room's announcement).
 const BLOCK_MS: usize = 1000;
@@ -220,41 +222,50 @@ impl Writer {
                 }
             }
             let failed = match lines.recv_timeout(Duration::from_millis(500)) {
-                Ok(line) => match con.as_mut().map(|c| self.add(c, &line)) {
-                    Some(Ok(())) => None,
-                    // A connection that went stale (Redis restarted since
-                    // the last PING) gets one fresh try before the line
-                    // is given up to this server alone.
-                    Some(Err(_)) => match self.add_afresh(&line) {
-                        Ok(fresh) => {
-                            con = Some(fresh);
+                Ok(line) => {
+                    // Whatever else is queued goes in the same round trip.
+                    let mut batch = vec![line];
+                    batch.extend(lines.try_iter().take(BATCH_MAX - 1));
+                    match con.as_mut().map(|c| self.add(c, &batch)) {
+                        Some(Ok(())) => None,
+                        // A connection that went stale (Redis restarted
+                        // since the last PING) gets one fresh try before
+                        // the lines are given up to this server alone.
+                        Some(Err(_)) => match self.add_afresh(&batch) {
+                            Ok(fresh) => {
+                                con = Some(fresh);
+                                None
+                            }
+                            Err(e) => Some((e, batch)),
+                        },
+                        None => {
+                            for line in batch {
+                                if !self.tell.tell(FromCluster::Undelivered(line)) {
+                                    return;
+                                }
+                            }
                             None
                         }
-                        Err(e) => Some((e, Some(line))),
-                    },
-                    None => {
-                        if !self.tell.tell(FromCluster::Undelivered(line)) {
-                            return;
-                        }
-                        None
                     }
-                },
+                }
                 // Idle: make sure the link is still there, so the hub
                 // knows before its users' next line.
                 Err(RecvTimeoutError::Timeout) => con
                     .as_mut()
                     .and_then(|c| redis::cmd("PING").query::<String>(c).err())
-                    .map(|e| (e, None)),
+                    .map(|e| (e, Vec::new())),
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            if let Some((e, line)) = failed {
+            if let Some((e, batch)) = failed {
                 log::warn!("cluster: Redis write failed: {e}");
                 con = None;
                 retry_at = std::time::Instant::now() + backoff.next();
                 let told = self.tell.tell(FromCluster::Link {
                     reader: false,
                     up: false,
-                }) && line.is_none_or(|l| self.tell.tell(FromCluster::Undelivered(l)));
+                }) && batch
+                    .into_iter()
+                    .all(|l| self.tell.tell(FromCluster::Undelivered(l)));
                 if !told {
                     return;
                 }
@@ -262,46 +273,52 @@ impl Writer {
         }
     }
 
-    /// Adds `line` over a new connection, which it returns.
-    fn add_afresh(&mut self, line: &Outgoing) -> RedisResult<Connection> {
+    /// Adds `lines` over a new connection, which it returns.
+    fn add_afresh(&mut self, lines: &[Outgoing]) -> RedisResult<Connection> {
         let mut con = connect(&self.client)?;
         self.announced.clear();
-        self.add(&mut con, line)?;
+        self.add(&mut con, lines)?;
         Ok(con)
     }
 
-    /// Adds one line to its room's stream, announcing the room first if
-    /// this connection has not.
-    fn add(&mut self, con: &mut Connection, line: &Outgoing) -> RedisResult<()> {
-        if !self.announced.contains(&line.key) {
-            redis::cmd("XADD")
-                .arg(ROOMS)
+    /// Adds lines to their rooms' streams in one round trip (a pipeline,
+    /// in order), announcing each room first that this connection has not.
+    fn add(&mut self, con: &mut Connection, lines: &[Outgoing]) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let mut announcing = Vec::new();
+        for line in lines {
+            if !self.announced.contains(&line.key) && !announcing.contains(&&line.key) {
+                announcing.push(&line.key);
+                pipe.cmd("XADD")
+                    .arg(ROOMS)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(ROOMS_MAXLEN)
+                    .arg("*")
+                    .arg("room")
+                    .arg(&line.key)
+                    .ignore();
+            }
+            pipe.cmd("XADD")
+                .arg(stream_key(&line.key))
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(ROOMS_MAXLEN)
+                .arg(STREAM_MAXLEN)
                 .arg("*")
-                .arg("room")
-                .arg(&line.key)
-                .query::<String>(con)?;
-            self.announced.insert(line.key.clone());
+                .arg("k")
+                .arg(kind_name(line.kind))
+                .arg("r")
+                .arg(&line.room)
+                .arg("n")
+                .arg(&line.nick)
+                .arg("t")
+                .arg(&line.text)
+                .arg("s")
+                .arg(&self.server)
+                .ignore();
         }
-        redis::cmd("XADD")
-            .arg(stream_key(&line.key))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAXLEN)
-            .arg("*")
-            .arg("k")
-            .arg(kind_name(line.kind))
-            .arg("r")
-            .arg(&line.room)
-            .arg("n")
-            .arg(&line.nick)
-            .arg("t")
-            .arg(&line.text)
-            .arg("s")
-            .arg(&self.server)
-            .query::<String>(con)?;
+        pipe.query::<()>(con)?;
+        self.announced.extend(announcing.into_iter().cloned());
         Ok(())
     }
 }
