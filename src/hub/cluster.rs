@@ -343,6 +343,9 @@ struct Reader {
 impl Reader {
     fn run(mut self) {
         let mut backoff = Backoff::new();
+        // Failures in a row: the first is logged as a warning, the rest
+        // (one every few seconds while Redis is away) only at debug.
+        let mut failures = 0u64;
         loop {
             let result = connect(&self.client).and_then(|mut con| {
                 if !self.started {
@@ -354,6 +357,7 @@ impl Reader {
                     self.last.len() - 1
                 );
                 backoff = Backoff::new();
+                failures = 0;
                 if !self.tell.tell(FromCluster::Link {
                     reader: true,
                     up: true,
@@ -369,7 +373,14 @@ impl Reader {
             match result {
                 Ok(_) => return,
                 Err(e) => {
-                    log::warn!("cluster: Redis read failed: {e}");
+                    failures += 1;
+                    if failures == 1 {
+                        log::warn!("cluster: cannot read from Redis: {e}; trying again");
+                    } else {
+                        log::debug!(
+                            "cluster: still cannot read from Redis ({failures} tries): {e}"
+                        );
+                    }
                     if !self.tell.tell(FromCluster::Link {
                         reader: true,
                         up: false,
