@@ -150,3 +150,31 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     let seen_by_bob = chat_until(&mut bob, "bob: after");
     assert_eq!(seen_by_bob, ["bob: after"], "{seen_by_bob:?} {since:?}");
 }
+
+#[test]
+fn a_server_whose_redis_is_not_there_serves_its_own_users() {
+    let mut redis = Redis::start();
+    redis.stop();
+    let one = server(&redis, "one");
+    let mut ann = one.login("ann");
+    let mut bob = one.login("bob");
+    ann.send_line("anyone?");
+    let seen = chat_until(&mut bob, "ann: anyone?");
+    assert_eq!(seen, ["ann: anyone?"]);
+    assert!(
+        one.log_text().contains("cannot read from Redis"),
+        "{}",
+        one.log_text()
+    );
+    // When Redis comes, the server joins the cluster without a word.
+    redis.start_again();
+    linked(&one);
+    let two = server(&redis, "two");
+    linked(&two);
+    let mut cid = two.login("cid");
+    ann.send_line("now with two");
+    assert_eq!(
+        chat_until(&mut cid, "ann: now with two"),
+        ["ann: now with two"]
+    );
+}
