@@ -149,6 +149,17 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     }
     let seen_by_bob = chat_until(&mut bob, "bob: after");
     assert_eq!(seen_by_bob, ["bob: after"], "{seen_by_bob:?} {since:?}");
+    // The new Redis is empty (nothing is saved): both servers noticed,
+    // and read its streams from their start, without a line twice.
+    for server in [&one, &two] {
+        assert!(
+            server.log_text().contains("Redis lost its data"),
+            "{}",
+            server.log_text()
+        );
+    }
+    ann.send_line("last");
+    assert_eq!(chat_until(&mut bob, "ann: last"), ["ann: last"]);
 }
 
 #[test]

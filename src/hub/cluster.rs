@@ -48,6 +48,13 @@ use crate::room::{Kind, Outgoing};
 pub(crate) const STREAM_MAXLEN: usize = 20_000;
 const ROOMS: &str = "mpchat:rooms";
 const ROOMS_MAXLEN: usize = 10_000;
+/// A random mark the first server to reach a Redis leaves in it. A reader
+/// that finds another mark after a reconnect knows Redis lost its data
+/// (restarted without saving it, or replaced): the streams it was reading
+/// began again, so it reads them all from their start, and everything in
+/// them is new to it. Without that, a new stream whose ids fell below
+/// the old positions (another Redis host's clock) would go unread.
+const EPOCH: &str = "mpchat:epoch";
 /// Lines the writer sends in one round trip at most.
 const BATCH_MAX: usize = 256;
 /// The reader's `XREAD BLOCK`: how long it waits before it looks again
@@ -111,6 +118,7 @@ impl Cluster {
             tell: Teller { tx: to_hub, waker },
             last: BTreeMap::new(),
             started: false,
+            epoch: None,
         };
         thread::Builder::new()
             .name("cluster-writer".into())
@@ -338,6 +346,8 @@ struct Reader {
     /// The positions were taken once: after that, a new connection goes
     /// on from them, catching up.
     started: bool,
+    /// The mark of the Redis data this reader knows (see [`EPOCH`]).
+    epoch: Option<String>,
 }
 
 impl Reader {
@@ -348,6 +358,7 @@ impl Reader {
         let mut failures = 0u64;
         loop {
             let result = connect(&self.client).and_then(|mut con| {
+                self.check_epoch(&mut con)?;
                 if !self.started {
                     self.start_positions(&mut con)?;
                     self.started = true;
@@ -391,6 +402,34 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Notices a Redis that lost its data since the last connection.
+    fn check_epoch(&mut self, con: &mut Connection) -> RedisResult<()> {
+        let mut mark = [0u8; 16];
+        getrandom::fill(&mut mark).map_err(|e| {
+            redis::RedisError::from(io::Error::other(format!(
+                "no random bytes from the OS: {e}"
+            )))
+        })?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(EPOCH)
+            .arg(hex::encode(mark))
+            .arg("NX")
+            .query(con)?;
+        let now: String = redis::cmd("GET").arg(EPOCH).query(con)?;
+        if let Some(known) = &self.epoch
+            && *known != now
+        {
+            log::warn!(
+                "cluster: Redis lost its data (restarted without it, or replaced): reading every stream from its start"
+            );
+            for id in self.last.values_mut() {
+                *id = "0-0".to_string();
+            }
+        }
+        self.epoch = Some(now);
+        Ok(())
     }
 
     /// Where reading starts: after what is in the streams now. The rooms
