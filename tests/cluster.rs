@@ -5,11 +5,25 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::redis::Redis;
-use common::{Client, Server};
+use common::{Client, DEADLINE, Server, binary, run_command};
 
 fn server(redis: &Redis, name: &str) -> Server {
     Server::start_with(&["--cluster", &redis.url(), "--server-name", name])
+}
+
+/// The cluster line of `mpchat status`.
+fn status_line(server: &Server) -> String {
+    let mut command = Command::new(binary());
+    command.args(["status", "--port", &server.port().to_string()]);
+    let ran = run_command(command, DEADLINE).expect("run mpchat status");
+    ran.stdout
+        .lines()
+        .find(|l| l.starts_with("cluster: "))
+        .unwrap_or_else(|| panic!("no cluster line in {}", ran.stdout))
+        .to_string()
 }
 
 /// Waits until the server's hub has both connections to Redis up.
@@ -135,6 +149,10 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     }
     ann.send_line("while apart");
     chat_until(&mut cid, "ann: while apart");
+    assert_eq!(
+        status_line(&one),
+        "cluster: this server is one; link to the others down: serving this server's users alone"
+    );
 
     redis.start_again();
     let mut since = Vec::new();
@@ -143,6 +161,10 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
         assert!(!lines.iter().any(|l| l == DOWN), "told twice: {lines:?}");
         since.push(lines);
     }
+    assert_eq!(
+        status_line(&two),
+        "cluster: this server is two; link to the others up"
+    );
     bob.send_line("after");
     for user in [&mut ann, &mut cid] {
         chat_until(user, "bob: after");

@@ -213,8 +213,10 @@ struct Hub {
     /// Where the scheduled messages are saved.
     schedule: ScheduleFile,
     bots: Bots,
-    /// The link to the other servers, with `--cluster`.
+    /// The link to the other servers, with `--cluster`, and this server's
+    /// name there.
     cluster: Option<Cluster>,
+    server_name: Option<String>,
     link: LinkState,
 }
 
@@ -305,6 +307,7 @@ pub(crate) fn run(
         schedule,
         bots,
         cluster,
+        server_name: rules.cluster.as_ref().map(|c| c.server.clone()),
         link: LinkState::default(),
     };
     let parent_gone = hub.serve()?;
@@ -567,7 +570,14 @@ impl Hub {
                 protocol,
             })
         });
-        status::encode(&status::report(admin, members, self.chat.rooms()))
+        let cluster = self
+            .server_name
+            .as_ref()
+            .map(|server| status::ClusterReport {
+                server: server.clone(),
+                linked: self.chat.cluster(),
+            });
+        status::encode(&status::report(admin, members, self.chat.rooms(), cluster))
     }
 
     /// Starts writing a report, as the socket takes it, so a slow reader

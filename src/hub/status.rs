@@ -64,6 +64,16 @@ pub struct Report {
     pub totals: Totals,
     /// The parent, the hub, then each client's process.
     pub processes: Vec<Process>,
+    /// With `--cluster`: this server's name and its link to the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    pub server: String,
+    /// Both connections to Redis are up: lines go through the cluster.
+    pub linked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +164,7 @@ pub(crate) fn report<'a>(
     admin: &Admin,
     members: impl Iterator<Item = Member<'a>>,
     rooms: Vec<RoomInfo>,
+    cluster: Option<ClusterReport>,
 ) -> Report {
     let board = &admin.scoreboard;
     let parent = nix::unistd::getppid().as_raw() as u32;
@@ -187,6 +198,7 @@ pub(crate) fn report<'a>(
             .collect(),
         totals: totals(board.totals),
         processes,
+        cluster,
     }
 }
 
@@ -394,6 +406,18 @@ pub fn render(report: &Report) -> String {
     render_rooms(&mut out, &report.rooms);
     render_totals(&mut out, &report.totals);
     render_programs(&mut out, &report.users, &report.totals.programs);
+    if let Some(c) = &report.cluster {
+        let link = if c.linked {
+            "up"
+        } else {
+            "down: serving this server's users alone"
+        };
+        let _ = writeln!(
+            out,
+            "cluster: this server is {}; link to the others {link}",
+            c.server
+        );
+    }
     render_memory(&mut out, &report.processes);
     out
 }
