@@ -211,3 +211,49 @@ fn a_server_whose_redis_is_not_there_serves_its_own_users() {
         ["ann: now with two"]
     );
 }
+
+#[test]
+fn a_nickname_is_one_user_s_across_the_servers() {
+    let redis = Redis::start();
+    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
+    linked(&one);
+    linked(&two);
+    let mut ann = one.login("ann");
+    // Taken on server one: refused on server two, with the usual answer.
+    let mut other = two.connect();
+    other.read_line();
+    other.send_line("ANN");
+    other.expect("Nickname \"ANN\" is already in use. Enter your nickname:");
+    // Two people asking for the same new name at once, one on each
+    // server: exactly one gets it.
+    let mut askers: Vec<Client> = [&one, &two].iter().map(|s| s.connect()).collect();
+    for asker in &mut askers {
+        asker.read_line();
+    }
+    for asker in &mut askers {
+        asker.send_line("zoe");
+    }
+    let answers: Vec<String> = askers.iter_mut().map(Client::read_line).collect();
+    let won = answers
+        .iter()
+        .filter(|a| a.starts_with("Hello, zoe!"))
+        .count();
+    assert_eq!(won, 1, "{answers:?}");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.contains("already in use"))
+            .count(),
+        1,
+        "{answers:?}"
+    );
+    // Free again once its holder leaves.
+    ann.send_line("/quit");
+    ann.read_until(|l| l.starts_with("Bye"));
+    one.wait_for_log("ann (127.0.0.1");
+    other.send_line("ann");
+    other.read_until(|l| l.starts_with("Hello, ann!"));
+    // Renaming would need a lease first: not yet.
+    other.send_line("/nick annie");
+    other.read_until(|l| l.starts_with("Changing your nickname is not possible"));
+}

@@ -77,6 +77,15 @@ pub struct Options {
     pub server: String,
 }
 
+/// What the hub asks of the writer.
+#[derive(Debug)]
+enum ToWriter {
+    Line(Outgoing),
+    Lease { conn: u64, key: String },
+    Renew(Vec<String>),
+    Release(Vec<String>),
+}
+
 /// What the threads tell the hub.
 #[derive(Debug)]
 pub(crate) enum FromCluster {
@@ -86,11 +95,14 @@ pub(crate) enum FromCluster {
     Undelivered(Outgoing),
     /// One side's connection is up (`reader`: the reader's) or down.
     Link { reader: bool, up: bool },
+    /// The answer to [`Cluster::lease`]: false if another server's user
+    /// holds the nickname. Without Redis, every lease is granted.
+    Lease { conn: u64, granted: bool },
 }
 
 /// The hub's end of the link.
 pub(crate) struct Cluster {
-    to_writer: Sender<Outgoing>,
+    to_writer: Sender<ToWriter>,
     from_threads: Receiver<FromCluster>,
     wake: OwnedFd,
 }
@@ -140,7 +152,29 @@ impl Cluster {
 
     /// Hands a line to the writer; gives it back if the writer is gone.
     pub(crate) fn publish(&self, line: Outgoing) -> Result<(), Outgoing> {
-        self.to_writer.send(line).map_err(|e| e.0)
+        self.to_writer
+            .send(ToWriter::Line(line))
+            .map_err(|e| match e.0 {
+                ToWriter::Line(line) => line,
+                _ => unreachable!("sent a line"),
+            })
+    }
+
+    /// Asks for the lease of a nickname (its folded key) for a login on
+    /// connection `conn`; the answer comes as [`FromCluster::Lease`]. False
+    /// if the writer is gone.
+    pub(crate) fn lease(&self, conn: u64, key: String) -> bool {
+        self.to_writer.send(ToWriter::Lease { conn, key }).is_ok()
+    }
+
+    /// Renews the leases of this server's users' nicknames.
+    pub(crate) fn renew(&self, keys: Vec<String>) {
+        let _ = self.to_writer.send(ToWriter::Renew(keys));
+    }
+
+    /// Gives up the leases of nicknames no longer in use here.
+    pub(crate) fn release(&self, keys: Vec<String>) {
+        let _ = self.to_writer.send(ToWriter::Release(keys));
     }
 
     /// Everything the threads have said since the last call.
@@ -204,8 +238,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, lines: &Receiver<Outgoing>) {
+    fn run(mut self, asks: &Receiver<ToWriter>) {
         let mut con: Option<Connection> = None;
+        // A request taken from the channel behind a batch of lines.
+        let mut held: Option<ToWriter> = None;
         let mut backoff = Backoff::new();
         let mut retry_at = std::time::Instant::now();
         loop {
@@ -229,33 +265,24 @@ impl Writer {
                     }
                 }
             }
-            let failed = match lines.recv_timeout(Duration::from_millis(500)) {
-                Ok(line) => {
-                    // Whatever else is queued goes in the same round trip.
+            let failed = match asks.recv_timeout(Duration::from_millis(500)) {
+                Ok(ToWriter::Line(line)) => {
+                    // The lines queued behind it go in the same round
+                    // trip; anything else waits for its turn.
                     let mut batch = vec![line];
-                    batch.extend(lines.try_iter().take(BATCH_MAX - 1));
-                    match con.as_mut().map(|c| self.add(c, &batch)) {
-                        Some(Ok(())) => None,
-                        // A connection that went stale (Redis restarted
-                        // since the last PING) gets one fresh try before
-                        // the lines are given up to this server alone.
-                        Some(Err(_)) => match self.add_afresh(&batch) {
-                            Ok(fresh) => {
-                                con = Some(fresh);
-                                None
+                    while batch.len() < BATCH_MAX {
+                        match asks.try_recv() {
+                            Ok(ToWriter::Line(line)) => batch.push(line),
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
                             }
-                            Err(e) => Some((e, batch)),
-                        },
-                        None => {
-                            for line in batch {
-                                if !self.tell.tell(FromCluster::Undelivered(line)) {
-                                    return;
-                                }
-                            }
-                            None
+                            Err(_) => break,
                         }
                     }
+                    self.add_lines(&mut con, batch)
                 }
+                Ok(ask) => self.nick_ask(&mut con, ask),
                 // Idle: make sure the link is still there, so the hub
                 // knows before its users' next line.
                 Err(RecvTimeoutError::Timeout) => con
@@ -263,6 +290,14 @@ impl Writer {
                     .and_then(|c| redis::cmd("PING").query::<String>(c).err())
                     .map(|e| (e, Vec::new())),
                 Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let failed = match (failed, held.take()) {
+                (None, Some(ask)) => self.nick_ask(&mut con, ask),
+                (failed, Some(ask)) => {
+                    let _ = self.nick_ask(&mut None, ask);
+                    failed
+                }
+                (failed, None) => failed,
             };
             if let Some((e, batch)) = failed {
                 log::warn!("cluster: Redis write failed: {e}");
@@ -279,6 +314,57 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Adds a batch of lines; on failure, the error and the lines.
+    fn add_lines(
+        &mut self,
+        con: &mut Option<Connection>,
+        batch: Vec<Outgoing>,
+    ) -> Option<(redis::RedisError, Vec<Outgoing>)> {
+        match con.as_mut().map(|c| self.add(c, &batch)) {
+            Some(Ok(())) => None,
+            // A connection that went stale (Redis restarted since the
+            // last PING) gets one fresh try before the lines are given up
+            // to this server alone.
+            Some(Err(_)) => match self.add_afresh(&batch) {
+                Ok(fresh) => {
+                    *con = Some(fresh);
+                    None
+                }
+                Err(e) => Some((e, batch)),
+            },
+            None => {
+                for line in batch {
+                    self.tell.tell(FromCluster::Undelivered(line));
+                }
+                None
+            }
+        }
+    }
+
+    /// A nickname lease asked for, renewed or given up. Without Redis a
+    /// lease is granted: each server is alone then, and its own rules
+    /// keep its nicknames apart.
+    fn nick_ask(
+        &mut self,
+        con: &mut Option<Connection>,
+        ask: ToWriter,
+    ) -> Option<(redis::RedisError, Vec<Outgoing>)> {
+        let result = match (&ask, con.as_mut()) {
+            (ToWriter::Lease { key, .. }, Some(c)) => acquire(c, key, &self.server).map(Some),
+            (ToWriter::Renew(keys), Some(c)) => renew(c, keys, &self.server).map(|()| None),
+            (ToWriter::Release(keys), Some(c)) => release(c, keys, &self.server).map(|()| None),
+            (_, _) => Ok(Some(true)),
+        };
+        let (granted, failed) = match result {
+            Ok(granted) => (granted.unwrap_or(true), None),
+            Err(e) => (true, Some((e, Vec::new()))),
+        };
+        if let ToWriter::Lease { conn, .. } = ask {
+            self.tell.tell(FromCluster::Lease { conn, granted });
+        }
+        failed
     }
 
     /// Adds `lines` over a new connection, which it returns.
@@ -329,6 +415,69 @@ impl Writer {
         self.announced.extend(announcing.into_iter().cloned());
         Ok(())
     }
+}
+
+/// How long a nickname's lease lasts unless renewed: the time after
+/// which a server that died without a word frees its users' nicknames.
+pub(crate) const NICK_LEASE: Duration = Duration::from_secs(30);
+
+fn nick_key(key: &str) -> String {
+    format!("mpchat:nick:{key}")
+}
+
+/// Takes the lease if it is free or already this server's; in one step,
+/// so of two servers asking at once exactly one gets it.
+const ACQUIRE: &str = "local v = redis.call('GET', KEYS[1]) \
+if v == false or v == ARGV[1] then \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0";
+/// Deletes the lease only if it is this server's.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+return redis.call('DEL', KEYS[1]) end return 0";
+
+fn lease_cmd(script: &str, key: &str, server: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script)
+        .arg(1)
+        .arg(nick_key(key))
+        .arg(server)
+        .arg(NICK_LEASE.as_millis() as u64);
+    cmd
+}
+
+fn acquire(con: &mut Connection, key: &str, server: &str) -> RedisResult<bool> {
+    let got: i64 = lease_cmd(ACQUIRE, key, server).query(con)?;
+    Ok(got == 1)
+}
+
+/// Renews the leases of `keys`; one held by another server (after Redis
+/// lost its data, two servers may have given the same name) is logged.
+fn renew(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<()> {
+    // An empty pipeline is an error to the client.
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.add_command(lease_cmd(ACQUIRE, key, server));
+    }
+    let got: Vec<i64> = pipe.query(con)?;
+    for (key, got) in keys.iter().zip(got) {
+        if got != 1 {
+            log::warn!("cluster: the nickname {key} is held by another server too");
+        }
+    }
+    Ok(())
+}
+
+fn release(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.add_command(lease_cmd(RELEASE, key, server)).ignore();
+    }
+    pipe.query::<()>(con)
 }
 
 fn kind_name(kind: Kind) -> &'static str {

@@ -49,6 +49,7 @@ use crate::os::scoreboard;
 use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
+use crate::protocol::command::nick_key;
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::protocol::render;
 use crate::protocol::reply::Code;
@@ -217,6 +218,10 @@ struct Hub {
     /// name there.
     cluster: Option<Cluster>,
     server_name: Option<String>,
+    /// Logins waiting for their nickname's lease, by connection.
+    awaiting_lease: HashMap<ConnId, ToHub>,
+    /// When to renew this server's users' leases next.
+    renew_at: Instant,
     link: LinkState,
 }
 
@@ -282,6 +287,7 @@ pub(crate) fn run(
             });
     if let Some(cluster) = &cluster {
         epoll.add(cluster.fd(), EpollEvent::new(EpollFlags::EPOLLIN, CLUSTER))?;
+        chat.set_leases(true);
     }
     let mut hub = Hub {
         epoll,
@@ -308,6 +314,8 @@ pub(crate) fn run(
         bots,
         cluster,
         server_name: rules.cluster.as_ref().map(|c| c.server.clone()),
+        awaiting_lease: HashMap::new(),
+        renew_at: Instant::now(),
         link: LinkState::default(),
     };
     let parent_gone = hub.serve()?;
@@ -464,12 +472,60 @@ impl Hub {
         self.show_users();
     }
 
-    /// Hands this turn's public lines to the cluster; any it cannot take
-    /// are told here.
+    /// In a linked cluster, a person's login takes their nickname's lease
+    /// first, so that two servers never give out the same one. (A bot's
+    /// name is its own already; a takeover keeps the name it has.)
+    fn lease_needed(&self, req: &ToHub) -> Option<String> {
+        match req {
+            ToHub::Login {
+                nick,
+                takeover: None,
+                bot: None,
+                ..
+            } if self.chat.cluster() => Some(nick_key(nick)),
+            _ => None,
+        }
+    }
+
+    /// A lease answered: the login goes on, or is refused as a nickname
+    /// in use (on another server).
+    fn leased(&mut self, conn: ConnId, granted: bool, now: SystemTime) -> Vec<Delivery> {
+        let Some(req) = self.awaiting_lease.remove(&conn) else {
+            return Vec::new();
+        };
+        let mut out = match (&req, granted) {
+            (_, true) => self.chat.handle(conn, req, now),
+            (ToHub::Login { nick, .. }, false) => vec![room::to(
+                conn,
+                ToChild::NickRefused {
+                    code: Code::NickTaken,
+                    reason: render::nick_in_use(nick),
+                },
+            )],
+            (_, false) => Vec::new(),
+        };
+        out.push(room::to(conn, ToChild::Done));
+        out
+    }
+
+    /// Hands this turn's public lines to the cluster (any it cannot take
+    /// are told here), gives back the leases of nicknames freed, and
+    /// renews the others' now and then.
     fn publish(&mut self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
+        let freed = self.chat.take_freed_nicks();
+        if !freed.is_empty() {
+            cluster.release(freed);
+        }
+        let now = Instant::now();
+        if now >= self.renew_at {
+            self.renew_at = now + cluster::NICK_LEASE / 3;
+            if self.chat.cluster() {
+                cluster.renew(self.chat.nick_keys());
+            }
+        }
         let mut undelivered = Vec::new();
         for line in self.chat.take_outgoing() {
             if let Err(line) = cluster.publish(line) {
@@ -489,6 +545,9 @@ impl Hub {
         let mut out = Vec::new();
         for news in cluster.take() {
             match news {
+                FromCluster::Lease { conn, granted } => {
+                    out.extend(self.leased(conn, granted, now));
+                }
                 FromCluster::Line(line) | FromCluster::Undelivered(line) => {
                     out.push(self.chat.cluster_line(now, &line));
                 }
@@ -650,9 +709,12 @@ impl Hub {
             .next_due()
             .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
         let now = Instant::now();
+        // In a cluster, the leases are renewed even when nothing happens.
+        let renew = self.cluster.as_ref().map(|_| self.renew_at);
         let flush = (self.history.wake_by().into_iter())
             .chain(self.stall_check)
-            .chain(self.trim_at);
+            .chain(self.trim_at)
+            .chain(renew);
         let flush = flush.map(|at| at.saturating_duration_since(now));
         let Some(wait) = due.into_iter().chain(flush).min() else {
             return PollTimeout::NONE;
@@ -721,6 +783,13 @@ impl Hub {
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
                 Ok(Received::Data(requests)) => {
                     for req in requests {
+                        if let Some(key) = self.lease_needed(&req)
+                            && self.cluster.as_ref().is_some_and(|c| c.lease(id, key))
+                        {
+                            // Carried out when the lease is answered.
+                            self.awaiting_lease.insert(id, req);
+                            continue;
+                        }
                         let mut out = match self.authenticate(&req) {
                             Ok(rate) => {
                                 let mut out = self.chat.handle(id, req, SystemTime::now());
@@ -848,6 +917,7 @@ impl Hub {
     }
 
     fn close(&mut self, id: ConnId) {
+        self.awaiting_lease.remove(&id);
         if let Some(conn) = self.conns.remove(&id)
             && conn.is_full()
         {

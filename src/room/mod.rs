@@ -332,6 +332,10 @@ pub(crate) struct Chat {
     /// and come back through [`Chat::cluster_line`].
     cluster: bool,
     outgoing: Vec<Outgoing>,
+    /// In a cluster, nicknames are leased from Redis (by the hub): those
+    /// freed here since the hub last looked, to give back.
+    leases: bool,
+    freed_nicks: Vec<String>,
 }
 
 impl Default for Chat {
@@ -370,6 +374,8 @@ impl Chat {
             bot_names: HashSet::new(),
             cluster: false,
             outgoing: Vec::new(),
+            leases: false,
+            freed_nicks: Vec::new(),
         }
     }
 
@@ -524,6 +530,22 @@ impl Chat {
 
     pub(crate) fn cluster(&self) -> bool {
         self.cluster
+    }
+
+    /// Nicknames are leased across a cluster (`--cluster`), whether or
+    /// not its link is up.
+    pub(crate) fn set_leases(&mut self, on: bool) {
+        self.leases = on;
+    }
+
+    /// The nicknames (folded) freed since the last call.
+    pub(crate) fn take_freed_nicks(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.freed_nicks)
+    }
+
+    /// Every user's nickname, folded.
+    pub(crate) fn nick_keys(&self) -> Vec<String> {
+        self.by_nick.keys().cloned().collect()
     }
 
     /// The lines to hand to the cluster since the last call.
@@ -1539,7 +1561,11 @@ impl Chat {
     /// with whether they owned it, for [`Chat::after_leaving`].
     fn remove(&mut self, conn: ConnId) -> Option<(User, Vec<(RoomKey, bool)>)> {
         let user = self.users.remove(&conn)?;
-        self.by_nick.remove(&nick_key(&user.nick));
+        let key = nick_key(&user.nick);
+        self.by_nick.remove(&key);
+        if self.leases {
+            self.freed_nicks.push(key);
+        }
         let mut rooms = Vec::new();
         for (key, _) in &user.rooms {
             if let Some(room) = self.rooms.get_mut(key) {
@@ -1566,6 +1592,15 @@ impl Chat {
         // Changing only the case of one's own name is allowed.
         if self.by_nick.get(&key).is_some_and(|&holder| holder != conn) {
             return refuse(conn, Code::NickTaken, render::nick_in_use(&new));
+        }
+        // A new name would need its lease before it is taken, and a
+        // request answered later than the ones after it; not yet.
+        if self.leases && key != nick_key(old) {
+            return refuse(
+                conn,
+                Code::BadRequest,
+                render::NO_RENAME_IN_CLUSTER.to_string(),
+            );
         }
         self.by_nick.remove(&nick_key(old));
         self.by_nick.insert(key, conn);
