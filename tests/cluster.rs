@@ -257,3 +257,37 @@ fn a_nickname_is_one_user_s_across_the_servers() {
     other.send_line("/nick annie");
     other.read_until(|l| l.starts_with("Changing your nickname is not possible"));
 }
+
+#[test]
+fn a_server_killed_without_a_word_frees_its_nicknames_within_the_lease() {
+    let redis = Redis::start();
+    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
+    linked(&one);
+    linked(&two);
+    let _ann = one.login("ann");
+    // The whole of server one, parent, hub and children, at once.
+    common::send_signal(-one.pid(), libc::SIGKILL);
+    let killed = std::time::Instant::now();
+    // Asked again every second: refused while the lease lasts, then given.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(45),
+            "ann still taken 45 s after her server died"
+        );
+        let mut asker = two.connect();
+        asker.read_line();
+        asker.send_line("ann");
+        if asker.read_line().starts_with("Hello, ann!") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let freed = killed.elapsed();
+    assert!(tries > 1, "ann was free at once: the lease was not held");
+    assert!(
+        freed >= std::time::Duration::from_secs(15),
+        "freed {freed:?} after the kill: the lease is 30 s, renewed every 10"
+    );
+}
