@@ -124,6 +124,19 @@ def lost_cell(rs):
     return f"**{fmt(worst['lost'], 0)}** ({share:.1f}%)"
 
 
+def fanout_cells(rs):
+    """delivered/s, p50, p99, CPU per delivery (machine, tree) and lost."""
+    f = lambda r: r["fanout"]  # noqa: E731
+    return " | ".join([
+        cell(rs, lambda r: f(r)["deliveries_per_s"], 0),
+        cell(rs, lambda r: f(r)["latency_ms"]["p50_ms"], 2),
+        cell(rs, lambda r: f(r)["latency_ms"]["p99_ms"], 2),
+        cell(rs, lambda r: f(r)["server_cpu_per_delivery"]["machine_us"], 2),
+        cell(rs, lambda r: f(r)["server_cpu_per_delivery"]["tree_us"], 2),
+        lost_cell(rs),
+    ])
+
+
 def dropped_cell(rs):
     """The most clients the server disconnected in one run (of them senders)."""
     fs = [r["r"]["fanout"] for r in rs if r["r"] and r["r"].get("fanout")]
@@ -312,13 +325,7 @@ if fan:
                 if o and o["compared"] > 0:
                     orders.append(True if o["one_global_order"] else
                                   ("same, incomplete" if o["agreeing"] == o["compared"] else False))
-            w(f"| {desc} | {SERVER[server]} | {okcount(rs)} "
-              f"| {cell(rs, lambda r: r['fanout']['deliveries_per_s'], 0)} "
-              f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p50_ms'], 2)} "
-              f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p99_ms'], 2)} "
-              f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['machine_us'], 2)} "
-              f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['tree_us'], 2)} "
-              f"| {lost_cell(rs)} "
+            w(f"| {desc} | {SERVER[server]} | {okcount(rs)} | {fanout_cells(rs)} "
               f"| {dropped_cell(rs)} "
               f"| {order_word(orders)} |")
     w("")
@@ -420,13 +427,7 @@ if web:
             if f0:
                 speed = "full speed" if f0["rate"] == 0 else f"{f0['rate']} msg/s"
                 desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}, {speed}"
-                w(f"| {desc} | {SERVER[server]} | {okcount(rs)} "
-                  f"| {cell(rs, lambda r: r['fanout']['deliveries_per_s'], 0)} "
-                  f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p50_ms'], 2)} "
-                  f"| {cell(rs, lambda r: r['fanout']['latency_ms']['p99_ms'], 2)} "
-                  f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['machine_us'], 2)} "
-                  f"| {cell(rs, lambda r: r['fanout']['server_cpu_per_delivery']['tree_us'], 2)} "
-                  f"| {lost_cell(rs)} | |")
+                w(f"| {desc} | {SERVER[server]} | {okcount(rs)} | {fanout_cells(rs)} | |")
             else:
                 w(f"| N={n} sessions, idle | {SERVER[server]} | {okcount(rs)} "
                   f"| | | | | | | {cell(rs, lambda r: r['memory']['per_client_uss_kib'], 1)} |")
