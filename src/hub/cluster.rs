@@ -26,6 +26,12 @@
 //! last id it read of each stream, so when Redis is back it catches up
 //! with what the other servers wrote meanwhile, in order, once.
 //!
+//! The writer also keeps nicknames unique across the servers: a login
+//! takes the name's lease, `mpchat:nick:<name>`, which holds the server's
+//! name for [`NICK_LEASE`] (a script takes it only if it is free or this
+//! server's already, in one step), the hub renews its users' leases, and
+//! gives a name back when its user leaves.
+//!
 //! May use: `room`, `protocol`; nothing else of the hub.
 
 use std::collections::{BTreeMap, HashSet};
