@@ -90,6 +90,7 @@ enum ToWriter {
     Lease { conn: u64, key: String },
     Renew(Vec<String>),
     Release(Vec<String>),
+    Present(usize),
 }
 
 /// What the threads tell the hub.
@@ -104,6 +105,8 @@ pub(crate) enum FromCluster {
     /// The answer to [`Cluster::lease`]: false if another server's user
     /// holds the nickname. Without Redis, every lease is granted.
     Lease { conn: u64, granted: bool },
+    /// The other servers heard from lately, with their numbers of users.
+    Servers(Vec<(String, usize)>),
 }
 
 /// The hub's end of the link.
@@ -176,6 +179,12 @@ impl Cluster {
     /// Renews the leases of this server's users' nicknames.
     pub(crate) fn renew(&self, keys: Vec<String>) {
         let _ = self.to_writer.send(ToWriter::Renew(keys));
+    }
+
+    /// Says this server is there with `users` users; the others come
+    /// back as [`FromCluster::Servers`].
+    pub(crate) fn present(&self, users: usize) {
+        let _ = self.to_writer.send(ToWriter::Present(users));
     }
 
     /// Gives up the leases of nicknames no longer in use here.
@@ -360,6 +369,10 @@ impl Writer {
         let result = match (&ask, con.as_mut()) {
             (ToWriter::Lease { key, .. }, Some(c)) => acquire(c, key, &self.server).map(Some),
             (ToWriter::Renew(keys), Some(c)) => renew(c, keys, &self.server).map(|()| None),
+            (ToWriter::Present(users), Some(c)) => present(c, &self.server, *users).map(|others| {
+                self.tell.tell(FromCluster::Servers(others));
+                None
+            }),
             (ToWriter::Release(keys), Some(c)) => release(c, keys, &self.server).map(|()| None),
             (_, _) => Ok(Some(true)),
         };
@@ -426,6 +439,9 @@ impl Writer {
 /// How long a nickname's lease lasts unless renewed: the time after
 /// which a server that died without a word frees its users' nicknames.
 pub(crate) const NICK_LEASE: Duration = Duration::from_secs(30);
+/// How often a server says it is there (`mpchat:servers`); one not heard
+/// from within a lease is taken for gone.
+pub(crate) const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
 fn nick_key(key: &str) -> String {
     format!("mpchat:nick:{key}")
@@ -473,6 +489,37 @@ fn renew(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<()>
         }
     }
     Ok(())
+}
+
+/// Says in `mpchat:servers` that this server is there with `users` users
+/// (stamped with Redis's clock, the one all servers share), and returns
+/// the others heard from within a lease; the ones not heard from for
+/// longer are taken out.
+const PRESENT: &str = "local t = redis.call('TIME') \
+local now = t[1] * 1000 + math.floor(t[2] / 1000) \
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. now) \
+local all = redis.call('HGETALL', KEYS[1]) local out = {} \
+for i = 1, #all, 2 do \
+local users, at = string.match(all[i + 1], '^(%d+) (%d+)$') \
+if at and now - tonumber(at) <= tonumber(ARGV[3]) then \
+if all[i] ~= ARGV[1] then table.insert(out, all[i]) table.insert(out, users) end \
+else redis.call('HDEL', KEYS[1], all[i]) end end return out";
+
+fn present(con: &mut Connection, server: &str, users: usize) -> RedisResult<Vec<(String, usize)>> {
+    let flat: Vec<String> = redis::cmd("EVAL")
+        .arg(PRESENT)
+        .arg(1)
+        .arg("mpchat:servers")
+        .arg(server)
+        .arg(users)
+        .arg(NICK_LEASE.as_millis() as u64)
+        .query(con)?;
+    let mut others: Vec<(String, usize)> = flat
+        .chunks(2)
+        .filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.parse().ok()?)))
+        .collect();
+    others.sort();
+    Ok(others)
 }
 
 fn release(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<()> {

@@ -220,8 +220,12 @@ struct Hub {
     server_name: Option<String>,
     /// Logins waiting for their nickname's lease, by connection.
     awaiting_lease: HashMap<ConnId, ToHub>,
-    /// When to renew this server's users' leases next.
+    /// When to renew this server's users' leases next, and to say this
+    /// server is there.
     renew_at: Instant,
+    present_at: Instant,
+    /// The other servers of the cluster, with their users, as last heard.
+    others: Vec<(String, usize)>,
     link: LinkState,
 }
 
@@ -316,6 +320,8 @@ pub(crate) fn run(
         server_name: rules.cluster.as_ref().map(|c| c.server.clone()),
         awaiting_lease: HashMap::new(),
         renew_at: Instant::now(),
+        present_at: Instant::now(),
+        others: Vec::new(),
         link: LinkState::default(),
     };
     let parent_gone = hub.serve()?;
@@ -520,11 +526,14 @@ impl Hub {
             cluster.release(freed);
         }
         let now = Instant::now();
-        if now >= self.renew_at {
+        if self.chat.cluster() && now >= self.renew_at {
             self.renew_at = now + cluster::NICK_LEASE / 3;
-            if self.chat.cluster() {
-                cluster.renew(self.chat.nick_keys());
-            }
+            cluster.renew(self.chat.nick_keys());
+        }
+        // This server's presence, and news of the others, for status.
+        if self.chat.cluster() && now >= self.present_at {
+            self.present_at = now + cluster::PRESENCE_EVERY;
+            cluster.present(self.chat.members().len());
         }
         let mut undelivered = Vec::new();
         for line in self.chat.take_outgoing() {
@@ -545,6 +554,7 @@ impl Hub {
         let mut out = Vec::new();
         for news in cluster.take() {
             match news {
+                FromCluster::Servers(others) => self.others = others,
                 FromCluster::Lease { conn, granted } => {
                     out.extend(self.leased(conn, granted, now));
                 }
@@ -635,6 +645,12 @@ impl Hub {
             .map(|server| status::ClusterReport {
                 server: server.clone(),
                 linked: self.chat.cluster(),
+                others: (self.others.iter())
+                    .map(|(name, users)| status::ServerReport {
+                        name: name.clone(),
+                        users: *users,
+                    })
+                    .collect(),
             });
         status::encode(&status::report(admin, members, self.chat.rooms(), cluster))
     }
@@ -710,7 +726,7 @@ impl Hub {
             .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
         let now = Instant::now();
         // In a cluster, the leases are renewed even when nothing happens.
-        let renew = self.cluster.as_ref().map(|_| self.renew_at);
+        let renew = (self.cluster.as_ref()).map(|_| self.renew_at.min(self.present_at));
         let flush = (self.history.wake_by().into_iter())
             .chain(self.stall_check)
             .chain(self.trim_at)

@@ -74,6 +74,15 @@ pub struct ClusterReport {
     pub server: String,
     /// Both connections to Redis are up: lines go through the cluster.
     pub linked: bool,
+    /// The other servers heard from within a lease (30 s), by name.
+    #[serde(default)]
+    pub others: Vec<ServerReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerReport {
+    pub name: String,
+    pub users: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,6 +426,19 @@ pub fn render(report: &Report) -> String {
             "cluster: this server is {}; link to the others {link}",
             c.server
         );
+        if !c.others.is_empty() {
+            let others: Vec<String> = (c.others.iter())
+                .map(|s| {
+                    format!(
+                        "{} ({} user{})",
+                        s.name,
+                        s.users,
+                        if s.users == 1 { "" } else { "s" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "other servers: {}", others.join(", "));
+        }
     }
     render_memory(&mut out, &report.processes);
     out
