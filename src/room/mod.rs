@@ -499,6 +499,19 @@ impl Chat {
         }
     }
 
+    /// The key of `room` if `conn`'s user is in it; else the refusal
+    /// that says they are not.
+    fn own_room(&self, conn: ConnId, room: &str) -> Result<RoomKey, Vec<Delivery>> {
+        let key = room_key(room);
+        let member =
+            (self.users.get(&conn)).is_some_and(|u| u.rooms.iter().any(|(k, _)| *k == key));
+        if member {
+            Ok(key)
+        } else {
+            Err(refuse(conn, Code::NotInRoom, render::not_in_room(room)))
+        }
+    }
+
     /// A user's line in a room: told to the room at once, or, in a
     /// cluster, handed out to come back in the cluster's order.
     fn say(
@@ -932,10 +945,10 @@ impl Chat {
                 text,
                 me: action,
             } => {
-                let key = room_key(&room);
-                if !self.users[&conn].rooms.iter().any(|(k, _)| *k == key) {
-                    return refuse(conn, Code::NotInRoom, render::not_in_room(&room));
-                }
+                let key = match self.own_room(conn, &room) {
+                    Ok(key) => key,
+                    Err(refusal) => return refusal,
+                };
                 let kind = if action { Kind::Me } else { Kind::Chat };
                 self.say(now, &key, kind, &me, text)
             }
@@ -951,13 +964,10 @@ impl Chat {
             Request::History {
                 count,
                 room: Some(room),
-            } => {
-                let key = room_key(&room);
-                if !self.users[&conn].rooms.iter().any(|(k, _)| *k == key) {
-                    return refuse(conn, Code::NotInRoom, render::not_in_room(&room));
-                }
-                self.replay(conn, &key, count, now)
-            }
+            } => match self.own_room(conn, &room) {
+                Ok(key) => self.replay(conn, &key, count, now),
+                Err(refusal) => refusal,
+            },
             Request::Join(name) => self.join(conn, &me, &name, now),
             Request::Part(name) => {
                 let name = name.unwrap_or_else(|| self.rooms[&here].name.clone());
