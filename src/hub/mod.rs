@@ -561,31 +561,36 @@ impl Hub {
                 FromCluster::Line(line) | FromCluster::Undelivered(line) => {
                     out.push(self.chat.cluster_line(now, &line));
                 }
-                FromCluster::Link { reader, up } => {
-                    if reader {
-                        self.link.reader = up;
-                    } else {
-                        self.link.writer = up;
-                    }
-                    let up = self.link.reader && self.link.writer;
-                    if up == self.chat.cluster() {
-                        continue;
-                    }
-                    self.chat.set_cluster(up);
-                    if up {
-                        log::info!("cluster: the link to the other servers is up");
-                        if self.link.was_up {
-                            out.extend(self.chat.notice_all(render::CLUSTER_BACK));
-                        }
-                        self.link.was_up = true;
-                    } else {
-                        log::warn!("cluster: the link to the other servers is down");
-                        out.extend(self.chat.notice_all(render::CLUSTER_DOWN));
-                    }
-                }
+                FromCluster::Link { reader, up } => out.extend(self.link_changed(reader, up)),
             }
         }
         self.deliver(out);
+    }
+
+    /// One of the cluster's connections went up or down: the link is up
+    /// while both are. Users are told when it goes down, and when it is
+    /// back (not when it first comes up).
+    fn link_changed(&mut self, reader: bool, up: bool) -> Vec<Delivery> {
+        if reader {
+            self.link.reader = up;
+        } else {
+            self.link.writer = up;
+        }
+        let up = self.link.reader && self.link.writer;
+        if up == self.chat.cluster() {
+            return Vec::new();
+        }
+        self.chat.set_cluster(up);
+        if !up {
+            log::warn!("cluster: the link to the other servers is down");
+            return self.chat.notice_all(render::CLUSTER_DOWN);
+        }
+        log::info!("cluster: the link to the other servers is up");
+        let was_up = std::mem::replace(&mut self.link.was_up, true);
+        match was_up {
+            true => self.chat.notice_all(render::CLUSTER_BACK),
+            false => Vec::new(),
+        }
     }
 
     /// Answers everyone waiting on the admin socket with a report. Only
