@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::rooms::Rooms;
+use crate::targets::Spread;
 
 /// Largest number of expected deliveries one run may track. Every delivery
 /// has one bit (to tell duplicates from reordering), so this caps that
@@ -47,16 +48,31 @@ pub struct Cli {
     /// Start the server with this command (split on whitespace) in its own
     /// process group, read "listening on HOST:PORT" from its stderr (or
     /// stdout), and kill the group at exit. It inherits the raised
-    /// RLIMIT_NOFILE.
+    /// RLIMIT_NOFILE. Given several times, several servers (the servers of
+    /// one cluster): client i connects to the (i mod T)-th, so the clients
+    /// and the senders are spread round-robin over them, and the server CPU
+    /// is that of all their trees.
     #[arg(long, value_name = "CMD", conflicts_with_all = ["addr", "server_pid"])]
-    pub spawn: Option<String>,
-    /// Address of a running server.
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "spawn")]
-    pub addr: Option<String>,
+    pub spawn: Vec<String>,
+    /// Address of a running server. Several (the flag repeated, or a comma
+    /// list) spread the clients over them as several --spawn do.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        required_unless_present = "spawn"
+    )]
+    pub addr: Vec<String>,
     /// Pid of the running server, for its CPU and memory (needed by
-    /// --test memory).
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<i32>,
+    /// --test memory). With several --addr, one per server (repeated or a
+    /// comma list), in any order: the CPU and memory are their trees' sum.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<i32>,
+    /// Another process whose CPU (its tree's) is measured with the
+    /// server's but reported on its own line, under NAME: the Redis of a
+    /// cluster, as `--extra-pid redis=PID`. Repeatable.
+    #[arg(long, value_name = "NAME=PID", value_parser = parse_extra_pid)]
+    pub extra_pid: Vec<(String, i32)>,
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     pub allow_remote: bool,
@@ -214,11 +230,48 @@ impl Preset {
     }
 }
 
-/// Where the server comes from.
+/// Where the servers come from: one or more, the clients spread over them
+/// (see `targets`).
 #[derive(Debug, Clone)]
 pub enum ServerSource {
-    Spawn(String),
-    Attach { addr: String, pid: Option<i32> },
+    Spawn(Vec<String>),
+    /// The pids, when given, are one per address.
+    Attach {
+        addrs: Vec<String>,
+        pids: Vec<i32>,
+    },
+}
+
+impl ServerSource {
+    /// How many servers the clients are spread over.
+    pub fn count(&self) -> usize {
+        match self {
+            ServerSource::Spawn(cmds) => cmds.len(),
+            ServerSource::Attach { addrs, .. } => addrs.len(),
+        }
+    }
+}
+
+/// `NAME=PID` of --extra-pid. The name labels a line of the report, so it
+/// is kept to a plain word.
+pub fn parse_extra_pid(arg: &str) -> Result<(String, i32), String> {
+    let (name, pid) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} is not NAME=PID (as redis=1234)"))?;
+    if name.is_empty()
+        || name.len() > 32
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "{name:?}: the name must be 1 to 32 letters, digits, _ or -"
+        ));
+    }
+    match pid.parse::<i32>() {
+        Ok(p) if p > 0 => Ok((name.to_string(), p)),
+        _ => Err(format!("{pid:?} is not a pid")),
+    }
 }
 
 /// Everything one run needs, checked.
@@ -228,6 +281,8 @@ pub struct Plan {
     pub proto: ProtoKind,
     pub preset: Option<Preset>,
     pub server: ServerSource,
+    /// --extra-pid: (name, pid) of processes whose CPU is reported apart.
+    pub extra_pids: Vec<(String, i32)>,
     pub allow_remote: bool,
     pub clients: usize,
     pub senders: usize,
@@ -284,18 +339,34 @@ impl Plan {
             }
             None => cli.messages.unwrap_or(p_messages),
         };
-        let server = match (cli.spawn, cli.addr) {
-            (Some(cmd), _) => {
-                if cmd.split_whitespace().next().is_none() {
-                    return Err("--spawn needs a command".into());
-                }
-                ServerSource::Spawn(cmd)
+        let server = if !cli.spawn.is_empty() {
+            if cli
+                .spawn
+                .iter()
+                .any(|cmd| cmd.split_whitespace().next().is_none())
+            {
+                return Err("--spawn needs a command".into());
             }
-            (None, Some(addr)) => ServerSource::Attach {
-                addr,
-                pid: cli.server_pid,
-            },
-            (None, None) => return Err("give --spawn CMD or --addr HOST:PORT".into()),
+            ServerSource::Spawn(cli.spawn)
+        } else if !cli.addr.is_empty() {
+            if cli.addr.iter().any(|a| a.trim().is_empty()) {
+                return Err("--addr needs HOST:PORT (an empty one in the list?)".into());
+            }
+            // With several servers a pid short would leave its tree out of
+            // the CPU per delivery without a word.
+            if !cli.server_pid.is_empty() && cli.server_pid.len() != cli.addr.len() {
+                return Err(format!(
+                    "{} --server-pid for {} --addr: give one per server, or none",
+                    cli.server_pid.len(),
+                    cli.addr.len()
+                ));
+            }
+            ServerSource::Attach {
+                addrs: cli.addr,
+                pids: cli.server_pid,
+            }
+        } else {
+            return Err("give --spawn CMD or --addr HOST:PORT".into());
         };
         if cli.rooms > 1
             && let Some(channel) = &cli.channel
@@ -311,6 +382,7 @@ impl Plan {
             proto: cli.proto,
             preset: cli.preset,
             server,
+            extra_pids: cli.extra_pid,
             allow_remote: cli.allow_remote,
             clients,
             senders,
@@ -351,6 +423,11 @@ impl Plan {
     /// Who is in which room, and who sends.
     pub fn layout(&self) -> Rooms {
         Rooms::new(self.rooms, self.clients, self.senders)
+    }
+
+    /// Which server each client connects to.
+    pub fn spread(&self) -> Spread {
+        Spread::new(self.server.count())
     }
 
     /// Whether a sender gets its own messages back: IRC does not echo a
@@ -434,7 +511,7 @@ impl Plan {
         if self.test == TestKind::Memory {
             let has_pid = match &self.server {
                 ServerSource::Spawn(_) => true,
-                ServerSource::Attach { pid, .. } => pid.is_some(),
+                ServerSource::Attach { pids, .. } => !pids.is_empty(),
             };
             if !has_pid {
                 return Err(
@@ -539,6 +616,95 @@ mod tests {
         let p = plan(&[&args[..], &["--messages", "20", "--proto", "irc"]].concat()).unwrap();
         assert_eq!(p.receivers_per_message(), 9);
         assert_eq!(p.expected_deliveries(), 1000 * 9 * 20);
+    }
+
+    fn parsed(argv: &[&str]) -> Result<Plan, String> {
+        let mut all = vec!["mpchat-bench"];
+        all.extend_from_slice(argv);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        Plan::from_cli(cli)
+    }
+
+    #[test]
+    fn one_server_is_one_target() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.spread().count(), 1);
+        let ServerSource::Attach { addrs, pids } = &p.server else {
+            panic!("{:?}", p.server);
+        };
+        assert_eq!(
+            (addrs.as_slice(), pids.as_slice()),
+            (&["127.0.0.1:1".to_string()][..], &[][..])
+        );
+        let p = parsed(&["--spawn", "mpchat 0"]).unwrap();
+        assert!(matches!(&p.server, ServerSource::Spawn(c) if c == &["mpchat 0"]));
+        assert!(p.extra_pids.is_empty());
+    }
+
+    #[test]
+    fn several_servers_by_address_or_by_command() {
+        // Repeated, or a comma list, or both.
+        for argv in [
+            &[
+                "--addr",
+                "127.0.0.1:1",
+                "--addr",
+                "127.0.0.1:2",
+                "--addr",
+                "127.0.0.1:3",
+            ][..],
+            &["--addr", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"][..],
+            &["--addr", "127.0.0.1:1,127.0.0.1:2", "--addr", "127.0.0.1:3"][..],
+        ] {
+            let p = parsed(argv).unwrap();
+            assert_eq!(p.spread().count(), 3, "{argv:?}");
+            let ServerSource::Attach { addrs, .. } = &p.server else {
+                panic!("{argv:?}");
+            };
+            assert_eq!(addrs, &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        }
+        let p = parsed(&[
+            "--addr",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--server-pid",
+            "10,11",
+            "--test",
+            "memory",
+        ])
+        .unwrap();
+        assert!(matches!(&p.server, ServerSource::Attach { pids, .. } if pids == &[10, 11]));
+        let p = parsed(&["--spawn", "mpchat a 0", "--spawn", "mpchat b 0"]).unwrap();
+        assert_eq!(p.spread().count(), 2);
+    }
+
+    #[test]
+    fn one_pid_per_server_or_none() {
+        let e = parsed(&["--addr", "127.0.0.1:1,127.0.0.1:2", "--server-pid", "10"]).unwrap_err();
+        assert!(e.contains("1 --server-pid for 2 --addr"), "{e}");
+        let e = parsed(&["--addr", "127.0.0.1:1,,127.0.0.1:2"]).unwrap_err();
+        assert!(e.contains("--addr needs HOST:PORT"), "{e}");
+        assert!(parsed(&["--spawn", "mpchat 0", "--spawn", " "]).is_err());
+        let e = parsed(&["--addr", "127.0.0.1:1,127.0.0.1:2", "--test", "memory"]).unwrap_err();
+        assert!(e.contains("needs the server's pid"), "{e}");
+    }
+
+    #[test]
+    fn extra_pids_are_name_equals_pid() {
+        assert_eq!(
+            parse_extra_pid("redis=1234"),
+            Ok(("redis".to_string(), 1234))
+        );
+        assert_eq!(parse_extra_pid("db_2=7"), Ok(("db_2".to_string(), 7)));
+        for bad in [
+            "1234", "=5", "redis=", "redis=x", "redis=-1", "redis=0", "a b=3", "r=1=2",
+        ] {
+            assert!(parse_extra_pid(bad).is_err(), "{bad}");
+        }
+        let p = plan(&["--extra-pid", "redis=99", "--extra-pid", "other=100"]).unwrap();
+        assert_eq!(
+            p.extra_pids,
+            [("redis".to_string(), 99), ("other".to_string(), 100)]
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! on their way. Without one (`--window 0`) it writes whenever epoll says
 //! its socket takes more, until every message is written, as a paste or a
 //! bot would: the server's buffers and limits then get the whole load.
+//!
+//! With several servers, client `i` connects to the one `targets::Spread`
+//! gives it; from then on the loop does not care which server a socket
+//! goes to.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -30,6 +34,7 @@ use crate::net::{self, Sources};
 use crate::progress::{Progress, View};
 use crate::proto::{self, Proto, Reg, Seen};
 use crate::tally::{Histogram, Tally};
+use crate::targets::Spread;
 use crate::ws;
 
 /// Reads of 64 KiB one readiness event may do before the socket goes to
@@ -193,6 +198,14 @@ struct Sending {
     last_send_ns: Option<u64>,
 }
 
+/// One server the clients connect to, with the source addresses its
+/// connections are spread over.
+#[derive(Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub sources: Sources,
+}
+
 /// Results of a fan-out run beyond what the tally holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Traffic {
@@ -205,8 +218,9 @@ pub struct Traffic {
 pub struct Driver {
     clock: Clock,
     proto: Proto,
-    target: SocketAddr,
-    sources: Sources,
+    /// The servers, in the order the clients are spread over them.
+    targets: Vec<Target>,
+    spread: Spread,
     epoll: Epoll,
     events: Vec<EpollEvent>,
     scratch: Vec<u8>,
@@ -237,18 +251,20 @@ impl Driver {
     pub fn new(
         clock: Clock,
         proto: Proto,
-        target: SocketAddr,
-        sources: Sources,
+        targets: Vec<Target>,
         progress: Progress,
         stop: &'static AtomicBool,
     ) -> Result<Driver, String> {
+        if targets.is_empty() {
+            return Err("internal: no server to connect to".into());
+        }
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| format!("epoll_create1: {e}"))?;
         Ok(Driver {
             clock,
             proto,
-            target,
-            sources,
+            spread: Spread::new(targets.len()),
+            targets,
             epoll,
             events: vec![EpollEvent::empty(); 1024],
             scratch: vec![0; READ_SIZE],
@@ -304,7 +320,8 @@ impl Driver {
     fn open(&mut self, id: u32) {
         self.counts.opened += 1;
         let now = self.now_ns();
-        let sock = match net::start_connect(self.target, &mut self.sources) {
+        let target = &mut self.targets[self.spread.target_of(id as usize)];
+        let sock = match net::start_connect(target.addr, &mut target.sources) {
             Ok(s) => s,
             Err(e) => {
                 self.counts.failed += 1;

@@ -3,11 +3,13 @@
 //! WebSocket, IRC, echo).
 //!
 //! This file owns the start and the end of a run: the command line, the fd
-//! limit, the stop signals, getting a server (started or attached), and the
-//! report and exit status. The work itself is in the modules:
+//! limit, the stop signals, getting the servers (started or attached: one,
+//! or several the clients are spread over), and the report and exit status.
+//! The work itself is in the modules:
 //!
 //! * `cli`: flags, presets, validation into a `Plan`.
 //! * `server`: starting, watching and killing a `--spawn`ed server.
+//! * `targets`: which server each client connects to, with several.
 //! * `net`: target checks, source addresses, non-blocking connect.
 //! * `proto`: what the clients say, per protocol, and message parsing.
 //! * `ws`: the client's side of WebSocket framing for `--proto ws`.
@@ -31,20 +33,22 @@ mod rooms;
 mod scenario;
 mod server;
 mod tally;
+mod targets;
 mod ws;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Plan, ServerSource};
+use crate::cli::{Cli, Plan, ServerSource, TestKind};
 use crate::clock::Clock;
-use crate::driver::Driver;
+use crate::driver::{Driver, Target};
 use crate::net::Sources;
 use crate::progress::Progress;
 use crate::proto::Proto;
-use crate::report::Report;
+use crate::report::{Report, TargetReport};
 use crate::scenario::Scenario;
 use crate::server::Spawned;
 
@@ -84,12 +88,21 @@ fn run(plan: Plan) -> Result<bool, String> {
             plan.clients
         ));
     }
-    let mut spawned = match &plan.server {
-        ServerSource::Spawn(cmd) => Some(Spawned::start(cmd, plan.server_log)?),
-        ServerSource::Attach { .. } => None,
-    };
-    let result = measure(&plan, spawned.as_mut(), nofile);
-    if let Some(s) = spawned.as_mut() {
+    // Started one after the other; if one fails to start, those before
+    // it are stopped as the vector drops.
+    let mut spawned = Vec::new();
+    if let ServerSource::Spawn(cmds) = &plan.server {
+        for (i, cmd) in cmds.iter().enumerate() {
+            let label = if cmds.len() == 1 {
+                "server".to_string()
+            } else {
+                format!("server {}", i + 1)
+            };
+            spawned.push(Spawned::start(cmd, &label, plan.server_log)?);
+        }
+    }
+    let result = measure(&plan, &mut spawned, nofile);
+    for s in &mut spawned {
         s.stop();
     }
     let report = result?;
@@ -101,24 +114,69 @@ fn run(plan: Plan) -> Result<bool, String> {
     Ok(report.ok)
 }
 
-fn measure(plan: &Plan, spawned: Option<&mut Spawned>, nofile: u64) -> Result<Report, String> {
-    let (target, server_pid) = match (&plan.server, spawned.as_deref()) {
-        (ServerSource::Attach { addr, pid }, _) => (net::resolve(addr)?, *pid),
-        (ServerSource::Spawn(_), Some(s)) => (s.addr, Some(s.pid)),
-        (ServerSource::Spawn(_), None) => return Err("internal: spawned server missing".into()),
+fn measure(plan: &Plan, spawned: &mut [Spawned], nofile: u64) -> Result<Report, String> {
+    // (address, pid) of each server, in the order the clients go round.
+    let servers: Vec<(SocketAddr, Option<i32>)> = match &plan.server {
+        ServerSource::Attach { addrs, pids } => addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Ok((net::resolve(a)?, pids.get(i).copied())))
+            .collect::<Result<_, String>>()?,
+        ServerSource::Spawn(cmds) => {
+            if spawned.len() != cmds.len() {
+                return Err("internal: spawned server missing".into());
+            }
+            spawned.iter().map(|s| (s.addr, Some(s.pid))).collect()
+        }
     };
-    let target = net::connectable(target);
-    net::check_target(target, plan.allow_remote)?;
+    let mut targets = Vec::new();
+    for &(addr, _) in &servers {
+        let addr = net::connectable(addr);
+        net::check_target(addr, plan.allow_remote)?;
+        targets.push(Target {
+            addr,
+            sources: Sources::new(addr, plan.sources),
+        });
+    }
+    let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
+    let server_pids: Vec<i32> = servers.iter().filter_map(|s| s.1).collect();
+    let spread = plan.spread();
     let clock = Clock::new()?;
-    let sources = Sources::new(target, plan.sources);
     let mut report = Report {
         test: plan.test,
         proto: plan.proto,
         preset: plan.preset,
         rooms: plan.rooms,
-        target: target.to_string(),
-        server_pid,
-        source_addresses: sources.count(),
+        target: addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        server_pid: server_pids.first().copied(),
+        targets: if spread.count() > 1 {
+            addrs
+                .iter()
+                .zip(&servers)
+                .enumerate()
+                .map(|(i, (addr, s))| TargetReport {
+                    addr: addr.to_string(),
+                    pid: s.1,
+                    clients: match plan.test {
+                        TestKind::Connect => spread.on(i, plan.cycles as usize),
+                        _ => spread.on(i, plan.clients),
+                    },
+                    senders: if plan.sends_traffic() {
+                        spread.on(i, plan.senders)
+                    } else {
+                        0
+                    },
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        // The same for every target: each has its own list of them.
+        source_addresses: targets.first().map_or(0, |t| t.sources.count()),
         nofile_limit: nofile,
         timeout_s: plan.timeout.as_secs_f64(),
         connect: None,
@@ -130,23 +188,17 @@ fn measure(plan: &Plan, spawned: Option<&mut Spawned>, nofile: u64) -> Result<Re
         ok: false,
     };
     let progress = Progress::new(plan.quiet, clock.now_ns());
-    let driver = Driver::new(
-        clock,
-        Proto::new(plan, target),
-        target,
-        sources,
-        progress,
-        &STOP,
-    )?;
-    let mut scenario = Scenario::new(plan, driver, server_pid)?;
+    let driver = Driver::new(clock, Proto::new(plan, &addrs), targets, progress, &STOP)?;
+    let mut scenario = Scenario::new(plan, driver, server_pids)?;
     scenario.run(&mut report)?;
-    if let Some(s) = spawned
-        && let Some(status) = s.exited()
-    {
-        report.problems.push(format!(
-            "the server exited during the run ({status}){}",
-            s.recent_text()
-        ));
+    for s in spawned {
+        if let Some(status) = s.exited() {
+            report.problems.push(format!(
+                "the {} exited during the run ({status}){}",
+                s.label,
+                s.recent_text()
+            ));
+        }
     }
     if STOP.load(std::sync::atomic::Ordering::Relaxed) {
         report.problems.push("interrupted by a signal".into());

@@ -3,6 +3,12 @@
 //! (USS and PSS from smaps_rollup), the whole machine's busy time, and the
 //! generator's own CPU through getrusage.
 //!
+//! With several servers (a cluster) the server figures are the sum of
+//! their trees; a process given with `--extra-pid` (the cluster's Redis)
+//! is measured the same way but kept apart, so the servers' CPU per
+//! delivery stays comparable with one server's and the Redis cost is seen
+//! on its own.
+//!
 //! Processes come and go while the tree is read (a fork-per-connection
 //! server forks and reaps all the time), so one that vanishes between the
 //! listing and the read is skipped, not an error.
@@ -105,6 +111,19 @@ fn sched_ns(pid: i32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// CPU of the trees of `roots`, summed: (precise ns, the same from stat
+/// ticks only, processes). None when there is no root or one is gone: a
+/// sum without one of the servers would pass for all of them.
+fn trees_cpu(roots: &[i32], ticks_per_sec: u64) -> Option<(u64, u64, usize)> {
+    if roots.is_empty() {
+        return None;
+    }
+    roots.iter().try_fold((0, 0, 0), |(p, t, n), &root| {
+        let (dp, dt, dn) = tree_cpu(root, ticks_per_sec)?;
+        Some((p + dp, t + dt, n + dn))
+    })
+}
+
 /// CPU of the tree: (precise ns, the same from stat ticks only, processes).
 fn tree_cpu(root: i32, ticks_per_sec: u64) -> Option<(u64, u64, usize)> {
     let t = tree(root).ok()?;
@@ -157,13 +176,15 @@ fn self_cpu_ns() -> Result<u64, String> {
 }
 
 /// CPU counters at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuSnap {
     wall_ns: u64,
     generator_ns: u64,
     machine_ticks: u64,
-    /// (precise ns, stat-ticks-only ns, processes) of the server tree.
+    /// (precise ns, stat-ticks-only ns, processes) of the server trees.
     tree: Option<(u64, u64, usize)>,
+    /// Precise ns of each --extra-pid's tree, in the order given.
+    extra: Vec<Option<u64>>,
 }
 
 /// CPU used between two snapshots.
@@ -178,13 +199,27 @@ pub struct CpuReport {
     /// The same from /proc/PID/stat utime + stime + cutime + cstime alone
     /// (whole ticks per process, so it undercounts many small processes).
     pub server_tree_stat_s: Option<f64>,
-    /// Processes in the tree at the end.
+    /// Processes in the tree (all the servers' trees) at the end.
     pub server_tree_procs: usize,
     /// The whole machine's busy time.
     pub machine_s: f64,
     /// machine − generator: what the server (and anything else) used,
     /// including processes too short-lived to be seen in the tree.
     pub server_machine_s: f64,
+    /// --extra-pid processes (the cluster's Redis): not in the server tree
+    /// figures, but in machine − generator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraCpu>,
+}
+
+/// One --extra-pid's CPU between two snapshots.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExtraCpu {
+    pub name: String,
+    pub pid: i32,
+    /// Its tree's schedstat run time (plus what reaped children left);
+    /// None when it was gone at either end.
+    pub cpu_s: Option<f64>,
 }
 
 impl CpuSnap {
@@ -193,14 +228,22 @@ impl CpuSnap {
     /// is gone has no tree; the report then shows no tree CPU rather than
     /// failing the run.
     pub fn take(
-        root: Option<i32>,
+        roots: &[i32],
+        extra: &[(String, i32)],
         wall_ns: u64,
         ticks_per_sec: u64,
         start: bool,
     ) -> Result<CpuSnap, String> {
-        let tree_read = || root.and_then(|pid| tree_cpu(pid, ticks_per_sec));
+        let trees_read = || {
+            let tree = trees_cpu(roots, ticks_per_sec);
+            let extra = extra
+                .iter()
+                .map(|(_, pid)| tree_cpu(*pid, ticks_per_sec).map(|t| t.0))
+                .collect();
+            (tree, extra)
+        };
         if start {
-            let tree = tree_read();
+            let (tree, extra) = trees_read();
             let generator_ns = self_cpu_ns()?;
             let machine_ticks = machine_busy_ticks()?;
             Ok(CpuSnap {
@@ -208,21 +251,25 @@ impl CpuSnap {
                 generator_ns,
                 machine_ticks,
                 tree,
+                extra,
             })
         } else {
             let machine_ticks = machine_busy_ticks()?;
             let generator_ns = self_cpu_ns()?;
-            let tree = tree_read();
+            let (tree, extra) = trees_read();
             Ok(CpuSnap {
                 wall_ns,
                 generator_ns,
                 machine_ticks,
                 tree,
+                extra,
             })
         }
     }
 
-    pub fn report(&self, end: &CpuSnap, ticks_per_sec: u64) -> CpuReport {
+    /// The CPU between this snapshot and `end`; `extra` names the
+    /// --extra-pid processes, as given to both.
+    pub fn report(&self, end: &CpuSnap, extra: &[(String, i32)], ticks_per_sec: u64) -> CpuReport {
         let tps = ticks_per_sec.max(1) as f64;
         let generator_s = end.generator_ns.saturating_sub(self.generator_ns) as f64 / 1e9;
         let machine_s = end.machine_ticks.saturating_sub(self.machine_ticks) as f64 / tps;
@@ -241,6 +288,18 @@ impl CpuSnap {
             server_tree_procs: end.tree.map_or(0, |t| t.2),
             machine_s,
             server_machine_s: (machine_s - generator_s).max(0.0),
+            extra: extra
+                .iter()
+                .enumerate()
+                .map(|(i, (name, pid))| ExtraCpu {
+                    name: name.clone(),
+                    pid: *pid,
+                    cpu_s: match (self.extra.get(i), end.extra.get(i)) {
+                        (Some(Some(a)), Some(Some(b))) => Some(b.saturating_sub(*a) as f64 / 1e9),
+                        _ => None,
+                    },
+                })
+                .collect(),
         }
     }
 }
@@ -255,21 +314,28 @@ pub struct MemSnap {
     pub rss_kib: u64,
 }
 
-pub fn tree_memory(root: i32) -> Result<MemSnap, String> {
+/// Memory of the trees of `roots` (one per server), summed.
+pub fn trees_memory(roots: &[i32]) -> Result<MemSnap, String> {
     let mut snap = MemSnap::default();
-    for (pid, _) in tree(root)? {
-        let Some(m) = Memory::of(pid as u32) else {
-            continue;
-        };
-        snap.processes += 1;
-        snap.uss_kib += m.uss_kib;
-        snap.pss_kib += m.pss_kib;
-        snap.rss_kib += m.rss_kib;
+    for &root in roots {
+        let before = snap.processes;
+        for (pid, _) in tree(root)? {
+            let Some(m) = Memory::of(pid as u32) else {
+                continue;
+            };
+            snap.processes += 1;
+            snap.uss_kib += m.uss_kib;
+            snap.pss_kib += m.pss_kib;
+            snap.rss_kib += m.rss_kib;
+        }
+        if snap.processes == before {
+            return Err(format!(
+                "cannot read /proc/{root}/smaps_rollup (permission?)"
+            ));
+        }
     }
     if snap.processes == 0 {
-        return Err(format!(
-            "cannot read /proc/{root}/smaps_rollup (permission?)"
-        ));
+        return Err("no server pid to read the memory of".into());
     }
     Ok(snap)
 }
@@ -283,5 +349,20 @@ mod tests {
         let me = std::process::id() as i32;
         let t = tree(me).expect("own tree");
         assert_eq!(t[0].0, me);
+    }
+
+    #[test]
+    fn several_trees_are_summed_and_a_missing_one_spoils_the_sum() {
+        let me = std::process::id() as i32;
+        let tps = clock_ticks_per_sec().expect("ticks");
+        let one = trees_cpu(&[me], tps).expect("own tree");
+        // The same tree twice: twice its processes, and at least twice the
+        // CPU it had a moment before.
+        let two = trees_cpu(&[me, me], tps).expect("own tree twice");
+        assert_eq!(two.2, 2 * one.2);
+        assert!(two.0 >= 2 * one.0);
+        assert_eq!(trees_cpu(&[], tps), None);
+        // Pid 0 is the scheduler, never in /proc.
+        assert_eq!(trees_cpu(&[me, 0], tps), None);
     }
 }

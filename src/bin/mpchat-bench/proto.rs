@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 
 use crate::cli::{Plan, ProtoKind};
 use crate::rooms::Rooms;
+use crate::targets::Spread;
 use crate::ws;
 
 /// Where one client is on its way to being registered.
@@ -80,14 +81,19 @@ pub struct Proto {
     /// Rooms the clients are spread over (1: no /join, IRC `channel`).
     rooms: usize,
     size: usize,
-    /// WebSocket: the `Host` (and `Origin`) of the upgrade request.
-    host: String,
+    /// WebSocket: the `Host` (and `Origin`) of the upgrade request, one
+    /// per target; client `id` uses its target's.
+    hosts: Vec<String>,
+    spread: Spread,
 }
 
 impl Proto {
-    pub fn new(plan: &Plan, target: SocketAddr) -> Proto {
+    /// `targets`: the servers' addresses, in the order the clients are
+    /// spread over them.
+    pub fn new(plan: &Plan, targets: &[SocketAddr]) -> Proto {
         Proto {
-            host: target.to_string(),
+            hosts: targets.iter().map(|t| t.to_string()).collect(),
+            spread: Spread::new(targets.len()),
             kind: plan.proto,
             prompt_lines: plan.nick_prompt_lines,
             speak_first: plan.speak_first,
@@ -156,7 +162,11 @@ impl Proto {
             // A program speaks first, so the server knows it at once.
             ProtoKind::Json => self.on_upgraded(id, out),
             ProtoKind::Ws => {
-                ws::upgrade_request(out, &self.host, id);
+                let host = self
+                    .hosts
+                    .get(self.spread.target_of(id as usize))
+                    .map_or("", |h| h.as_str());
+                ws::upgrade_request(out, host, id);
                 Reg::Upgrading
             }
         }
@@ -527,7 +537,8 @@ mod tests {
             channel: String::new(),
             rooms: 1,
             size: 64,
-            host: String::new(),
+            hosts: Vec::new(),
+            spread: Spread::new(1),
         };
         let mut out = Vec::new();
         let mut reg = plan_proto.on_connect(7, &mut out);
@@ -569,7 +580,8 @@ mod tests {
             channel: "#bench".into(),
             rooms,
             size: 64,
-            host: String::new(),
+            hosts: Vec::new(),
+            spread: Spread::new(1),
         }
     }
 

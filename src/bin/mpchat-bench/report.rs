@@ -1,6 +1,7 @@
 //! The result of a run: one serializable structure, printed either as a
 //! readable table or as a single JSON object.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -17,8 +18,15 @@ pub struct Report {
     pub preset: Option<Preset>,
     /// Rooms the clients were spread over (1: the server's one room).
     pub rooms: usize,
+    /// The server's address; with several, all of them, comma-separated.
     pub target: String,
+    /// The server's pid; with several, the first one's (all are in
+    /// `targets`).
     pub server_pid: Option<i32>,
+    /// With several servers: each one, and how many clients and senders
+    /// it had (absent with one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetReport>,
     /// Source addresses the clients were spread over (0: kernel's choice).
     pub source_addresses: usize,
     pub nofile_limit: u64,
@@ -32,6 +40,16 @@ pub struct Report {
     /// Worth knowing, but not a failure.
     pub warnings: Vec<String>,
     pub ok: bool,
+}
+
+/// One of several servers the clients were spread over.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub addr: String,
+    pub pid: Option<i32>,
+    /// Clients connected to it (connect test: cycles run against it).
+    pub clients: usize,
+    pub senders: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +124,9 @@ pub struct PerUnit {
     pub tree_us: Option<f64>,
     /// (machine − generator) CPU divided by the count.
     pub machine_us: f64,
+    /// Each --extra-pid's CPU divided by the count, by its name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_us: BTreeMap<String, f64>,
 }
 
 impl PerUnit {
@@ -117,6 +138,11 @@ impl PerUnit {
         Some(PerUnit {
             tree_us: cpu.server_tree_s.map(per),
             machine_us: per(cpu.server_machine_s),
+            extra_us: cpu
+                .extra
+                .iter()
+                .filter_map(|e| Some((e.name.clone(), per(e.cpu_s?))))
+                .collect(),
         })
     }
 }
@@ -197,10 +223,13 @@ impl Report {
 
     pub fn to_table(&self) -> String {
         let mut t = String::new();
-        let pid = self
-            .server_pid
-            .map(|p| format!(", server pid {p}"))
-            .unwrap_or_default();
+        let pid = if self.targets.is_empty() {
+            self.server_pid
+                .map(|p| format!(", server pid {p}"))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         let preset = self
             .preset
             .map(|p| format!(", preset {p:?}").to_lowercase())
@@ -210,33 +239,48 @@ impl Report {
         } else {
             String::new()
         };
+        let target = if self.targets.is_empty() {
+            self.target.clone()
+        } else {
+            format!("{} servers", self.targets.len())
+        };
         let _ = writeln!(
             t,
             "mpchat-bench: {} test, {} protocol, {}{}{}{}",
             format!("{:?}", self.test).to_lowercase(),
             format!("{:?}", self.proto).to_lowercase(),
-            self.target,
+            target,
             pid,
             preset,
             rooms
         );
+        for (i, s) in self.targets.iter().enumerate() {
+            let pid = s.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+            let load = if self.test == TestKind::Connect {
+                format!("{} connect cycles", s.clients)
+            } else {
+                format!("{} clients, {} senders", s.clients, s.senders)
+            };
+            let _ = writeln!(t, "  server {}: {}{pid}, {load}", i + 1, s.addr);
+        }
         let _ = writeln!(
             t,
             "  {} source addresses, RLIMIT_NOFILE {}, timeout {} s",
             self.source_addresses, self.nofile_limit, self.timeout_s
         );
+        let servers = self.targets.len().max(1);
         if let Some(m) = &self.memory {
-            memory_table(&mut t, m);
+            memory_table(&mut t, m, servers);
         }
         if let Some(c) = &self.connect {
-            connect_table(&mut t, c);
+            connect_table(&mut t, c, servers);
         }
         if let Some(f) = &self.fanout {
             let clients = self.connect.as_ref().map_or(0, |c| c.clients);
-            fanout_table(&mut t, f, self.rooms, clients);
+            fanout_table(&mut t, f, self.rooms, clients, servers);
         }
         if let Some(c) = &self.cycles {
-            cycles_table(&mut t, c);
+            cycles_table(&mut t, c, servers);
         }
         for w in &self.warnings {
             let _ = writeln!(t, "warning: {w}");
@@ -288,7 +332,8 @@ fn count_rate(v: f64) -> String {
     }
 }
 
-fn cpu_rows(t: &mut String, cpu: &CpuReport) {
+/// `servers`: how many servers' trees the server figures sum.
+fn cpu_rows(t: &mut String, cpu: &CpuReport, servers: usize) {
     let core = |s: f64| {
         // Over a few milliseconds the ratio is rounding noise.
         if cpu.wall_s >= 0.1 {
@@ -307,24 +352,47 @@ fn cpu_rows(t: &mut String, cpu: &CpuReport) {
             cpu.wall_s
         ),
     );
+    let trees = if servers > 1 {
+        format!(" in {servers} trees")
+    } else {
+        String::new()
+    };
     match cpu.server_tree_s {
         Some(s) => row(
             t,
             "CPU: server tree",
             format!(
-                "{s:.3} s{}, {} processes (stat ticks alone: {:.3} s)",
+                "{s:.3} s{}, {} processes{trees} (stat ticks alone: {:.3} s)",
                 core(s),
                 cpu.server_tree_procs,
                 cpu.server_tree_stat_s.unwrap_or(0.0)
             ),
         ),
+        None if servers > 1 => row(
+            t,
+            "CPU: server tree",
+            "unknown (no server pids, or a server was gone)".into(),
+        ),
         None => row(t, "CPU: server tree", "unknown (no server pid)".into()),
     }
+    for e in &cpu.extra {
+        let value = match e.cpu_s {
+            Some(s) => format!("{s:.3} s{}, pid {} and its children", core(s), e.pid),
+            None => format!("unknown (pid {} gone)", e.pid),
+        };
+        row(t, &format!("CPU: {}", e.name), value);
+    }
+    let with_extra = if cpu.extra.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = cpu.extra.iter().map(|e| e.name.as_str()).collect();
+        format!(" (includes {})", names.join(", "))
+    };
     row(
         t,
         "CPU: machine − generator",
         format!(
-            "{:.3} s{}",
+            "{:.3} s{}{with_extra}",
             cpu.server_machine_s,
             core(cpu.server_machine_s)
         ),
@@ -337,10 +405,15 @@ fn per_unit(t: &mut String, key: &str, p: &Option<PerUnit>) {
             .tree_us
             .map(|v| format!("{v:.2} µs (tree), "))
             .unwrap_or_default();
+        let extra: String = p
+            .extra_us
+            .iter()
+            .map(|(name, us)| format!("; {name} {us:.2} µs"))
+            .collect();
         row(
             t,
             key,
-            format!("{tree}{:.2} µs (machine − generator)", p.machine_us),
+            format!("{tree}{:.2} µs (machine − generator){extra}", p.machine_us),
         );
     }
 }
@@ -356,7 +429,7 @@ fn failures(t: &mut String, list: &[Failure]) {
     }
 }
 
-fn connect_table(t: &mut String, c: &ConnectReport) {
+fn connect_table(t: &mut String, c: &ConnectReport, servers: usize) {
     let _ = writeln!(t, "connect");
     row(
         t,
@@ -406,11 +479,11 @@ fn connect_table(t: &mut String, c: &ConnectReport) {
     if let Some(h) = c.held_s {
         row(t, "held", format!("{h:.2} s"));
     }
-    cpu_rows(t, &c.cpu);
+    cpu_rows(t, &c.cpu, servers);
     failures(t, &c.failures);
 }
 
-fn fanout_table(t: &mut String, f: &FanoutReport, rooms: usize, clients: u64) {
+fn fanout_table(t: &mut String, f: &FanoutReport, rooms: usize, clients: u64, servers: usize) {
     let _ = writeln!(t, "fanout");
     let rate = if f.rate == 0 {
         "full speed".to_string()
@@ -521,12 +594,12 @@ fn fanout_table(t: &mut String, f: &FanoutReport, rooms: usize, clients: u64) {
         ),
     );
     row(t, "latency ms", lat(&f.latency_ms));
-    cpu_rows(t, &f.cpu);
+    cpu_rows(t, &f.cpu, servers);
     per_unit(t, "server CPU per delivery", &f.server_cpu_per_delivery);
     failures(t, &f.failures);
 }
 
-fn cycles_table(t: &mut String, c: &CycleReport) {
+fn cycles_table(t: &mut String, c: &CycleReport, servers: usize) {
     let _ = writeln!(t, "connect cycles");
     row(
         t,
@@ -544,13 +617,17 @@ fn cycles_table(t: &mut String, c: &CycleReport) {
     );
     row(t, "cycle ms", lat(&c.cycle_ms));
     row(t, "connect ms", lat(&c.connect_ms));
-    cpu_rows(t, &c.cpu);
+    cpu_rows(t, &c.cpu, servers);
     per_unit(t, "server CPU per cycle", &c.server_cpu_per_cycle);
     failures(t, &c.failures);
 }
 
-fn memory_table(t: &mut String, m: &MemoryReport) {
-    let _ = writeln!(t, "memory (server tree, smaps_rollup)");
+fn memory_table(t: &mut String, m: &MemoryReport, servers: usize) {
+    if servers > 1 {
+        let _ = writeln!(t, "memory ({servers} server trees summed, smaps_rollup)");
+    } else {
+        let _ = writeln!(t, "memory (server tree, smaps_rollup)");
+    }
     let snap = |s: &MemSnap| {
         format!(
             "USS {} KiB  PSS {} KiB  RSS {} KiB  in {} processes",

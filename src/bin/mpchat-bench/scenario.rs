@@ -26,7 +26,9 @@ const CPU_WINDOW_MIN_S: f64 = 1.0;
 pub struct Scenario<'a> {
     pub plan: &'a Plan,
     pub driver: Driver,
-    pub server_pid: Option<i32>,
+    /// Every server's pid (none when attached without --server-pid): the
+    /// CPU and memory figures are their trees' sum.
+    pub server_pids: Vec<i32>,
     pub ticks_per_sec: u64,
     deadline_ns: u64,
 }
@@ -35,12 +37,12 @@ impl<'a> Scenario<'a> {
     pub fn new(
         plan: &'a Plan,
         driver: Driver,
-        server_pid: Option<i32>,
+        server_pids: Vec<i32>,
     ) -> Result<Scenario<'a>, String> {
         Ok(Scenario {
             plan,
             driver,
-            server_pid,
+            server_pids,
             ticks_per_sec: procstat::clock_ticks_per_sec()?,
             deadline_ns: 0,
         })
@@ -48,7 +50,8 @@ impl<'a> Scenario<'a> {
 
     fn snap(&self, start: bool) -> Result<CpuSnap, String> {
         CpuSnap::take(
-            self.server_pid,
+            &self.server_pids,
+            &self.plan.extra_pids,
             self.driver.now_ns(),
             self.ticks_per_sec,
             start,
@@ -118,7 +121,7 @@ impl<'a> Scenario<'a> {
             settled,
             held_s,
             join,
-            cpu: before.report(&after, self.ticks_per_sec),
+            cpu: before.report(&after, &self.plan.extra_pids, self.ticks_per_sec),
             failures: self.driver.failures(),
         });
         if ended != Ended::Done {
@@ -240,7 +243,7 @@ impl<'a> Scenario<'a> {
             .last_ns
             .unwrap_or(first_send)
             .saturating_sub(first_send);
-        let cpu = before.report(&after, self.ticks_per_sec);
+        let cpu = before.report(&after, &self.plan.extra_pids, self.ticks_per_sec);
         let order = tally.order_summary();
         let lost = expected.saturating_sub(tally.received);
         let dropped = self.driver.counts.dropped - dropped_before;
@@ -364,7 +367,7 @@ impl<'a> Scenario<'a> {
         let after = self.snap(false)?;
         let c = self.driver.counts;
         let elapsed = end.saturating_sub(start);
-        let cpu = before.report(&after, self.ticks_per_sec);
+        let cpu = before.report(&after, &self.plan.extra_pids, self.ticks_per_sec);
         let failed = c.failed + c.dropped;
         report.cycles = Some(CycleReport {
             cycles: p.cycles,
@@ -397,10 +400,11 @@ impl<'a> Scenario<'a> {
     }
 
     fn memory_test(&mut self, report: &mut Report) -> Result<(), String> {
-        let Some(pid) = self.server_pid else {
+        if self.server_pids.is_empty() {
             return Err("--test memory needs the server's pid".into());
-        };
-        let idle = procstat::tree_memory(pid)?;
+        }
+        let pids = self.server_pids.clone();
+        let idle = procstat::trees_memory(&pids)?;
         let mut m = MemoryReport {
             clients: self.plan.clients as u64,
             idle,
@@ -415,7 +419,7 @@ impl<'a> Scenario<'a> {
         // measured before that, it is still busy, and how busy depends on
         // how the logins happened to be spread.
         std::thread::sleep(IDLE_AFTER);
-        let with = procstat::tree_memory(pid)?;
+        let with = procstat::trees_memory(&pids)?;
         let n = self.driver.counts.registered.max(1) as f64;
         m.per_client_uss_kib = Some((with.uss_kib as f64 - idle.uss_kib as f64) / n);
         m.per_client_pss_kib = Some((with.pss_kib as f64 - idle.pss_kib as f64) / n);
@@ -424,7 +428,7 @@ impl<'a> Scenario<'a> {
             self.traffic_phase(report)?;
             self.driver
                 .settle(QUIET_NS, ns(self.plan.settle), self.deadline_ns)?;
-            m.after_burst = Some(procstat::tree_memory(pid)?);
+            m.after_burst = Some(procstat::trees_memory(&pids)?);
         }
         report.memory = Some(m);
         Ok(())

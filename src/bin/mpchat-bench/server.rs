@@ -2,7 +2,8 @@
 //! process group, the threads that read its stderr and stdout (for the
 //! "listening on" line, which some servers log to stdout, then to keep the
 //! pipes from filling), and killing the whole group when the run ends,
-//! however it ends.
+//! however it ends. With several `--spawn`s there is one of these per
+//! server, each named ("server 2") in what it logs and in its errors.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -29,12 +30,15 @@ pub struct Spawned {
     child: Child,
     pub pid: i32,
     pub addr: SocketAddr,
+    /// "server", or with several "server 1", "server 2", ...: the prefix
+    /// of its copied log lines and the subject of its errors.
+    pub label: String,
     recent: Arc<Mutex<VecDeque<String>>>,
     stopped: bool,
 }
 
 impl Spawned {
-    pub fn start(cmdline: &str, echo_log: bool) -> Result<Spawned, String> {
+    pub fn start(cmdline: &str, label: &str, echo_log: bool) -> Result<Spawned, String> {
         let mut words = cmdline.split_whitespace();
         let program = words.next().ok_or("--spawn needs a command")?;
         let mut cmd = Command::new(program);
@@ -79,21 +83,23 @@ impl Spawned {
             child,
             pid,
             addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0),
+            label: label.to_string(),
             recent: Arc::clone(&recent),
             stopped: false,
         };
         for (name, pipe) in outputs {
             let Some(pipe) = pipe else {
                 spawned.stop();
-                return Err(format!("server {name} was not captured"));
+                return Err(format!("{label} {name} was not captured"));
             };
             let (tx, keep) = (tx.clone(), Arc::clone(&recent));
+            let prefix = echo_log.then(|| label.to_string());
             if let Err(e) = thread::Builder::new()
                 .name(format!("server-{name}"))
-                .spawn(move || drain(pipe, tx, keep, echo_log))
+                .spawn(move || drain(pipe, tx, keep, prefix))
             {
                 spawned.stop();
-                return Err(format!("cannot start the server {name} reader: {e}"));
+                return Err(format!("cannot start the {label} {name} reader: {e}"));
             }
         }
         // Only the readers hold senders now: both ending means both pipes
@@ -107,7 +113,7 @@ impl Spawned {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 spawned.stop();
                 Err(format!(
-                    "server printed no \"listening on HOST:PORT\" within {} s{}",
+                    "{label} printed no \"listening on HOST:PORT\" within {} s{}",
                     START_TIMEOUT.as_secs(),
                     spawned.recent_text()
                 ))
@@ -120,7 +126,7 @@ impl Spawned {
                     .unwrap_or_default();
                 spawned.stopped = true;
                 Err(format!(
-                    "server closed its output without \"listening on HOST:PORT\" ({status}){}",
+                    "{label} closed its output without \"listening on HOST:PORT\" ({status}){}",
                     spawned.recent_text()
                 ))
             }
@@ -187,7 +193,7 @@ fn drain(
     pipe: Box<dyn Read + Send>,
     tx: mpsc::Sender<SocketAddr>,
     recent: Arc<Mutex<VecDeque<String>>>,
-    echo_log: bool,
+    echo_prefix: Option<String>,
 ) {
     let mut tx = Some(tx);
     let mut reader = BufReader::new(pipe);
@@ -205,8 +211,8 @@ fn drain(
         {
             let _ = sender.send(addr);
         }
-        if echo_log {
-            eprintln!("server: {line}");
+        if let Some(prefix) = &echo_prefix {
+            eprintln!("{prefix}: {line}");
         }
         if let Ok(mut r) = recent.lock() {
             if r.len() == KEEP_LINES {
