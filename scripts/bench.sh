@@ -19,13 +19,19 @@
 #            and 200 msg/s, and memory with 1000 sessions; mpchat against
 #            the Node.js `ws` broadcast server in scripts/ws-peer (needs
 #            node and npm: its packages are installed with `npm ci`)
+#   cluster  several servers (--cluster): three mpchat servers sharing a
+#            redis-server of the script's own (loopback, a free port, no
+#            persistence), 300 users on each, all in one room, 10 senders,
+#            at full speed (10 x 200) and paced at 100 msg/s (10 x 100, 10
+#            s), against one mpchat alone with the 900 users and the same
+#            load; Redis's own CPU is reported apart (needs redis-server)
 #
 # Every figure is run 3 times (median, min-max); the runs are interleaved
 # (mpchat, peer, mpchat, peer, ...) so a drift of the machine hits both.
 # Each run's JSON goes to target/bench/ (target/bench-quick/ with --quick),
 # so scripts/bench_table.py can rebuild the table without rerunning.
 #
-# Usage: scripts/bench.sh [--quick] [--only fanout|connect|memory|scale|web]
+# Usage: scripts/bench.sh [--quick] [--only fanout|connect|memory|scale|web|cluster]
 #   --quick   each figure once, much smaller counts, scale up to 1000 only;
 #             writes BENCHMARKS.quick.md (never BENCHMARKS.md)
 #   --only P  rerun one part; the other parts' last results are kept
@@ -50,8 +56,8 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 case $only in
-    all|fanout|connect|memory|scale|web) ;;
-    *) echo "bench.sh: --only takes fanout, connect, memory, scale or web, not '$only'" >&2; exit 2 ;;
+    all|fanout|connect|memory|scale|web|cluster) ;;
+    *) echo "bench.sh: --only takes fanout, connect, memory, scale, web or cluster, not '$only'" >&2; exit 2 ;;
 esac
 want() { [[ $only == all || $only == "$1" ]]; }
 
@@ -68,6 +74,7 @@ if [[ $quick == 1 ]]; then
     mem_n=100
     scale_steps=(200 1000)
     web_n=100; web_msgs=50; web_light_msgs=10; web_heavy_msgs=20
+    cluster_each=30; cluster_msgs=50; cluster_paced_msgs=20   # 2 s at 100/s
 else
     runs=3
     results=target/bench
@@ -84,7 +91,16 @@ else
     # Paced: 20 msg/s for 10 s (both servers keep up) and 200 msg/s for
     # 5 s (200 000 deliveries a second at N=1000).
     web_n=1000; web_msgs=100; web_light_msgs=20; web_heavy_msgs=100
+    # 300 users on each of 3 servers, 900 in all, about fan-out's N=1000.
+    # Full speed: 10 x 200 (1 800 000 deliveries), twice fan-out's N=1000
+    # count, so the traffic lasts about a second and its CPU figures are
+    # not tick rounding. Paced: 100 msg/s for 10 s, 90 000 deliveries a
+    # second, about what fan-out's paced row (N=100 at 1000 msg/s) asks.
+    cluster_each=300; cluster_msgs=200; cluster_paced_msgs=100
 fi
+cluster_names=(a b c)                 # one --server-name per server
+cluster_servers=${#cluster_names[@]}
+cluster_rate=100
 senders=10
 paced_rate=1000
 ngircd_in_flight=8     # ngircd listens with a backlog of 10
@@ -102,6 +118,7 @@ unset RUST_LOG
 
 # --- cleanup: everything this script starts is stopped on exit -------------
 current=""          # pid of the mpchat-bench run in progress (under timeout)
+redis_pid=""        # the cluster part's redis-server
 tmp=""
 policy_rc=""
 cleanup() {
@@ -112,6 +129,10 @@ cleanup() {
         # the server group it spawned.
         kill -TERM "$current" 2>/dev/null || true
         wait "$current" 2>/dev/null || true
+    fi
+    if [[ -n $redis_pid ]]; then
+        kill -TERM "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
     fi
     if [[ -n $policy_rc ]]; then rm -f "$policy_rc"; fi
     if [[ -n $tmp ]]; then rm -rf "$tmp"; fi
@@ -131,6 +152,8 @@ make -C c-reference --quiet >/dev/null
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpchat-bench.XXXXXX")
 mkdir -p "$results"
 # The history is written as in real use, into a directory of the run's own.
+# (The cluster's servers get one each: they are started from mpchat_bare.)
+mpchat_bare=$mpchat
 mpchat+=" --data-dir $tmp/data"
 
 # As many fds as the hard limit allows (mpchat-bench raises its own, and the
@@ -212,6 +235,36 @@ if want web; then
     if [[ -n $ws_peer_note ]]; then log "$ws_peer_note"; fi
 fi
 
+# --- redis, for the cluster part -----------------------------------------------
+# One redis-server of the script's own: loopback, a free port, nothing
+# saved. It is emptied (FLUSHALL) before each cluster run, so each starts as
+# a new cluster does, with no stream, nickname lease or epoch mark left by
+# the run before; cleanup() kills it by its pid, however the script ends.
+redis_note=""
+redis_port=""
+if want cluster; then
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+        redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+            >"$tmp/redis.log" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 50); do
+            if [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]]; then break; fi
+            sleep 0.1
+        done
+        if [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) != PONG ]]; then
+            redis_note="redis-server did not answer on 127.0.0.1:$redis_port within 5 s: the cluster rows are skipped."
+            kill -TERM "$redis_pid" 2>/dev/null || true
+            wait "$redis_pid" 2>/dev/null || true
+            redis_pid=""
+        fi
+    else
+        redis_note="redis-server and redis-cli are not installed (apt-get install redis-server): the cluster rows are skipped."
+    fi
+    if [[ -n $redis_note ]]; then log "$redis_note"; fi
+fi
+redis_flush() { redis-cli -p "$redis_port" flushall >/dev/null; }
+
 # --- machine ------------------------------------------------------------------
 ngircd_version=$( (ngircd --version 2>/dev/null || true) | head -n1)
 NPROC=$(nproc) \
@@ -223,6 +276,7 @@ RUSTC=$(rustc --version) \
 COMMIT=$( (git rev-parse --short HEAD 2>/dev/null || echo unknown) | tr -d '\n')$( [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ] && echo ' (with uncommitted changes)') \
 NGIRCD=${ngircd_version:-not installed} \
 NODE=$( (node --version 2>/dev/null && sed -n 's/.*"version": "\(.*\)".*/ws \1/p' scripts/ws-peer/node_modules/ws/package.json 2>/dev/null) | tr '\n' ' ') \
+REDIS=$( (redis-server --version 2>/dev/null || true) | sed -n 's/.*\(v=[^ ]*\).*/\1/p') \
 NGIRCD_NOTE=$ngircd_note \
 NOFILE=$nofile \
 NOFILE_HARD=$(ulimit -Hn) \
@@ -230,13 +284,23 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg) \
 QUICK=$quick RUNS=$runs ONLY=$only \
 python3 - "$results/machine.json" <<'EOF'
 import json, os, sys
-keys = ["NPROC", "CPU_MODEL", "MEM_TOTAL", "KERNEL", "DATE", "RUSTC", "COMMIT", "NGIRCD", "NODE",
+keys = ["NPROC", "CPU_MODEL", "MEM_TOTAL", "KERNEL", "DATE", "RUSTC", "COMMIT", "NGIRCD", "NODE", "REDIS",
         "NGIRCD_NOTE", "NOFILE", "NOFILE_HARD", "LOADAVG", "QUICK", "RUNS", "ONLY"]
 with open(sys.argv[1], "w") as f:
     json.dump({k.lower(): os.environ.get(k, "") for k in keys}, f, indent=1)
 EOF
 
 # --- running one measurement --------------------------------------------------
+# A command line as BENCHMARKS.md shows it: the temp dir as <tmp>, and the
+# cluster's Redis port and pid as <redis-port> and <redis-pid>.
+scrub() {
+    local line=$1
+    line=${line//"$tmp"/<tmp>}
+    if [[ -n $redis_port ]]; then line=${line//"127.0.0.1:$redis_port"/127.0.0.1:<redis-port>}; fi
+    if [[ -n $redis_pid ]]; then line=${line//"redis=$redis_pid"/redis=<redis-pid>}; fi
+    printf '%s' "$line"
+}
+
 # A shell-quoted command line, quoting only the words that need it.
 quote() {
     local w s=""
@@ -261,7 +325,7 @@ run() {
     local base="$results/$part--$figure--$server--r$k"
     local cmd=("$bench" --json --quiet --timeout "$limit" "$@")
     if [[ $k == 1 ]]; then
-        printf '%s\t%s\t%s\n' "$figure" "$server" "$(quote "${cmd[@]}" | sed "s|$tmp|<tmp>|g")" >>"$results/commands-$part.tsv"
+        printf '%s\t%s\t%s\n' "$figure" "$server" "$(scrub "$(quote "${cmd[@]}")")" >>"$results/commands-$part.tsv"
     fi
     local rc=0 t0 t1
     t0=$(date +%s.%N)
@@ -270,8 +334,8 @@ run() {
     wait "$current" || rc=$?
     current=""
     t1=$(date +%s.%N)
-    # One python call: write the .meta.json, print the server pid and the
-    # first problem the run reported.
+    # One python call: write the .meta.json, print the server pids (several
+    # with several servers) and the first problem the run reported.
     local spid why
     IFS='|' read -r spid why < <(python3 - "$base" "$rc" "$t0" "$t1" <<'EOF'
 import json, sys
@@ -287,16 +351,20 @@ try:
 except (OSError, ValueError):
     r = {}
 why = (r.get("problems") or tail[-1:] or [""])[0]
-print(f"{r.get('server_pid') or ''}|{why}".replace("\n", " "))
+pids = [t["pid"] for t in r.get("targets") or [] if t.get("pid")] or [r.get("server_pid") or ""]
+print(f"{' '.join(str(p) for p in pids)}|{why}".replace("\n", " "))
 EOF
     ) || true
-    # mpchat-bench kills the server group it spawned; make sure of it, by
-    # the pid it reported (the group leader), in case it was killed itself.
-    if [[ -n $spid ]] && kill -0 "$spid" 2>/dev/null; then
-        kill -TERM -- "-$spid" 2>/dev/null || true
-        sleep 2
-        kill -KILL -- "-$spid" 2>/dev/null || true
-    fi
+    # mpchat-bench kills the server groups it spawned; make sure of it, by
+    # the pids it reported (the group leaders), in case it was killed itself.
+    local p
+    for p in $spid; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM -- "-$p" 2>/dev/null || true
+            sleep 2
+            kill -KILL -- "-$p" 2>/dev/null || true
+        fi
+    done
     local verdict=ok
     last_ok=1
     if [[ $rc != 0 ]]; then
@@ -463,6 +531,80 @@ if want web; then
                 --test memory --clients "$web_n"
         done
     done
+fi
+
+# --- cluster: three servers sharing one Redis, against one alone ---------------
+if want cluster; then
+    begin cluster
+    log "cluster (several servers through Redis)"
+    cluster_limit=$([[ $quick == 1 ]] && echo 60 || echo 300)
+    cluster_n=$((cluster_servers * cluster_each))
+    if [[ -n $redis_note ]]; then note cluster "$redis_note"; fi
+    note cluster "$cluster_servers mpchat servers, each with --cluster redis://127.0.0.1:<redis-port>, its own --server-name (${cluster_names[*]}) and its own --data-dir; mpchat-bench connects client i to server i mod $cluster_servers ($cluster_each users each) and sender s to server s mod $cluster_servers, and counts every delivery as with one server. \"one server\" is one mpchat with all $cluster_n users and the same load. Redis is emptied before each cluster run. Everything, Redis and mpchat-bench included, shares this machine's $(nproc) cores."
+    if [[ -n $redis_pid ]]; then
+        # A Redis round trip on this machine, idle, as redis-cli measures
+        # it: the unit the cluster's added latency is judged in.
+        read -r rtt_min rtt_max rtt_avg rtt_n < <(redis-cli -p "$redis_port" --latency --raw 2>/dev/null || echo "- - - 0")
+        note cluster "One round trip to this Redis, idle (redis-cli --latency --raw, 1 s, $rtt_n samples): avg $rtt_avg ms, min $rtt_min ms, max $rtt_max ms (whole milliseconds for min and max)."
+        printf '{"min_ms": "%s", "max_ms": "%s", "avg_ms": "%s", "samples": "%s"}\n' \
+            "$rtt_min" "$rtt_max" "$rtt_avg" "$rtt_n" >"$results/cluster-redis-rtt.json"
+    fi
+    for k in $(seq "$runs"); do
+        for server in cluster3 single; do
+            case $server in
+                cluster3)
+                    [[ -n $redis_pid ]] || continue
+                    spawn=()
+                    for name in "${cluster_names[@]}"; do
+                        spawn+=(--spawn "$mpchat_bare --data-dir $tmp/cluster-$name --cluster redis://127.0.0.1:$redis_port --server-name $name 0")
+                    done
+                    spawn+=(--extra-pid "redis=$redis_pid")
+                    ;;
+                single) spawn=(--spawn "$mpchat 0") ;;
+            esac
+            # The servers' logs go to the run's .stderr (--server-log): the
+            # warnings and errors in them are summed up in the notes.
+            if [[ $server == cluster3 ]]; then redis_flush; fi
+            run cluster "n$cluster_n-full" "$server" "$k" "$cluster_limit" "${spawn[@]}" --server-log \
+                --clients "$cluster_n" --senders "$senders" --messages "$cluster_msgs"
+            if [[ $server == cluster3 ]]; then redis_flush; fi
+            run cluster "n$cluster_n-paced" "$server" "$k" "$cluster_limit" "${spawn[@]}" --server-log \
+                --clients "$cluster_n" --senders "$senders" --messages "$cluster_paced_msgs" --rate "$cluster_rate"
+        done
+    done
+    # What the servers and Redis logged at WARN or worse, once per kind
+    # (timestamps and pids left out), for the notes.
+    python3 - "$results" "$tmp/redis.log" >>"$results/notes-cluster.txt" <<'EOF'
+import glob, os, re, sys
+from collections import Counter
+res, redis_log = sys.argv[1:]
+seen = Counter()
+for path in sorted(glob.glob(os.path.join(res, "cluster--*.stderr"))):
+    server = os.path.basename(path).split("--")[2]
+    for line in open(path, errors="replace"):
+        m = re.search(r"\b(WARN|ERROR)\s+\S+\[\d+\]\s+(.*)", line)
+        if m and "running as root" not in m.group(2):
+            seen[(server, m.group(1), re.sub(r"\d+", "N", m.group(2).strip()))] += 1
+try:
+    for line in open(redis_log, errors="replace"):
+        # Redis marks warnings with '#'; the start-up banner and config
+        # lines are not warnings.
+        m = re.match(r"\d+:\w \d+ \w+ \d+ [\d:.]+ # (.*)", line)
+        if m and "WARNING" in m.group(1):
+            seen[("redis", "WARN", m.group(1).split(".")[0])] += 1
+except OSError:
+    pass
+if not seen:
+    print("Server logs (mpchat at info, every run) and the Redis log: no warning or error, apart from mpchat's \"running as root\".")
+for (server, level, text), n in sorted(seen.items()):
+    print(f"Log, {server}: {n} x {level} {text}")
+EOF
+    # Done with Redis: stop it now rather than at exit.
+    if [[ -n $redis_pid ]]; then
+        kill -TERM "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+        redis_pid=""
+    fi
 fi
 
 # --- the table ----------------------------------------------------------------

@@ -84,12 +84,16 @@ def okcount(rs):
     return f"{sum(ok(r) for r in rs)}/{len(rs)}"
 
 
+# The parts in the order BENCHMARKS.md shows them.
+PARTS = ["fanout", "connect", "memory", "scale", "web", "cluster"]
+
 SERVER = {"mpchat": "mpchat", "mpchat-json": "mpchat, JSON clients",
           "mpchat-prompt": "mpchat, client waits for the prompt",
           "mpchat-echo": "mpchat --echo", "c-echo": "C echo-server", "ngircd": "ngircd",
-          "mpchat-ws": "mpchat, WebSocket clients", "node-ws": "Node.js ws"}
+          "mpchat-ws": "mpchat, WebSocket clients", "node-ws": "Node.js ws",
+          "cluster3": "3 mpchat servers, one Redis", "single": "1 mpchat server (no --cluster)"}
 ORDER = ["mpchat", "mpchat-json", "mpchat-prompt", "mpchat-echo", "c-echo", "ngircd",
-         "mpchat-ws", "node-ws"]
+         "mpchat-ws", "node-ws", "cluster3", "single"]
 
 
 def by_figure(part):
@@ -137,6 +141,20 @@ def fanout_cells(rs):
     ])
 
 
+def extra_per_delivery(rs, name):
+    """An --extra-pid's CPU (the cluster's Redis) per delivery, in µs."""
+    return cell(rs, lambda r: r["fanout"]["server_cpu_per_delivery"]["extra_us"][name], 2)
+
+
+def extra_core(rs, name):
+    """An --extra-pid's CPU as a share of one core over the traffic."""
+    def get(r):
+        cpu = r["fanout"]["cpu"]
+        e = next(e for e in cpu["extra"] if e["name"] == name)
+        return 100.0 * e["cpu_s"] / cpu["wall_s"]
+    return cell(rs, get, 0)
+
+
 def dropped_cell(rs):
     """The most clients the server disconnected in one run (of them senders)."""
     fs = [r["r"]["fanout"] for r in rs if r["r"] and r["r"].get("fanout")]
@@ -166,10 +184,11 @@ w("| | |\n|---|---|")
 for key, label in [("cpu_model", "CPU"), ("nproc", "nproc"), ("mem_total", "memory"),
                    ("kernel", "kernel"), ("date", "date (last run)"), ("rustc", "rustc"),
                    ("commit", "mpchat commit"),
-                   ("ngircd", "ngircd"), ("node", "Node.js, ws (the web peer)"), ("nofile", "RLIMIT_NOFILE (soft, raised to hard)"),
+                   ("ngircd", "ngircd"), ("node", "Node.js, ws (the web peer)"),
+                   ("redis", "Redis (the cluster part)"), ("nofile", "RLIMIT_NOFILE (soft, raised to hard)"),
                    ("loadavg", "load average at start")]:
     w(f"| {label} | {machine.get(key, '?')} |")
-for part in ["fanout", "connect", "memory", "scale", "web"]:
+for part in PARTS:
     if mtimes[part]:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(mtimes[part])))
         w(f"| {part} measured | {when} |")
@@ -262,6 +281,24 @@ for fig in sorted(web, key=fig_key):
         b = median(n, lambda r: r["fanout"]["deliveries_per_s"])
         q = ratio(a, b)
         target(f"web {fig}: delivered/s, mpchat vs Node.js ws", a, b, q, "> 1×",
+               None if q is None else q > 1.0, 0)
+clu = by_figure("cluster")
+for fig in sorted(clu, key=fig_key):
+    c, one = clu[fig].get("cluster3", []), clu[fig].get("single", [])
+    fs = [r["r"]["fanout"] for r in c + one if r["r"] and r["r"].get("fanout")]
+    worst = max((f["lost"] for f in fs), default=None)
+    target(f"cluster {fig}: deliveries lost (worst run, 3 servers and 1)", worst, None, None, "0",
+           None if worst is None else worst == 0, 0)
+    if "paced" in fig:
+        a = median(c, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
+        b = median(one, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
+        target(f"cluster {fig}: p99 latency (ms), 3 servers through Redis vs 1 server", a, b,
+               ratio(a, b), "< 10 ms", None if a is None else a < 10.0)
+    else:
+        a = median(c, lambda r: r["fanout"]["deliveries_per_s"])
+        b = median(one, lambda r: r["fanout"]["deliveries_per_s"])
+        q = ratio(a, b)
+        target(f"cluster {fig}: delivered/s, 3 servers through Redis vs 1 server", a, b, q, "> 1×",
                None if q is None else q > 1.0, 0)
 if targets:
     w("## Targets\n")
@@ -433,9 +470,110 @@ if web:
                   f"| | | | | | | {cell(rs, lambda r: r['memory']['per_client_uss_kib'], 1)} |")
     w("")
 
+# ---- cluster ----
+if clu:
+    rtt = load(os.path.join(res_dir, "cluster-redis-rtt.json"), {})
+    # Users and senders per server, as the first cluster run reports them.
+    spread = next((r["r"]["targets"] for rs in (per.get("cluster3", []) for per in clu.values())
+                   for r in rs if r["r"] and r["r"].get("targets")), [])
+    each = (" (" + ", ".join(str(t["clients"]) for t in spread) + " users; senders "
+            + ", ".join(str(t["senders"]) for t in spread) + ")") if spread else ""
+    w("## Several servers (cluster)\n")
+    w("Three mpchat servers started with `--cluster redis://127.0.0.1:PORT --server-name a|b|c` "
+      "(each its own `--data-dir`) share one redis-server that bench.sh starts for the part "
+      "(loopback, no persistence, emptied before each run). mpchat-bench connects client i to "
+      f"server i mod 3, and so sender s to server s mod 3{each}, all in one room; every "
+      "line goes through Redis and back to every server, and every delivery is counted and "
+      "timed as with one server (the sender's timestamp in the line, one clock). \"one "
+      "server\" is one mpchat without `--cluster` holding all the users, with the same load. "
+      "CPU µs/delivery is the machine's busy time − mpchat-bench's own, so it includes Redis; "
+      "\"(tree)\" sums the three servers' process trees (schedstat) and leaves Redis out; "
+      "Redis's own CPU is in its two columns (its tree, per delivery and as a share of one "
+      "core over the traffic). Same other columns as the fan-out table.\n")
+    w("| figure | servers | runs ok | delivered/s | p50 ms | p99 ms | CPU µs/delivery | (tree) "
+      "| lost | Redis µs/delivery | Redis % of a core | dropped | one order |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for fig in sorted(clu, key=fig_key):
+        for server in ORDER:
+            rs = clu[fig].get(server)
+            if not rs:
+                continue
+            r0 = next((r["r"] for r in rs if r["r"] and r["r"].get("fanout")), None) or {}
+            f0 = r0.get("fanout")
+            n = (r0.get("connect") or {}).get("clients", fig.split("-")[0][1:])
+            desc = fig
+            if f0:
+                speed = "full speed" if f0["rate"] == 0 else f"{f0['rate']} msg/s"
+                desc = f"N={n}, {f0['senders']}×{f0['messages_per_sender']}, {speed}"
+            redis = server == "cluster3"
+            orders = []
+            for r in rs:
+                o = ((r["r"] or {}).get("fanout") or {}).get("order")
+                if o and o["compared"] > 0:
+                    orders.append(True if o["one_global_order"] else
+                                  ("same, incomplete" if o["agreeing"] == o["compared"] else False))
+            w(f"| {desc} | {SERVER[server]} | {okcount(rs)} | {fanout_cells(rs)} "
+              f"| {extra_per_delivery(rs, 'redis') if redis else '–'} "
+              f"| {extra_core(rs, 'redis') if redis else '–'} "
+              f"| {dropped_cell(rs)} | {order_word(orders)} |")
+    w("")
+    # The goals, judged from the medians above.
+    lat = lambda q: (lambda r: r["fanout"]["latency_ms"][q])  # noqa: E731
+    rate = lambda r: r["fanout"]["deliveries_per_s"]  # noqa: E731
+    said = []
+    try:
+        rtt_ms = float(rtt.get("avg_ms"))
+    except (TypeError, ValueError):
+        rtt_ms = None
+    for fig in sorted(clu, key=fig_key):
+        c, one = clu[fig].get("cluster3", []), clu[fig].get("single", [])
+        if "paced" in fig:
+            c50, o50 = median(c, lat("p50_ms")), median(one, lat("p50_ms"))
+            c99, o99 = median(c, lat("p99_ms")), median(one, lat("p99_ms"))
+            if None in (c50, o50, c99, o99):
+                said.append(f"**Latency, {fig}**: not judged (a run failed).")
+                continue
+            verdict = "met" if c99 < 10.0 else "**not met**"
+            trip = ""
+            if rtt_ms:
+                trips = (c50 - o50) / rtt_ms
+                within = "within one" if trips <= 1.0 else f"**{trips:.1f}**"
+                trip = (f" One round trip to this Redis, idle, takes {rtt_ms:.2f} ms "
+                        f"(redis-cli --latency): the median added is {within} round trip"
+                        f"{'' if trips <= 1.0 else 's'}.")
+            said.append(
+                f"**Latency, {fig}** (goal: the cluster adds at most one Redis round trip; p99 "
+                f"under 10 ms paced): p99 {c99:.2f} ms through the cluster against {o99:.2f} ms "
+                f"on one server, p50 {c50:.2f} against {o50:.2f} ms, so the cluster adds "
+                f"{c50 - o50:+.2f} ms at the median and {c99 - o99:+.2f} ms at p99. "
+                f"p99 under 10 ms: {verdict}.{trip}")
+        else:
+            a, b = median(c, rate), median(one, rate)
+            if a is None or b is None:
+                said.append(f"**Throughput, {fig}**: not judged (a run failed).")
+                continue
+            verdict = "met" if a > b else "**not met**"
+            tree = lambda r: r["fanout"]["server_cpu_per_delivery"]["tree_us"]  # noqa: E731
+            redis_us = median(c, lambda r: r["fanout"]["server_cpu_per_delivery"]["extra_us"]["redis"])
+            ct, ot = median(c, tree), median(one, tree)
+            cpu = ""
+            if ct is not None and ot is not None:
+                cpu = (f" Each delivery costs the three servers {ct:.2f} µs of CPU"
+                       + (f" and Redis {redis_us:.2f} µs" if redis_us is not None else "")
+                       + f", against {ot:.2f} µs for one server alone.")
+            said.append(
+                f"**Throughput, {fig}** (goal: three servers deliver more per second than one): "
+                f"{fmt(a, 0)} deliveries/s through the cluster against {fmt(b, 0)} on one "
+                f"server ({a / b:.2f}×): {verdict}.{cpu}")
+    said.append("This machine has " + str(machine.get("nproc", "?")) + " cores for the three "
+                "servers, Redis and mpchat-bench together (and anything else running), so more "
+                "servers cannot bring more CPU here: the figures show what the cluster costs on "
+                "one machine, not how it scales over several.")
+    w("\n\n".join(said) + "\n")
+
 # ---- notes, failures, commands ----
 notes = []
-for part in ["fanout", "connect", "memory", "scale", "web"]:
+for part in PARTS:
     try:
         with open(os.path.join(res_dir, f"notes-{part}.txt")) as f:
             notes += [f"{part}: {line.strip()}" for line in f if line.strip()]
@@ -450,7 +588,7 @@ out.extend(f"- {n}" for n in dict.fromkeys(notes))
 w("")
 
 problems = []
-for part in ["fanout", "connect", "memory", "scale", "web"]:
+for part in PARTS:
     for (fig, server), rs in sorted(runs[part].items()):
         for r in rs:
             j = r["r"] or {}
@@ -468,8 +606,11 @@ if problems:
 
 w("## Commands\n")
 w("Run from the repo root after `cargo build --release` and `make -C c-reference`. "
-  "`<tmp>` is the temp dir bench.sh made; the ngircd config it held is below.\n")
-for part in ["fanout", "connect", "memory", "scale", "web"]:
+  "`<tmp>` is the temp dir bench.sh made; the ngircd config it held is below. "
+  "`<redis-port>` and `<redis-pid>` are those of the redis-server bench.sh started for the "
+  "cluster part (`redis-server --port PORT --bind 127.0.0.1 --save '' --appendonly no "
+  "--daemonize no`).\n")
+for part in PARTS:
     try:
         with open(os.path.join(res_dir, f"commands-{part}.tsv")) as f:
             rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
