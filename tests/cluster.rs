@@ -263,13 +263,63 @@ fn a_nickname_is_one_user_s_across_the_servers() {
     other.read_until(|l| l.starts_with("Changing your nickname is not possible"));
 }
 
+/// The line after the stamp.
+fn unstamped(line: &str) -> &str {
+    common::unstamp(line).unwrap_or(line)
+}
+
+#[test]
+fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() {
+    let redis = Redis::start();
+    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
+    linked(&one);
+    linked(&two);
+    let mut ann = one.login("ann");
+    let mut bob = two.login("bob");
+    ann.read_until(|l| unstamped(l) == "* bob has joined the chat.");
+    ann.send_line("/users");
+    ann.read_until(|l| l == "Users in chat: ann, bob");
+    // A room made on one server, joined from the other: its topic, set
+    // by its owner there, is the room's everywhere.
+    ann.send_line("/join #lab");
+    ann.read_until(|l| unstamped(l) == "* ann has joined #lab.");
+    bob.send_line("/rooms");
+    bob.read_until(|l| l.contains("#lab") && l.contains("1 user"));
+    bob.send_line("/join #lab");
+    ann.read_until(|l| unstamped(l) == "* bob has joined #lab.");
+    bob.send_line("/topic Lab two");
+    ann.read_until(|l| unstamped(l) == "* bob set the topic of #lab: Lab two");
+    ann.send_line("/topic");
+    ann.expect("Topic of #lab: Lab two");
+    ann.send_line("/users");
+    ann.expect("Users in #lab: ann, bob");
+    // Whispers both ways.
+    ann.send_line("/whisper BOB psst");
+    ann.read_until(|l| unstamped(l) == "[Whisper to bob] psst");
+    bob.read_until(|l| unstamped(l) == "[Whisper from ann] psst");
+    bob.send_line("/w ann hi back");
+    ann.read_until(|l| unstamped(l) == "[Whisper from bob] hi back");
+    // ann owns the lobby on her server; her kick is carried out on bob's.
+    ann.send_line("/join #lobby");
+    ann.send_line("/kick bob");
+    bob.read_until(|l| l == "You have been kicked from the chat.");
+    bob.expect_closed();
+    ann.read_until(|l| unstamped(l) == "* bob was kicked by ann.");
+    ann.send_line("/users #lab");
+    ann.read_until(|l| l == "Users in #lab: ann");
+    ann.send_line("/whisper bob are you there");
+    ann.read_until(|l| l == "User 'bob' not found.");
+}
+
 #[test]
 fn a_server_killed_without_a_word_frees_its_nicknames_within_the_lease() {
     let redis = Redis::start();
     let (one, two) = (server(&redis, "one"), server(&redis, "two"));
     linked(&one);
     linked(&two);
+    let mut dan = two.login("dan");
     let _ann = one.login("ann");
+    dan.read_until(|l| unstamped(l) == "* ann has joined the chat.");
     // The whole of server one, parent, hub and children, at once.
     common::send_signal(-one.pid(), libc::SIGKILL);
     let killed = std::time::Instant::now();
@@ -295,4 +345,7 @@ fn a_server_killed_without_a_word_frees_its_nicknames_within_the_lease() {
         freed >= std::time::Duration::from_secs(15),
         "freed {freed:?} after the kill: the lease is 30 s, renewed every 10"
     );
+    // And she left the rooms of the server that is still there.
+    dan.read_until(|l| unstamped(l) == "* ann has left the chat.");
+    assert!(killed.elapsed() < std::time::Duration::from_secs(45));
 }

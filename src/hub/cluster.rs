@@ -46,7 +46,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{Connection, RedisResult};
 
 use crate::protocol::command::room_key;
-use crate::room::{Kind, Outgoing};
+use crate::room::{Kind, Outgoing, Relay};
 
 /// About this many lines are kept in each room's stream (`MAXLEN ~`):
 /// what a server that was cut off for a while can still catch up with.
@@ -54,6 +54,9 @@ use crate::room::{Kind, Outgoing};
 pub(crate) const STREAM_MAXLEN: usize = 20_000;
 const ROOMS: &str = "mpchat:rooms";
 const ROOMS_MAXLEN: usize = 10_000;
+/// A server's inbox, `mpchat:inbox:<server>`: the whispers, kicks and
+/// removals of its users that other servers' users asked for.
+const INBOX_MAXLEN: usize = 10_000;
 /// A random mark the first server to reach a Redis leaves in it. A reader
 /// that finds another mark after a reconnect knows Redis lost its data
 /// (restarted without saving it, or replaced): the streams it was reading
@@ -75,6 +78,15 @@ fn stream_key(room_key: &str) -> String {
     format!("mpchat:room:{room_key}")
 }
 
+fn inbox_key(server: &str) -> String {
+    format!("mpchat:inbox:{server}")
+}
+
+/// A server's roster (see `room::cluster`): its users and their rooms.
+fn roster_key(server: &str) -> String {
+    format!("mpchat:roster:{server}")
+}
+
 /// `--cluster` and `--server-name`.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -87,10 +99,27 @@ pub struct Options {
 #[derive(Debug)]
 enum ToWriter {
     Line(Outgoing),
-    Lease { conn: u64, key: String },
+    Lease {
+        conn: u64,
+        key: String,
+    },
     Renew(Vec<String>),
     Release(Vec<String>),
-    Present(usize),
+    Present {
+        users: usize,
+        /// The roster, when it changed.
+        roster: Option<String>,
+    },
+    Relay(String, Relay),
+}
+
+/// Another server, as its presence says.
+#[derive(Debug)]
+pub(crate) struct Other {
+    pub name: String,
+    pub users: usize,
+    /// Its roster, when it published a new one since the last time.
+    pub roster: Option<String>,
 }
 
 /// What the threads tell the hub.
@@ -105,8 +134,10 @@ pub(crate) enum FromCluster {
     /// The answer to [`Cluster::lease`]: false if another server's user
     /// holds the nickname. Without Redis, every lease is granted.
     Lease { conn: u64, granted: bool },
-    /// The other servers heard from lately, with their numbers of users.
-    Servers(Vec<(String, usize)>),
+    /// The other servers heard from lately.
+    Servers(Vec<Other>),
+    /// Another server's user's request about one of this server's.
+    Relayed(Relay),
 }
 
 /// The hub's end of the link.
@@ -133,9 +164,12 @@ impl Cluster {
                 waker: waker.try_clone()?,
             },
             announced: HashSet::new(),
+            rosters: BTreeMap::new(),
+            version: "0 0".to_string(),
         };
         let reader = Reader {
             client,
+            inbox: inbox_key(server),
             tell: Teller { tx: to_hub, waker },
             last: BTreeMap::new(),
             started: false,
@@ -160,13 +194,12 @@ impl Cluster {
     }
 
     /// Hands a line to the writer; gives it back if the writer is gone.
-    pub(crate) fn publish(&self, line: Outgoing) -> Result<(), Outgoing> {
-        self.to_writer
-            .send(ToWriter::Line(line))
-            .map_err(|e| match e.0 {
-                ToWriter::Line(line) => line,
-                _ => unreachable!("sent a line"),
-            })
+    pub(crate) fn publish(&self, line: Outgoing) -> Option<Outgoing> {
+        match self.to_writer.send(ToWriter::Line(line)) {
+            Ok(()) => None,
+            Err(mpsc::SendError(ToWriter::Line(line))) => Some(line),
+            Err(_) => None,
+        }
     }
 
     /// Asks for the lease of a nickname (its folded key) for a login on
@@ -181,10 +214,16 @@ impl Cluster {
         let _ = self.to_writer.send(ToWriter::Renew(keys));
     }
 
-    /// Says this server is there with `users` users; the others come
-    /// back as [`FromCluster::Servers`].
-    pub(crate) fn present(&self, users: usize) {
-        let _ = self.to_writer.send(ToWriter::Present(users));
+    /// Says this server is there with `users` users, and publishes its
+    /// roster if it changed; the others come back as
+    /// [`FromCluster::Servers`].
+    pub(crate) fn present(&self, users: usize, roster: Option<String>) {
+        let _ = self.to_writer.send(ToWriter::Present { users, roster });
+    }
+
+    /// Hands a request about another server's user to that server.
+    pub(crate) fn relay(&self, server: String, relay: Relay) {
+        let _ = self.to_writer.send(ToWriter::Relay(server, relay));
     }
 
     /// Gives up the leases of nicknames no longer in use here.
@@ -250,6 +289,10 @@ struct Writer {
     /// Rooms announced on `mpchat:rooms` over the current connection (a
     /// Redis that lost its data has forgotten them).
     announced: HashSet<String>,
+    /// The roster version of each other server fetched last.
+    rosters: BTreeMap<String, String>,
+    /// This server's roster version last published.
+    version: String,
 }
 
 impl Writer {
@@ -267,6 +310,7 @@ impl Writer {
                         con = Some(c);
                         backoff = Backoff::new();
                         self.announced.clear();
+                        self.rosters.clear();
                         if !self.tell.tell(FromCluster::Link {
                             reader: false,
                             up: true,
@@ -369,10 +413,13 @@ impl Writer {
         let result = match (&ask, con.as_mut()) {
             (ToWriter::Lease { key, .. }, Some(c)) => acquire(c, key, &self.server).map(Some),
             (ToWriter::Renew(keys), Some(c)) => renew(c, keys, &self.server).map(|()| None),
-            (ToWriter::Present(users), Some(c)) => present(c, &self.server, *users).map(|others| {
-                self.tell.tell(FromCluster::Servers(others));
-                None
-            }),
+            (ToWriter::Present { users, roster }, Some(c)) => {
+                self.present(c, *users, roster.as_deref()).map(|others| {
+                    self.tell.tell(FromCluster::Servers(others));
+                    None
+                })
+            }
+            (ToWriter::Relay(server, relay), Some(c)) => add_relay(c, server, relay).map(|()| None),
             (ToWriter::Release(keys), Some(c)) => release(c, keys, &self.server).map(|()| None),
             (_, _) => Ok(Some(true)),
         };
@@ -384,6 +431,44 @@ impl Writer {
             self.tell.tell(FromCluster::Lease { conn, granted });
         }
         failed
+    }
+
+    /// Publishes the roster if it changed, says this server is there, and
+    /// returns the others, with the rosters of those that published a
+    /// new one since this writer last looked.
+    fn present(
+        &mut self,
+        con: &mut Connection,
+        users: usize,
+        roster: Option<&str>,
+    ) -> RedisResult<Vec<Other>> {
+        if let Some(roster) = roster {
+            let _: () = redis::cmd("SET")
+                .arg(roster_key(&self.server))
+                .arg(roster)
+                .query(con)?;
+            self.version = roster.lines().next().unwrap_or_default().to_string();
+        }
+        let mut others = Vec::new();
+        for (name, users, version) in present(con, &self.server, users, &self.version)? {
+            let roster = match self.rosters.get(&name) {
+                Some(seen) if *seen == version => None,
+                _ => {
+                    let text: Option<String> =
+                        redis::cmd("GET").arg(roster_key(&name)).query(con)?;
+                    self.rosters.insert(name.clone(), version);
+                    text
+                }
+            };
+            others.push(Other {
+                name,
+                users,
+                roster,
+            });
+        }
+        self.rosters
+            .retain(|name, _| others.iter().any(|o| o.name == *name));
+        Ok(others)
     }
 
     /// Adds `lines` over a new connection, which it returns.
@@ -412,6 +497,7 @@ impl Writer {
                     .arg(&line.key)
                     .ignore();
             }
+            let (run, n) = line.stamp;
             pipe.cmd("XADD")
                 .arg(stream_key(&line.key))
                 .arg("MAXLEN")
@@ -419,7 +505,7 @@ impl Writer {
                 .arg(STREAM_MAXLEN)
                 .arg("*")
                 .arg("k")
-                .arg(kind_name(line.kind))
+                .arg(line.kind.name())
                 .arg("r")
                 .arg(&line.room)
                 .arg("n")
@@ -428,6 +514,12 @@ impl Writer {
                 .arg(&line.text)
                 .arg("s")
                 .arg(&self.server)
+                .arg("b")
+                .arg(u8::from(line.bot))
+                .arg("a")
+                .arg(line.also.join(" "))
+                .arg("v")
+                .arg(format!("{run} {n}"))
                 .ignore();
         }
         pipe.query::<()>(con)?;
@@ -492,20 +584,28 @@ fn renew(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<()>
 }
 
 /// Says in `mpchat:servers` that this server is there with `users` users
-/// (stamped with Redis's clock, the one all servers share), and returns
-/// the others heard from within a lease; the ones not heard from for
-/// longer are taken out.
+/// and its roster's version (stamped with Redis's clock, the one all
+/// servers share), and returns the others heard from within a lease; the
+/// ones not heard from for longer are taken out, with their rosters.
 const PRESENT: &str = "local t = redis.call('TIME') \
 local now = t[1] * 1000 + math.floor(t[2] / 1000) \
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. now) \
+redis.call('HSET', KEYS[1], ARGV[1], now .. ' ' .. ARGV[2] .. ' ' .. ARGV[4]) \
 local all = redis.call('HGETALL', KEYS[1]) local out = {} \
 for i = 1, #all, 2 do \
-local users, at = string.match(all[i + 1], '^(%d+) (%d+)$') \
+local at, users, version = string.match(all[i + 1], '^(%d+) (%d+) (.*)$') \
 if at and now - tonumber(at) <= tonumber(ARGV[3]) then \
-if all[i] ~= ARGV[1] then table.insert(out, all[i]) table.insert(out, users) end \
-else redis.call('HDEL', KEYS[1], all[i]) end end return out";
+if all[i] ~= ARGV[1] then \
+table.insert(out, all[i]) table.insert(out, users) table.insert(out, version) end \
+else redis.call('HDEL', KEYS[1], all[i]) redis.call('DEL', 'mpchat:roster:' .. all[i]) end \
+end return out";
 
-fn present(con: &mut Connection, server: &str, users: usize) -> RedisResult<Vec<(String, usize)>> {
+/// The other servers present: name, users, roster version.
+fn present(
+    con: &mut Connection,
+    server: &str,
+    users: usize,
+    version: &str,
+) -> RedisResult<Vec<(String, usize, String)>> {
     let flat: Vec<String> = redis::cmd("EVAL")
         .arg(PRESENT)
         .arg(1)
@@ -513,13 +613,57 @@ fn present(con: &mut Connection, server: &str, users: usize) -> RedisResult<Vec<
         .arg(server)
         .arg(users)
         .arg(NICK_LEASE.as_millis() as u64)
+        .arg(version)
         .query(con)?;
-    let mut others: Vec<(String, usize)> = flat
-        .chunks(2)
-        .filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.parse().ok()?)))
+    let mut others: Vec<(String, usize, String)> = flat
+        .chunks(3)
+        .filter_map(|three| match three {
+            [name, users, version] => Some((name.clone(), users.parse().ok()?, version.clone())),
+            _ => None,
+        })
         .collect();
     others.sort();
     Ok(others)
+}
+
+/// Adds a request to another server's inbox.
+fn add_relay(con: &mut Connection, server: &str, relay: &Relay) -> RedisResult<()> {
+    let (kind, fields): (&str, [(&str, &str); 3]) = match relay {
+        Relay::Whisper { from, to, text } => ("whisper", [("f", from), ("to", to), ("x", text)]),
+        Relay::Kick { target, by } => ("kick", [("f", by), ("to", target), ("x", "")]),
+        Relay::Remove { target, room, by } => ("remove", [("f", by), ("to", target), ("x", room)]),
+    };
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(inbox_key(server))
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(INBOX_MAXLEN)
+        .arg("*")
+        .arg("k")
+        .arg(kind);
+    for (name, value) in fields {
+        cmd.arg(name).arg(value);
+    }
+    cmd.query::<()>(con)
+}
+
+/// An inbox's entry; `None` for one that is not a request.
+fn parse_relay(entry: &StreamId) -> Option<Relay> {
+    let field = |name: &str| entry.get::<String>(name);
+    let (from, to, x) = (field("f")?, field("to")?, field("x")?);
+    match field("k")?.as_str() {
+        "whisper" => Some(Relay::Whisper { from, to, text: x }),
+        "kick" => Some(Relay::Kick {
+            target: to,
+            by: from,
+        }),
+        "remove" => Some(Relay::Remove {
+            target: to,
+            room: x,
+            by: from,
+        }),
+        _ => None,
+    }
 }
 
 fn release(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<()> {
@@ -533,15 +677,10 @@ fn release(con: &mut Connection, keys: &[String], server: &str) -> RedisResult<(
     pipe.query::<()>(con)
 }
 
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Me => "me",
-        _ => "chat",
-    }
-}
-
 struct Reader {
     client: redis::Client,
+    /// This server's inbox's key.
+    inbox: String,
     tell: Teller,
     /// The last id read of each stream (the rooms' and `mpchat:rooms`).
     last: BTreeMap<String, String>,
@@ -567,7 +706,7 @@ impl Reader {
                 }
                 log::info!(
                     "cluster: reading from Redis ({} rooms)",
-                    self.last.len() - 1
+                    self.last.len() - 2
                 );
                 backoff = Backoff::new();
                 failures = 0;
@@ -654,19 +793,12 @@ impl Reader {
             if self.last.contains_key(&key) {
                 continue;
             }
-            let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-                .arg(&key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query(con)?;
-            let id = newest
-                .ids
-                .first()
-                .map_or("0-0".to_string(), |e| e.id.clone());
+            let id = newest_id(con, &key)?;
             self.last.insert(key, id);
         }
+        // Requests sent to a server before it was there are not for it.
+        let id = newest_id(con, &self.inbox)?;
+        self.last.insert(self.inbox.clone(), id);
         Ok(())
     }
 
@@ -692,6 +824,14 @@ impl Reader {
             if stream.key == ROOMS {
                 for entry in &stream.ids {
                     self.learn_room(entry);
+                }
+            } else if stream.key == self.inbox {
+                for entry in &stream.ids {
+                    if let Some(relay) = parse_relay(entry)
+                        && !self.tell.tell(FromCluster::Relayed(relay))
+                    {
+                        return Ok(false);
+                    }
                 }
             } else {
                 for entry in &stream.ids {
@@ -733,19 +873,40 @@ impl Reader {
     }
 }
 
+/// The id of a stream's last entry (`0-0` if it has none).
+fn newest_id(con: &mut Connection, key: &str) -> RedisResult<String> {
+    let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)?;
+    Ok(newest
+        .ids
+        .first()
+        .map_or("0-0".to_string(), |e| e.id.clone()))
+}
+
 /// A room stream's entry; `None` for one that is not a line.
 fn parse_line(entry: &StreamId) -> Option<Outgoing> {
     let field = |name: &str| entry.get::<String>(name);
-    let kind = match field("k")?.as_str() {
-        "me" => Kind::Me,
-        _ => Kind::Chat,
-    };
+    let kind = Kind::from_name(&field("k")?)?;
     let room = field("r")?;
+    let stamp = field("v").unwrap_or_default();
+    let mut stamp = stamp.split(' ').map(|n| n.parse().unwrap_or(0));
     Some(Outgoing {
         key: room_key(&room),
         room,
         kind,
         nick: field("n")?,
         text: field("t")?,
+        bot: field("b").is_some_and(|b| b == "1"),
+        also: (field("a").unwrap_or_default().split(' '))
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect(),
+        server: field("s").unwrap_or_default(),
+        stamp: (stamp.next().unwrap_or(0), stamp.next().unwrap_or(0)),
     })
 }

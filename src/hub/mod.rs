@@ -289,9 +289,11 @@ pub(crate) fn run(
                     None
                 }
             });
-    if let Some(cluster) = &cluster {
+    if let (Some(cluster), Some(opts)) = (&cluster, &rules.cluster) {
         epoll.add(cluster.fd(), EpollEvent::new(EpollFlags::EPOLLIN, CLUSTER))?;
         chat.set_leases(true);
+        // The run part of the roster's versions: a later hub's are newer.
+        chat.set_server(&opts.server, clock::unix_ms(SystemTime::now()));
     }
     let mut hub = Hub {
         epoll,
@@ -531,15 +533,21 @@ impl Hub {
             cluster.renew(self.chat.nick_keys());
         }
         // This server's presence, and news of the others, for status.
-        if self.chat.cluster() && now >= self.present_at {
-            self.present_at = now + cluster::PRESENCE_EVERY;
-            cluster.present(self.chat.members().len());
-        }
         let mut undelivered = Vec::new();
         for line in self.chat.take_outgoing() {
-            if let Err(line) = cluster.publish(line) {
-                undelivered.push(self.chat.cluster_line(SystemTime::now(), &line));
+            if let Some(line) = cluster.publish(line) {
+                undelivered.extend(self.chat.cluster_line(SystemTime::now(), &line));
             }
+        }
+        for (server, relay) in self.chat.take_relays() {
+            cluster.relay(server, relay);
+        }
+        // After this turn's lines: a roster is newer than the lines
+        // handed out before it (see `room::cluster`).
+        if self.chat.cluster() && now >= self.present_at {
+            self.present_at = now + cluster::PRESENCE_EVERY;
+            let roster = self.chat.roster_if_changed();
+            cluster.present(self.chat.members().len(), roster);
         }
         self.deliver(undelivered);
     }
@@ -554,12 +562,20 @@ impl Hub {
         let mut out = Vec::new();
         for news in cluster.take() {
             match news {
-                FromCluster::Servers(others) => self.others = others,
+                FromCluster::Servers(others) => {
+                    let servers: Vec<(String, Option<String>)> = others
+                        .iter()
+                        .map(|o| (o.name.clone(), o.roster.clone()))
+                        .collect();
+                    out.extend(self.chat.other_servers(now, &servers));
+                    self.others = others.into_iter().map(|o| (o.name, o.users)).collect();
+                }
+                FromCluster::Relayed(relay) => out.extend(self.chat.relayed(now, relay)),
                 FromCluster::Lease { conn, granted } => {
                     out.extend(self.leased(conn, granted, now));
                 }
                 FromCluster::Line(line) | FromCluster::Undelivered(line) => {
-                    out.push(self.chat.cluster_line(now, &line));
+                    out.extend(self.chat.cluster_line(now, &line));
                 }
                 FromCluster::Link { reader, up } => out.extend(self.link_changed(reader, up)),
             }
@@ -586,6 +602,8 @@ impl Hub {
             return self.chat.notice_all(render::CLUSTER_DOWN);
         }
         log::info!("cluster: the link to the other servers is up");
+        // What was published while it was down may not have arrived.
+        self.chat.roster_again();
         let was_up = std::mem::replace(&mut self.link.was_up, true);
         match was_up {
             true => self.chat.notice_all(render::CLUSTER_BACK),

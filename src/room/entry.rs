@@ -63,6 +63,25 @@ pub(crate) struct Entry {
 }
 
 impl Kind {
+    const ALL: [Kind; 11] = [
+        Kind::Chat,
+        Kind::Me,
+        Kind::Scheduled,
+        Kind::Join,
+        Kind::Leave,
+        Kind::Rename,
+        Kind::Kick,
+        Kind::Owner,
+        Kind::Part,
+        Kind::Removed,
+        Kind::Topic,
+    ];
+
+    /// The kind [`Kind::name`] names.
+    pub(crate) fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The kind as JSON events name it.
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -14,9 +14,11 @@
 //! May use: `protocol` and `os` only: no sockets, no files, no clock of
 //! its own (the time is passed in). Checked by `scripts/check_layout.py`.
 
+pub(crate) mod cluster;
 pub(crate) mod entry;
 pub(crate) mod saved;
 
+pub(crate) use cluster::{Relay, Visitor};
 pub(crate) use entry::{Entry, Kind};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -94,6 +96,16 @@ pub(crate) struct Outgoing {
     pub kind: Kind,
     pub nick: String,
     pub text: String,
+    /// `nick` is a bot.
+    pub bot: bool,
+    /// For an event about the whole chat (leaving it, a kick): the names
+    /// of the user's other rooms, told with this one.
+    pub also: Vec<String>,
+    /// The server of the user it is about.
+    pub server: String,
+    /// That server's roster version when the line was handed out (see
+    /// [`cluster`]).
+    pub stamp: cluster::Version,
 }
 
 /// One message to deliver.
@@ -204,6 +216,9 @@ struct Room {
     /// rendered as JSON.
     json: usize,
     topic: Option<String>,
+    /// The users of the cluster's other servers in the room (their
+    /// nicknames' keys), in the order they came: never delivered to here.
+    visitors: Vec<String>,
 }
 
 impl Room {
@@ -214,7 +229,13 @@ impl Room {
             away: 0,
             json: 0,
             topic: None,
+            visitors: Vec::new(),
         }
+    }
+
+    /// Nobody is in it, here or on another server.
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.visitors.is_empty()
     }
 
     fn owner(&self) -> Option<ConnId> {
@@ -336,6 +357,15 @@ pub(crate) struct Chat {
     /// freed here since the hub last looked, to give back.
     leases: bool,
     freed_nicks: Vec<String>,
+    /// In a cluster: this server's name (empty otherwise), the users of
+    /// the others by nickname key, and what is known of their versions.
+    server: String,
+    visitors: HashMap<String, Visitor>,
+    heard: HashMap<String, cluster::Heard>,
+    /// This server's last roster published, without its version line.
+    roster_body: String,
+    roster_version: cluster::Version,
+    relays: Vec<(String, Relay)>,
 }
 
 impl Default for Chat {
@@ -376,6 +406,12 @@ impl Chat {
             outgoing: Vec::new(),
             leases: false,
             freed_nicks: Vec::new(),
+            server: String::new(),
+            visitors: HashMap::new(),
+            heard: HashMap::new(),
+            roster_body: String::new(),
+            roster_version: (0, 0),
+            relays: Vec::new(),
         }
     }
 
@@ -512,8 +548,9 @@ impl Chat {
         }
     }
 
-    /// A user's line in a room: told to the room at once, or, in a
-    /// cluster, handed out to come back in the cluster's order.
+    /// A user's line in a room, or an event of its members: told to the
+    /// room at once, or, in a cluster, handed out to come back in the
+    /// cluster's order.
     fn say(
         &mut self,
         now: SystemTime,
@@ -525,15 +562,50 @@ impl Chat {
         if !self.cluster {
             return vec![self.public(now, key, kind, nick, &text)];
         }
-        let room = self.rooms.get(key).map_or(key, |r| r.name.as_str());
+        self.hand_out(key, kind, nick, text, Vec::new());
+        Vec::new()
+    }
+
+    /// An event about a user that concerns the whole chat (see
+    /// [`Chat::chat_wide`]); in a cluster, handed out as one line of the
+    /// first room's stream that names the others.
+    fn say_chat_wide(
+        &mut self,
+        now: SystemTime,
+        rooms: &[RoomKey],
+        kind: Kind,
+        nick: &str,
+        text: &str,
+    ) -> Vec<Delivery> {
+        match rooms.split_first() {
+            Some((first, rest)) if self.cluster => {
+                let names = rest.iter().map(|k| self.room_name(k)).collect();
+                self.hand_out(first, kind, nick, text.to_string(), names);
+                Vec::new()
+            }
+            _ => self.chat_wide(now, rooms, kind, nick, text),
+        }
+    }
+
+    fn room_name(&self, key: &str) -> String {
+        self.rooms
+            .get(key)
+            .map_or(key, |r| r.name.as_str())
+            .to_string()
+    }
+
+    fn hand_out(&mut self, key: &str, kind: Kind, nick: &str, text: String, also: Vec<String>) {
         self.outgoing.push(Outgoing {
             key: key.to_string(),
-            room: room.to_string(),
+            room: self.room_name(key),
             kind,
             nick: nick.to_string(),
             text,
+            bot: self.bot_names.contains(&nick_key(nick)),
+            also,
+            server: self.server.clone(),
+            stamp: self.roster_version,
         });
-        Vec::new()
     }
 
     /// Whether users' lines go through the cluster (its link is up).
@@ -569,8 +641,39 @@ impl Chat {
     /// A line of a room as the cluster ordered it, from this server's
     /// user or another's, or one that could not go through the cluster:
     /// told to this server's members of the room and kept in its history.
-    pub(crate) fn cluster_line(&mut self, now: SystemTime, line: &Outgoing) -> Delivery {
-        self.public(now, &line.key, line.kind, &line.nick, &line.text)
+    /// Another server's event changes what this one knows of its users
+    /// and of the room's topic.
+    pub(crate) fn cluster_line(&mut self, now: SystemTime, line: &Outgoing) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if line.server != self.server {
+            if line.kind == Kind::Topic {
+                let room =
+                    (self.rooms.entry(line.key.clone())).or_insert_with(|| Room::new(&line.room));
+                room.topic = Some(line.text.clone());
+                self.saved_changes += 1;
+            }
+            // A leave is told while the rooms still know the visitor.
+            if !cluster::chat_wide(line.kind) {
+                out.extend(self.apply_event(now, line));
+            }
+        }
+        if cluster::chat_wide(line.kind) {
+            let mut rooms = vec![line.key.clone()];
+            rooms.extend(line.also.iter().map(|r| room_key(r)));
+            out.splice(
+                0..0,
+                self.chat_wide(now, &rooms, line.kind, &line.nick, &line.text),
+            );
+            if line.server != self.server {
+                out.extend(self.apply_event(now, line));
+            }
+        } else {
+            out.insert(
+                0,
+                self.public(now, &line.key, line.kind, &line.nick, &line.text),
+            );
+        }
+        out
     }
 
     /// A word from the server to everyone: people get the text, programs
@@ -823,7 +926,7 @@ impl Chat {
             .values()
             .map(|r| RoomInfo {
                 name: &r.name,
-                users: r.members.len(),
+                users: r.members.len() + r.visitors.len(),
                 owner: r
                     .owner()
                     .and_then(|c| Some(self.users.get(&c)?.nick.as_str())),
@@ -980,7 +1083,7 @@ impl Chat {
     }
 
     fn whisper(
-        &self,
+        &mut self,
         conn: ConnId,
         me: &str,
         target: &str,
@@ -988,6 +1091,9 @@ impl Chat {
         now: SystemTime,
     ) -> Vec<Delivery> {
         let Some((other, other_nick)) = self.find(target) else {
+            if self.visitor(target).is_some() {
+                return self.whisper_visitor(conn, me, target, text, now);
+            }
             return refuse(conn, Code::NoSuchUser, render::user_not_found(target));
         };
         let whisper = |sent| {
@@ -1007,13 +1113,17 @@ impl Chat {
         let Some(room) = self.rooms.get(&key) else {
             return refuse(conn, Code::NoSuchRoom, render::no_room(name));
         };
-        let users: Vec<&User> = room.members.iter().map(|m| &self.users[&m.conn]).collect();
-        let nicks = users.iter().map(|u| u.nick.clone()).collect();
-        let bots = users
+        let users = room.members.iter().map(|m| &self.users[&m.conn]);
+        let users = users.map(|u| (u.nick.clone(), u.device.is_some()));
+        // This server's users first, then the other servers'.
+        let visitors = self.visitors_of(&key).map(|v| (v.nick.clone(), v.bot));
+        let all: Vec<(String, bool)> = users.chain(visitors).collect();
+        let bots = all
             .iter()
-            .filter(|u| u.device.is_some())
-            .map(|u| u.nick.clone())
+            .filter(|(_, bot)| *bot)
+            .map(|(n, _)| n.clone())
             .collect();
+        let nicks = all.into_iter().map(|(n, _)| n).collect();
         let room = room.name.clone();
         vec![answer(conn, Reply::Users { room, nicks, bots })]
     }
@@ -1127,9 +1237,9 @@ impl Chat {
             out.extend(self.resume(conn, after));
         }
         out.extend(refused);
-        out.push(self.public(now, &lobby, Kind::Join, &nick, ""));
+        out.extend(self.say(now, &lobby, Kind::Join, &nick, String::new()));
         for key in entered {
-            out.push(self.public(now, &key, Kind::Join, &nick, ""));
+            out.extend(self.say(now, &key, Kind::Join, &nick, String::new()));
         }
         out
     }
@@ -1413,7 +1523,7 @@ impl Chat {
             user.rooms.push((key.clone(), seq));
         }
         self.make_current(conn, &key);
-        out.push(self.public(now, &key, Kind::Join, me, ""));
+        out.extend(self.say(now, &key, Kind::Join, me, String::new()));
         if format == Format::Json {
             let room = self.rooms[&key].name.clone();
             out.push(answer(conn, Reply::Current { room }));
@@ -1434,6 +1544,9 @@ impl Chat {
         if user.rooms.len() == 1 {
             return refuse(conn, Code::LastRoom, render::LAST_ROOM);
         }
+        if self.cluster {
+            return self.part_in_cluster(conn, me, &key, now);
+        }
         // A room's lines reach whoever is its member when the hub delivers
         // them, after this request: the one who leaves is told apart.
         let left = self.public(now, &key, Kind::Part, me, "");
@@ -1445,6 +1558,31 @@ impl Chat {
         };
         let mut out = vec![left, to(conn, mine)];
         out.extend(self.leave_room(conn, &key, now));
+        out
+    }
+
+    /// In a cluster the part comes back when the one who left is no
+    /// longer a member: a person is shown it now (a program learns it
+    /// from its memberships).
+    fn part_in_cluster(
+        &mut self,
+        conn: ConnId,
+        me: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        self.hand_out(key, Kind::Part, me, String::new(), Vec::new());
+        let user = &self.users[&conn];
+        let mut out = Vec::new();
+        if user.format == Format::Text {
+            let entry = Entry::new(now, &self.room_name(key), Kind::Part, me, "");
+            let mut text = entry.render(&clock::hhmm(now));
+            if user.current != key {
+                text = render::elsewhere(&text, &entry.room);
+            }
+            out.push(to(conn, ToChild::Line(text)));
+        }
+        out.extend(self.leave_room(conn, key, now));
         out
     }
 
@@ -1491,7 +1629,7 @@ impl Chat {
             let Some(room) = self.rooms.get(&key) else {
                 continue;
             };
-            if room.members.is_empty() && key != LOBBY {
+            if room.is_empty() && key != LOBBY {
                 log::info!("{} is empty; forgotten", room.name);
                 if room.topic.is_some() {
                     self.saved_changes += 1;
@@ -1550,7 +1688,7 @@ impl Chat {
         }
         room.topic = Some(text.clone());
         self.saved_changes += 1;
-        vec![self.public(now, key, Kind::Topic, me, &text)]
+        self.say(now, key, Kind::Topic, me, text)
     }
 
     /// Removes `conn`'s user, if registered, from the chat and tells the
@@ -1561,7 +1699,7 @@ impl Chat {
         };
         log::info!("{} ({}) left", user.nick, user.addr);
         let keys: Vec<RoomKey> = rooms.iter().map(|(k, _)| k.clone()).collect();
-        let mut out = self.chat_wide(now, &keys, Kind::Leave, &user.nick, "");
+        let mut out = self.say_chat_wide(now, &keys, Kind::Leave, &user.nick, "");
         out.extend(self.after_leaving(rooms, now));
         out
     }
@@ -1630,19 +1768,35 @@ impl Chat {
         if self.owner() != Some(conn) {
             return refuse(conn, Code::NotOwner, render::ONLY_OWNER_KICKS);
         }
-        let Some((victim, _)) = self.find(target) else {
-            return refuse(conn, Code::NoSuchUser, render::user_not_found(target));
+        let victim = match (self.find(target), self.visitor(target)) {
+            (Some((victim, _)), _) => victim,
+            (None, Some(v)) => {
+                let relay = Relay::Kick {
+                    target: v.nick.clone(),
+                    by: me.to_string(),
+                };
+                self.relay(v.server.clone(), relay);
+                return Vec::new();
+            }
+            (None, None) => {
+                return refuse(conn, Code::NoSuchUser, render::user_not_found(target));
+            }
         };
         if victim == conn {
             return refuse(conn, Code::CannotKickSelf, render::CANNOT_KICK_SELF);
         }
+        self.put_out(victim, me, now)
+    }
+
+    /// Puts `victim` out of the chat, kicked by `me`.
+    fn put_out(&mut self, victim: ConnId, me: &str, now: SystemTime) -> Vec<Delivery> {
         let Some((user, rooms)) = self.remove(victim) else {
             return Vec::new();
         };
         log::info!("{} ({}) was kicked by {me}", user.nick, user.addr);
         let keys: Vec<RoomKey> = rooms.iter().map(|(k, _)| k.clone()).collect();
         let mut out = vec![to(victim, ToChild::Kicked)];
-        out.extend(self.chat_wide(now, &keys, Kind::Kick, &user.nick, me));
+        out.extend(self.say_chat_wide(now, &keys, Kind::Kick, &user.nick, me));
         out.extend(self.after_leaving(rooms, now));
         out
     }
@@ -1662,8 +1816,20 @@ impl Chat {
         if room.owner() != Some(conn) {
             return refuse(conn, Code::NotOwner, render::only_owner_kicks_from(&name));
         }
-        let victim = match self.find(target) {
-            Some((victim, _)) if room.has(victim) => victim,
+        let visiting = self
+            .visitor(target)
+            .filter(|v| v.rooms.iter().any(|r| r == key));
+        let victim = match (self.find(target), visiting) {
+            (Some((victim, _)), _) if room.has(victim) => victim,
+            (None, Some(v)) => {
+                let relay = Relay::Remove {
+                    target: v.nick.clone(),
+                    room: name,
+                    by: me.to_string(),
+                };
+                self.relay(v.server.clone(), relay);
+                return Vec::new();
+            }
             _ => {
                 let message = render::user_not_in_room(target, &name);
                 return refuse(conn, Code::NoSuchUser, message);
@@ -1672,9 +1838,21 @@ impl Chat {
         if victim == conn {
             return refuse(conn, Code::CannotKickSelf, render::CANNOT_KICK_SELF);
         }
+        self.take_out_of(victim, me, key, now)
+    }
+
+    /// Takes `victim` out of room `key`, removed by `me`.
+    fn take_out_of(
+        &mut self,
+        victim: ConnId,
+        me: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        let name = self.room_name(key);
         let nick = self.users[&victim].nick.clone();
         log::info!("{nick} was removed from {name} by {me}");
-        let mut out = vec![self.public(now, key, Kind::Removed, &nick, me)];
+        let mut out = self.say(now, key, Kind::Removed, &nick, me.to_string());
         let by = me.to_string();
         let removal = Removal { room: name, by };
         out.push(to(victim, ToChild::Removed(Box::new(removal))));
@@ -1782,7 +1960,7 @@ impl Chat {
         for s in due {
             let key = room_key(&s.room);
             if self.rooms.contains_key(&key) {
-                out.push(self.public(now, &key, Kind::Scheduled, &s.author_nick, &s.text));
+                out.extend(self.say(now, &key, Kind::Scheduled, &s.author_nick, s.text));
             } else {
                 let entry = self.new_entry(now, &s.room, Kind::Scheduled, &s.author_nick, &s.text);
                 self.keep(&key, entry);
@@ -2464,11 +2642,15 @@ mod tests {
             kind: Kind::Me,
             nick: "zed".into(),
             text: "waves".into(),
+            bot: false,
+            also: Vec::new(),
+            server: "b".into(),
+            stamp: (1, 0),
         };
-        let first = chat.cluster_line(now, &zed);
-        let second = chat.cluster_line(now, &out[0]);
+        let mut both = chat.cluster_line(now, &zed);
+        both.extend(chat.cluster_line(now, &out[0]));
         assert_eq!(
-            texts(&[first, second]),
+            texts(&both),
             [
                 (Who::All, "* zed waves".to_string()),
                 (Who::All, "alice: hi".to_string()),
@@ -2479,5 +2661,116 @@ mod tests {
         chat.set_cluster(false);
         assert_eq!(say(&mut chat, 1, "alone").len(), 1);
         assert!(chat.take_outgoing().is_empty());
+    }
+
+    fn event(kind: Kind, nick: &str, room: &str, stamp: cluster::Version) -> Outgoing {
+        Outgoing {
+            key: room_key(room),
+            room: room.into(),
+            kind,
+            nick: nick.into(),
+            text: String::new(),
+            bot: false,
+            also: Vec::new(),
+            server: "b".into(),
+            stamp,
+        }
+    }
+
+    fn users_in(chat: &mut Chat, room: &str) -> Vec<String> {
+        let out = req(chat, 1, Request::Users(Some(room.into())));
+        match &out[..] {
+            [
+                Delivery {
+                    msg: ToChild::Reply(reply),
+                    ..
+                },
+            ] => match &**reply {
+                Reply::Users { nicks, .. } => nicks.clone(),
+                other => panic!("not a list of users: {other:?}"),
+            },
+            other => panic!("not one answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn in_a_cluster_other_servers_users_come_from_events_and_rosters() {
+        let now = SystemTime::now();
+        let mut chat = Chat::default();
+        chat.set_server("a", 100);
+        login(&mut chat, 1, "alice");
+        chat.set_cluster(true);
+        let bob = event(Kind::Join, "bob", "#lobby", (200, 0));
+        let told = chat.cluster_line(now, &bob);
+        assert_eq!(
+            texts(&told),
+            [(Who::All, "* bob has joined the chat.".to_string())]
+        );
+        assert_eq!(users_in(&mut chat, "#lobby"), ["alice", "bob"]);
+        // Whispers and kicks go to bob's server.
+        let sent = req(
+            &mut chat,
+            1,
+            Request::Whisper {
+                to: "BOB".into(),
+                text: "psst".into(),
+            },
+        );
+        assert!(
+            matches!(&sent[..], [d] if d.to == Target::One(1)),
+            "{sent:?}"
+        );
+        req(&mut chat, 1, Request::Kick("bob".into()));
+        let whisper = Relay::Whisper {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "psst".into(),
+        };
+        let kick = Relay::Kick {
+            target: "bob".into(),
+            by: "alice".into(),
+        };
+        assert_eq!(
+            chat.take_relays(),
+            [("b".into(), whisper), ("b".into(), kick)]
+        );
+        // A roster no newer than an event applied is older than it.
+        let old = "200 0\nbob\t0\t#lobby\nzoe\t0\t#lobby\n".to_string();
+        chat.other_servers(now, &[("b".into(), Some(old))]);
+        assert_eq!(users_in(&mut chat, "#lobby"), ["alice", "bob"]);
+        let new = "200 1\nbob\t0\t#lobby\ncarol\t0\t#lobby\t#Lab\n".to_string();
+        let told = chat.other_servers(now, &[("b".into(), Some(new))]);
+        assert!(told.is_empty(), "who was there already comes in silently");
+        assert_eq!(users_in(&mut chat, "#lobby"), ["alice", "bob", "carol"]);
+        assert!(
+            chat.rooms()
+                .iter()
+                .any(|r| r.name == "#lab" && r.users == 1)
+        );
+        // An event older than the roster is in it already.
+        chat.cluster_line(now, &event(Kind::Part, "carol", "#lab", (200, 0)));
+        assert!(
+            chat.rooms()
+                .iter()
+                .any(|r| r.name == "#lab" && r.users == 1)
+        );
+        // Its server gone: both leave, the room with nobody is forgotten.
+        let told = chat.other_servers(now, &[]);
+        assert_eq!(told.len(), 2, "one line each: {told:?}");
+        assert!(
+            texts(&told)
+                .iter()
+                .all(|(_, t)| t.ends_with("has left the chat."))
+        );
+        assert_eq!(users_in(&mut chat, "#lobby"), ["alice"]);
+        assert_eq!(chat.room_count(), 1);
+        // A relayed whisper reaches this server's user.
+        let whisper = Relay::Whisper {
+            from: "bob".into(),
+            to: "Alice".into(),
+            text: "hi".into(),
+        };
+        let out = chat.relayed(now, whisper);
+        assert!(matches!(&out[..], [d] if d.to == Target::One(1)), "{out:?}");
     }
 }
