@@ -65,7 +65,8 @@ pub struct Cli {
     pub addr: Vec<String>,
     /// Pid of the running server, for its CPU and memory (needed by
     /// --test memory). With several --addr, one per server (repeated or a
-    /// comma list), in any order: the CPU and memory are their trees' sum.
+    /// comma list), in the same order: the CPU and memory are their trees'
+    /// sum.
     #[arg(long, value_name = "PID", value_delimiter = ',')]
     pub server_pid: Vec<i32>,
     /// Another process whose CPU (its tree's) is measured with the
