@@ -23,8 +23,9 @@
 #            redis-server of the script's own (loopback, a free port, no
 #            persistence), 300 users on each, all in one room, 10 senders,
 #            at full speed (10 x 200) and paced at 100 msg/s (10 x 100, 10
-#            s), against one mpchat alone with the 900 users and the same
-#            load; Redis's own CPU is reported apart (needs redis-server)
+#            s), and 33 users on each (99) paced the same, against one
+#            mpchat alone with all the users and the same load; Redis's own
+#            CPU is reported apart (needs redis-server)
 #
 # Every figure is run 3 times (median, min-max); the runs are interleaved
 # (mpchat, peer, mpchat, peer, ...) so a drift of the machine hits both.
@@ -75,6 +76,7 @@ if [[ $quick == 1 ]]; then
     scale_steps=(200 1000)
     web_n=100; web_msgs=50; web_light_msgs=10; web_heavy_msgs=20
     cluster_each=30; cluster_msgs=50; cluster_paced_msgs=20   # 2 s at 100/s
+    cluster_light_each=10
 else
     runs=3
     results=target/bench
@@ -97,6 +99,11 @@ else
     # not tick rounding. Paced: 100 msg/s for 10 s, 90 000 deliveries a
     # second, about what fan-out's paced row (N=100 at 1000 msg/s) asks.
     cluster_each=300; cluster_msgs=200; cluster_paced_msgs=100
+    # A message to 900 users wakes 900 processes (about 40 ms of CPU here
+    # whatever the rate): that, not Redis, sets the paced latency at N=900.
+    # The same pace with 33 users on each server (99, fan-out's N=100)
+    # shows what the trip through Redis adds when the fan-out is small.
+    cluster_light_each=33
 fi
 cluster_names=(a b c)                 # one --server-name per server
 cluster_servers=${#cluster_names[@]}
@@ -539,8 +546,9 @@ if want cluster; then
     log "cluster (several servers through Redis)"
     cluster_limit=$([[ $quick == 1 ]] && echo 60 || echo 300)
     cluster_n=$((cluster_servers * cluster_each))
+    cluster_light_n=$((cluster_servers * cluster_light_each))
     if [[ -n $redis_note ]]; then note cluster "$redis_note"; fi
-    note cluster "$cluster_servers mpchat servers, each with --cluster redis://127.0.0.1:<redis-port>, its own --server-name (${cluster_names[*]}) and its own --data-dir; mpchat-bench connects client i to server i mod $cluster_servers ($cluster_each users each) and sender s to server s mod $cluster_servers, and counts every delivery as with one server. \"one server\" is one mpchat with all $cluster_n users and the same load. Redis is emptied before each cluster run. Everything, Redis and mpchat-bench included, shares this machine's $(nproc) cores."
+    note cluster "$cluster_servers mpchat servers, each with --cluster redis://127.0.0.1:<redis-port>, its own --server-name (${cluster_names[*]}) and its own --data-dir; mpchat-bench connects client i to server i mod $cluster_servers ($cluster_each users each, $cluster_light_each in the small paced row) and sender s to server s mod $cluster_servers, and counts every delivery as with one server. \"one server\" is one mpchat with all the users and the same load. Redis is emptied before each cluster run. Everything, Redis and mpchat-bench included, shares this machine's $(nproc) cores."
     if [[ -n $redis_pid ]]; then
         # A Redis round trip on this machine, idle, as redis-cli measures
         # it: the unit the cluster's added latency is judged in.
@@ -570,6 +578,9 @@ if want cluster; then
             if [[ $server == cluster3 ]]; then redis_flush; fi
             run cluster "n$cluster_n-paced" "$server" "$k" "$cluster_limit" "${spawn[@]}" --server-log \
                 --clients "$cluster_n" --senders "$senders" --messages "$cluster_paced_msgs" --rate "$cluster_rate"
+            if [[ $server == cluster3 ]]; then redis_flush; fi
+            run cluster "n$cluster_light_n-paced" "$server" "$k" "$cluster_limit" "${spawn[@]}" --server-log \
+                --clients "$cluster_light_n" --senders "$senders" --messages "$cluster_paced_msgs" --rate "$cluster_rate"
         done
     done
     # What the servers and Redis logged at WARN or worse, once per kind
