@@ -129,6 +129,29 @@ struct ClusterArgs {
     /// host name).
     #[arg(long, value_name = "NAME", requires = "cluster")]
     server_name: Option<String>,
+    /// Read Redis's password from this file (its first line), rather than
+    /// writing it in the URL, where `ps` shows it. Read at start, before
+    /// --user takes effect, so the file may be root's alone.
+    #[arg(long, value_name = "FILE", requires = "cluster", value_parser = password_file)]
+    cluster_password_file: Option<Password>,
+}
+
+/// A password, kept out of `Debug`.
+#[derive(Clone)]
+struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+fn password_file(path: &str) -> Result<Password, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => Ok(Password(line.to_string())),
+        _ => Err(format!("{path} has no password on its first line")),
+    }
 }
 
 /// A Redis URL, checked (not connected to: only the hub connects).
@@ -148,7 +171,12 @@ impl ClusterArgs {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "mpchat".into())
         });
-        Some(ClusterOptions { url, server })
+        let password = self.cluster_password_file.map(|p| p.0);
+        Some(ClusterOptions {
+            url,
+            server,
+            password,
+        })
     }
 }
 

@@ -349,3 +349,53 @@ fn a_server_killed_without_a_word_frees_its_nicknames_within_the_lease() {
     dan.read_until(|l| unstamped(l) == "* ann has left the chat.");
     assert!(killed.elapsed() < std::time::Duration::from_secs(45));
 }
+
+#[test]
+fn redis_s_password_can_come_from_a_file_and_a_wrong_one_is_said() {
+    let redis = Redis::start_with_password("s3cret-pass");
+    let files = common::Workdir::new();
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).expect("write the password file");
+        path.to_str().expect("a UTF-8 path").to_string()
+    };
+    let (good, wrong) = (write("good", "s3cret-pass\n"), write("wrong", "guess\n"));
+    let with = |name: &str, file: &str| {
+        Server::start_with(&[
+            "--cluster",
+            &redis.url(),
+            "--server-name",
+            name,
+            "--cluster-password-file",
+            file,
+        ])
+    };
+    let one = with("one", &good);
+    linked(&one);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", one.pid())).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("s3cret"),
+        "the password shows in ps"
+    );
+    // A wrong password: the server serves its users alone and says why.
+    let two = with("two", &wrong);
+    two.wait_for_log("cluster: cannot read from Redis");
+    assert!(
+        two.log_text().contains("Password authentication failed"),
+        "{}",
+        two.log_text()
+    );
+    two.login("ann");
+    // A file that is not there: one line, and no server.
+    let mut command = Command::new(binary());
+    command.args(["0", "--cluster", &redis.url(), "--cluster-password-file"]);
+    command.arg(files.path().join("missing"));
+    let ran = run_command(command, DEADLINE).expect("run mpchat");
+    assert!(!ran.status.success());
+    assert!(ran.stderr.contains("cannot read"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("--cluster-password-file"),
+        "{}",
+        ran.stderr
+    );
+}

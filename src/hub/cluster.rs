@@ -87,12 +87,22 @@ fn roster_key(server: &str) -> String {
     format!("mpchat:roster:{server}")
 }
 
-/// `--cluster` and `--server-name`.
-#[derive(Debug, Clone)]
+/// `--cluster`, `--server-name` and `--cluster-password-file`.
+#[derive(Clone)]
 pub struct Options {
     /// May hold a password: never logged.
     pub url: String,
     pub server: String,
+    /// From the file: replaces the URL's.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the hub asks of the writer.
@@ -150,9 +160,16 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts the two threads; they connect on their own, and say when
     /// they are up.
-    pub(crate) fn start(url: &str, server: &str) -> io::Result<Cluster> {
-        let client = redis::Client::open(url)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--cluster: {e}")))?;
+    pub(crate) fn start(opts: &Options) -> io::Result<Cluster> {
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, format!("--cluster: {e}"));
+        let mut info =
+            redis::IntoConnectionInfo::into_connection_info(opts.url.as_str()).map_err(invalid)?;
+        if let Some(password) = &opts.password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let server = opts.server.as_str();
+        let client = redis::Client::open(info).map_err(invalid)?;
         let (wake, waker) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let (to_hub, from_threads) = mpsc::channel();
         let (to_writer, from_hub) = mpsc::channel();

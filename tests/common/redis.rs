@@ -12,17 +12,32 @@ use super::DEADLINE;
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// `requirepass`, if any.
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// One that asks its clients for `password`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::start_with(Some(password.to_string()))
+    }
+
+    fn start_with(password: Option<String>) -> Redis {
         // A port the kernel just gave out and took back: free, very likely,
         // for the moment redis-server needs to take it.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut redis = Redis { port, child: None };
+        let mut redis = Redis {
+            port,
+            child: None,
+            password,
+        };
         redis.start_again();
         redis
     }
@@ -44,17 +59,21 @@ impl Redis {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "redis-server is running already");
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -78,10 +97,11 @@ impl Redis {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        // One that wants a password answers, but not with PONG.
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 }
 
