@@ -569,6 +569,21 @@ if clu:
                 f"**Throughput, {fig}** (goal: three servers deliver more per second than one): "
                 f"{fmt(a, 0)} deliveries/s through the cluster against {fmt(b, 0)} on one "
                 f"server ({a / b:.2f}×): {verdict}.{cpu}")
+    # How busy the machine was with work that is not this benchmark's:
+    # its busy time less mpchat-bench, the servers and Redis.
+    def others(r):
+        cpu = r["fanout"]["cpu"]
+        ours = cpu["generator_s"] + cpu["server_tree_s"] + sum(e["cpu_s"] for e in cpu.get("extra", []))
+        return 100.0 * max(cpu["machine_s"] - ours, 0.0) / cpu["wall_s"]
+    busy = [v for per in clu.values() for rs in per.values() for r in rs
+            for v in [safe(others, r["r"])] if v is not None]
+    if busy:
+        said.append(f"Other work on the machine while the traffic ran (its busy time not "
+                    f"charged to mpchat-bench, the servers or Redis: other processes, and kernel "
+                    f"work charged to none of them): {statistics.median(busy):.0f}% of a "
+                    f"core in the median run, {max(busy):.0f}% at most, of "
+                    f"{machine.get('nproc', '?')} cores; where that is high the figures, the "
+                    "paced latencies above all, are the machine's as much as mpchat's.")
     said.append("This machine has " + str(machine.get("nproc", "?")) + " cores for the three "
                 "servers, Redis and mpchat-bench together (and anything else running), so more "
                 "servers cannot bring more CPU here: the figures show what the cluster costs on "
