@@ -283,6 +283,14 @@ fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() 
     // by its owner there, is the room's everywhere.
     ann.send_line("/join #lab");
     ann.read_until(|l| unstamped(l) == "* ann has joined #lab.");
+    // Server two hears of it a moment after server one tells ann.
+    common::wait_until("server two to know #lab and its user", || {
+        let text = status_text(&two);
+        let mut rows = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        rows.any(|row| row.starts_with(&["#lab", "1"]))
+    });
     bob.send_line("/rooms");
     bob.read_until(|l| l.contains("#lab") && l.contains("1 user"));
     bob.send_line("/join #lab");
@@ -398,4 +406,61 @@ fn redis_s_password_can_come_from_a_file_and_a_wrong_one_is_said() {
         "{}",
         ran.stderr
     );
+}
+
+/// The `chat` events `client` gets until the one whose text is `last`,
+/// each as (seq, text); other events are skipped.
+fn json_chat_until(client: &mut common::json::JsonClient, last: &str) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let event = client.next();
+        if event["type"] == "event" && event["kind"] == "chat" {
+            let seq = event["seq"].as_u64().expect("a numeric seq");
+            let text = event["text"].as_str().expect("a text").to_string();
+            let done = text == last;
+            seen.push((seq, text));
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_json_client_resumes_on_another_server_from_the_seq_it_had() {
+    use common::json::JsonClient;
+    let redis = Redis::start();
+    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
+    linked(&one);
+    linked(&two);
+    let mut bob = one.login("bob");
+    let mut cid = two.login("cid");
+    let (mut ann, _) = JsonClient::hello(&one, "ann");
+    for n in 1..=5 {
+        bob.send_line(&format!("m{n}"));
+    }
+    let before = json_chat_until(&mut ann, "m5");
+    assert_eq!(before.len(), 5, "{before:?}");
+    let last_seq = before[4].0;
+    // Gone; the room talks on, on both servers.
+    drop(ann);
+    for n in 6..=8 {
+        bob.send_line(&format!("m{n}"));
+    }
+    cid.send_line("c1");
+    bob.send_line("m9");
+    chat_until_all(&mut cid, &["bob: m9", "cid: c1"]);
+    // Back on the other server, from the seq it had: what it missed,
+    // once, in the room's order, and nothing it had.
+    let mut again = JsonClient::connect(&two);
+    again.send(&serde_json::json!({"type": "hello", "nick": "ann2", "after": last_seq}));
+    let welcome = again.next();
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let missed = json_chat_until(&mut again, "m9");
+    let texts: Vec<&str> = missed.iter().map(|(_, t)| t.as_str()).collect();
+    let on_one: Vec<&str> = texts.iter().copied().filter(|t| *t != "c1").collect();
+    assert_eq!(on_one, ["m6", "m7", "m8", "m9"], "{missed:?}");
+    assert!(texts.contains(&"c1"), "{missed:?}");
+    assert!(missed.iter().all(|(seq, _)| *seq > last_seq), "{missed:?}");
+    assert!(missed.windows(2).all(|w| w[0].0 < w[1].0), "{missed:?}");
 }

@@ -160,7 +160,8 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts the two threads; they connect on their own, and say when
     /// they are up.
-    pub(crate) fn start(opts: &Options) -> io::Result<Cluster> {
+    /// `highest` is the highest line number the hub's history holds.
+    pub(crate) fn start(opts: &Options, highest: u64) -> io::Result<Cluster> {
         let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, format!("--cluster: {e}"));
         let mut info =
             redis::IntoConnectionInfo::into_connection_info(opts.url.as_str()).map_err(invalid)?;
@@ -191,6 +192,7 @@ impl Cluster {
             last: BTreeMap::new(),
             started: false,
             epoch: None,
+            highest,
         };
         thread::Builder::new()
             .name("cluster-writer".into())
@@ -427,7 +429,41 @@ impl Writer {
         con: &mut Option<Connection>,
         ask: ToWriter,
     ) -> Option<(redis::RedisError, Vec<Outgoing>)> {
-        let result = match (&ask, con.as_mut()) {
+        let mut result = self.carry_out(con.as_mut(), &ask);
+        // A connection gone stale (Redis restarted since the last PING)
+        // gets one fresh try, as lines do.
+        if result.is_err() && con.is_some() {
+            result = self.fresh_connection().and_then(|mut fresh| {
+                let done = self.carry_out(Some(&mut fresh), &ask)?;
+                *con = Some(fresh);
+                Ok(done)
+            });
+        }
+        let (granted, failed) = match result {
+            Ok(granted) => (granted.unwrap_or(true), None),
+            Err(e) => (true, Some((e, Vec::new()))),
+        };
+        if let ToWriter::Lease { conn, .. } = ask {
+            self.tell.tell(FromCluster::Lease { conn, granted });
+        }
+        failed
+    }
+
+    /// A new connection, on which nothing is taken as known.
+    fn fresh_connection(&mut self) -> RedisResult<Connection> {
+        let con = connect(&self.client)?;
+        self.announced.clear();
+        self.rosters.clear();
+        Ok(con)
+    }
+
+    /// Carries out one request; `Some(granted)` for a lease.
+    fn carry_out(
+        &mut self,
+        con: Option<&mut Connection>,
+        ask: &ToWriter,
+    ) -> RedisResult<Option<bool>> {
+        match (ask, con) {
             (ToWriter::Lease { key, .. }, Some(c)) => acquire(c, key, &self.server).map(Some),
             (ToWriter::Renew(keys), Some(c)) => renew(c, keys, &self.server).map(|()| None),
             (ToWriter::Present { users, roster }, Some(c)) => {
@@ -439,15 +475,7 @@ impl Writer {
             (ToWriter::Relay(server, relay), Some(c)) => add_relay(c, server, relay).map(|()| None),
             (ToWriter::Release(keys), Some(c)) => release(c, keys, &self.server).map(|()| None),
             (_, _) => Ok(Some(true)),
-        };
-        let (granted, failed) = match result {
-            Ok(granted) => (granted.unwrap_or(true), None),
-            Err(e) => (true, Some((e, Vec::new()))),
-        };
-        if let ToWriter::Lease { conn, .. } = ask {
-            self.tell.tell(FromCluster::Lease { conn, granted });
         }
-        failed
     }
 
     /// Publishes the roster if it changed, says this server is there, and
@@ -490,8 +518,7 @@ impl Writer {
 
     /// Adds `lines` over a new connection, which it returns.
     fn add_afresh(&mut self, lines: &[Outgoing]) -> RedisResult<Connection> {
-        let mut con = connect(&self.client)?;
-        self.announced.clear();
+        let mut con = self.fresh_connection()?;
         self.add(&mut con, lines)?;
         Ok(con)
     }
@@ -502,25 +529,21 @@ impl Writer {
         let mut pipe = redis::pipe();
         let mut announcing = Vec::new();
         for line in lines {
-            if !self.announced.contains(&line.key) && !announcing.contains(&&line.key) {
+            let announce = !self.announced.contains(&line.key) && !announcing.contains(&&line.key);
+            if announce {
                 announcing.push(&line.key);
-                pipe.cmd("XADD")
-                    .arg(ROOMS)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(ROOMS_MAXLEN)
-                    .arg("*")
-                    .arg("room")
-                    .arg(&line.key)
-                    .ignore();
             }
             let (run, n) = line.stamp;
-            pipe.cmd("XADD")
+            pipe.cmd("EVAL")
+                .arg(ADD)
+                .arg(3)
                 .arg(stream_key(&line.key))
-                .arg("MAXLEN")
-                .arg("~")
+                .arg(ROOMS)
+                .arg(NUMBER)
+                .arg(u8::from(announce))
+                .arg(&line.key)
                 .arg(STREAM_MAXLEN)
-                .arg("*")
+                .arg(ROOMS_MAXLEN)
                 .arg("k")
                 .arg(line.kind.name())
                 .arg("r")
@@ -544,6 +567,34 @@ impl Writer {
         Ok(())
     }
 }
+
+/// The cluster's line counter: each line's stream id is `N-1` for the
+/// next N, so ids grow across all the rooms' streams together, and N is
+/// the line's number on every server (its `seq`, see
+/// `room::SEQ_PER_LINE`), the position a JSON client resumes from on any
+/// of them.
+const NUMBER: &str = "mpchat:number";
+
+/// Adds one line (KEYS[1] its room's stream) under the next number
+/// (KEYS[3]), announcing the room first on KEYS[2] if ARGV[1] is 1 (as
+/// `N-0`, so a reader that learns of the room from it reads the line).
+/// A counter behind a stream's last id (deleted by hand, or a Redis that
+/// kept some keys and not others) is moved past it: ids must grow.
+const ADD: &str = "local n = redis.call('INCR', KEYS[3]) \
+local function past(key) \
+local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1) \
+if top[1] then local t = tonumber(string.match(top[1][1], '^(%d+)')) \
+if t >= n then n = t + 1 redis.call('SET', KEYS[3], n) end end end \
+past(KEYS[1]) \
+if ARGV[1] == '1' then past(KEYS[2]) \
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], n .. '-0', 'room', ARGV[2]) end \
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-1', unpack(ARGV, 5)) \
+return n";
+
+/// Raises the counter to at least ARGV[1]: a Redis that lost its data
+/// would number lines from 1 again, below the numbers clients hold.
+const RAISE: &str = "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then \
+redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 
 /// How long a nickname's lease lasts unless renewed: the time after
 /// which a server that died without a word frees its users' nicknames.
@@ -706,6 +757,8 @@ struct Reader {
     started: bool,
     /// The mark of the Redis data this reader knows (see [`EPOCH`]).
     epoch: Option<String>,
+    /// The highest line number this server knows of (see [`NUMBER`]).
+    highest: u64,
 }
 
 impl Reader {
@@ -787,6 +840,12 @@ impl Reader {
             }
         }
         self.epoch = Some(now);
+        let _: i64 = redis::cmd("EVAL")
+            .arg(RAISE)
+            .arg(1)
+            .arg(NUMBER)
+            .arg(self.highest)
+            .query(con)?;
         Ok(())
     }
 
@@ -852,9 +911,11 @@ impl Reader {
                 }
             } else {
                 for entry in &stream.ids {
-                    if let Some(line) = parse_line(entry)
-                        && !self.tell.tell(FromCluster::Line(line))
-                    {
+                    let Some(line) = parse_line(entry) else {
+                        continue;
+                    };
+                    self.highest = self.highest.max(line.number);
+                    if !self.tell.tell(FromCluster::Line(line)) {
                         return Ok(false);
                     }
                 }
@@ -864,29 +925,14 @@ impl Reader {
         Ok(true)
     }
 
-    /// A room announced on `mpchat:rooms`: read from the announcement's
-    /// millisecond on (a stream's ids are the Redis clock's, so its first
-    /// line is no older than its announcement, but may share its
-    /// millisecond).
+    /// A room announced on `mpchat:rooms`: read from the announcement
+    /// on (its id is `N-0`, the room's first line's `N-1`).
     fn learn_room(&mut self, entry: &StreamId) {
         let Some(room) = entry.get::<String>("room") else {
             return;
         };
         let key = stream_key(&room);
-        if self.last.contains_key(&key) {
-            return;
-        }
-        let ms: u64 = entry
-            .id
-            .split('-')
-            .next()
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(0);
-        let from = match ms.checked_sub(1) {
-            Some(before) => format!("{before}-{}", u64::MAX),
-            None => "0-0".to_string(),
-        };
-        self.last.insert(key, from);
+        self.last.entry(key).or_insert_with(|| entry.id.clone());
     }
 }
 
@@ -925,5 +971,11 @@ fn parse_line(entry: &StreamId) -> Option<Outgoing> {
             .collect(),
         server: field("s").unwrap_or_default(),
         stamp: (stamp.next().unwrap_or(0), stamp.next().unwrap_or(0)),
+        number: entry
+            .id
+            .split('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
     })
 }

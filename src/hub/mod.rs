@@ -275,19 +275,20 @@ pub(crate) fn run(
     });
     chat.set_bots(bots.names());
     // Opened here, after the hub's fork: no other process holds it.
-    let cluster = rules
-        .cluster
-        .as_ref()
-        .and_then(|opts| match Cluster::start(opts) {
-            Ok(cluster) => {
-                log::info!("cluster: this server is {}", opts.server);
-                Some(cluster)
-            }
-            Err(e) => {
-                log::error!("cluster: {e}; serving this server's users alone");
-                None
-            }
-        });
+    let cluster =
+        rules
+            .cluster
+            .as_ref()
+            .and_then(|opts| match Cluster::start(opts, chat.cluster_number()) {
+                Ok(cluster) => {
+                    log::info!("cluster: this server is {}", opts.server);
+                    Some(cluster)
+                }
+                Err(e) => {
+                    log::error!("cluster: {e}; serving this server's users alone");
+                    None
+                }
+            });
     if let (Some(cluster), Some(opts)) = (&cluster, &rules.cluster) {
         epoll.add(cluster.fd(), EpollEvent::new(EpollFlags::EPOLLIN, CLUSTER))?;
         chat.set_leases(true);

@@ -106,7 +106,16 @@ pub(crate) struct Outgoing {
     /// That server's roster version when the line was handed out (see
     /// [`cluster`]).
     pub stamp: cluster::Version,
+    /// Its number in the cluster, the same on every server, once it has
+    /// one (0 before). Its `seq` is this times [`SEQ_PER_LINE`].
+    pub number: u64,
 }
+
+/// In a cluster, a line numbered N by the cluster has `seq` N times this
+/// on every server, so that a JSON client resumes from it on any of
+/// them; the lines only one server tells (a new owner there, a server's
+/// users gone, lines while the link is down) take the numbers in between.
+pub(crate) const SEQ_PER_LINE: u64 = 1000;
 
 /// One message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +352,8 @@ pub(crate) struct Chat {
     events: VecDeque<Entry>,
     /// Events one resume replays, at most.
     resume_max: usize,
+    /// The seq the next public line takes, from the cluster's number.
+    numbered: Option<u64>,
     /// Public lines the hub has not yet handed to the history's writer.
     unwritten: Vec<Entry>,
     /// Lines of history shown to a user who joins.
@@ -399,6 +410,7 @@ impl Chat {
             recent: HashMap::new(),
             events: VecDeque::new(),
             resume_max: DEFAULT_RESUME_MAX,
+            numbered: None,
             unwritten: Vec::new(),
             replay_lines: DEFAULT_REPLAY,
             bot_names: HashSet::new(),
@@ -469,8 +481,20 @@ impl Chat {
 
     /// The next public event's number.
     fn take_number(&mut self) -> u64 {
-        self.next_event += 1;
-        self.next_event - 1
+        // A cluster's number below this server's own (a Redis that lost
+        // its data) would break the order: the server's own number then.
+        let n = match self.numbered.take() {
+            Some(n) if n >= self.next_event => n,
+            _ => self.next_event,
+        };
+        self.next_event = n + 1;
+        n
+    }
+
+    /// The highest line number in the cluster's numbering this server
+    /// has given (see [`SEQ_PER_LINE`]).
+    pub(crate) fn cluster_number(&self) -> u64 {
+        self.next_event / SEQ_PER_LINE
     }
 
     /// The public lines since the last call, for the history's writer.
@@ -605,6 +629,7 @@ impl Chat {
             also,
             server: self.server.clone(),
             stamp: self.roster_version,
+            number: 0,
         });
     }
 
@@ -657,22 +682,21 @@ impl Chat {
                 out.extend(self.apply_event(now, line));
             }
         }
+        self.numbered = (line.number > 0).then(|| line.number * SEQ_PER_LINE);
         if cluster::chat_wide(line.kind) {
             let mut rooms = vec![line.key.clone()];
             rooms.extend(line.also.iter().map(|r| room_key(r)));
-            out.splice(
-                0..0,
-                self.chat_wide(now, &rooms, line.kind, &line.nick, &line.text),
-            );
+            let told = self.chat_wide(now, &rooms, line.kind, &line.nick, &line.text);
+            out.splice(0..0, told);
+            self.numbered = None;
             if line.server != self.server {
                 out.extend(self.apply_event(now, line));
             }
         } else {
-            out.insert(
-                0,
-                self.public(now, &line.key, line.kind, &line.nick, &line.text),
-            );
+            let told = self.public(now, &line.key, line.kind, &line.nick, &line.text);
+            out.insert(0, told);
         }
+        self.numbered = None;
         out
     }
 
@@ -2646,6 +2670,7 @@ mod tests {
             also: Vec::new(),
             server: "b".into(),
             stamp: (1, 0),
+            number: 0,
         };
         let mut both = chat.cluster_line(now, &zed);
         both.extend(chat.cluster_line(now, &out[0]));
@@ -2674,6 +2699,7 @@ mod tests {
             also: Vec::new(),
             server: "b".into(),
             stamp,
+            number: 0,
         }
     }
 
