@@ -49,10 +49,10 @@ use crate::os::scoreboard;
 use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
 use crate::os::{clock, title};
-use crate::protocol::command::nick_key;
+use crate::protocol::command::{Request, check_nick, nick_key};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::protocol::render;
-use crate::protocol::reply::Code;
+use crate::protocol::reply::{self, Code};
 use crate::room::{self, Chat, ConnId, Delivery, RoomLimits, Target};
 use bots::Bots;
 use cluster::{Cluster, FromCluster};
@@ -218,8 +218,10 @@ struct Hub {
     /// name there.
     cluster: Option<Cluster>,
     server_name: Option<String>,
-    /// Logins waiting for their nickname's lease, by connection.
-    awaiting_lease: HashMap<ConnId, ToHub>,
+    /// Logins and renames waiting for their nickname's lease, by
+    /// connection, each with the messages its child sent after it: held
+    /// too, so that they are carried out in the order they were sent.
+    awaiting_lease: HashMap<ConnId, (ToHub, VecDeque<ToHub>)>,
     /// When to renew this server's users' leases next, and to say this
     /// server is there.
     renew_at: Instant,
@@ -480,40 +482,104 @@ impl Hub {
         self.show_users();
     }
 
-    /// In a linked cluster, a person's login takes their nickname's lease
-    /// first, so that two servers never give out the same one. (A bot's
-    /// name is its own already; a takeover keeps the name it has.)
-    fn lease_needed(&self, req: &ToHub) -> Option<String> {
+    /// In a linked cluster, a person's login, and a rename, take the
+    /// nickname's lease first, so that two servers never give out the
+    /// same one. (A bot's name is its own already; a takeover keeps the
+    /// name it has.)
+    fn lease_needed(&self, conn: ConnId, req: &ToHub) -> Option<String> {
+        if !self.chat.cluster() {
+            return None;
+        }
         match req {
             ToHub::Login {
                 nick,
                 takeover: None,
                 bot: None,
                 ..
-            } if self.chat.cluster() => Some(nick_key(nick)),
+            } => Some(nick_key(nick)),
+            // Only for a name the rules would give (else refused as
+            // ever), and not for a change of case of one's own.
+            ToHub::Request(Request::Rename(new)) => {
+                let (old, _, _) = self.chat.user(conn)?;
+                let key = nick_key(new);
+                (check_nick(new).is_ok() && key != nick_key(old)).then_some(key)
+            }
             _ => None,
         }
     }
 
-    /// A lease answered: the login goes on, or is refused as a nickname
-    /// in use (on another server).
-    fn leased(&mut self, conn: ConnId, granted: bool, now: SystemTime) -> Vec<Delivery> {
-        let Some(req) = self.awaiting_lease.remove(&conn) else {
-            return Vec::new();
+    /// Carries out a message from a child, unless it waits for a lease
+    /// (or behind one that does).
+    fn take_request(&mut self, id: ConnId, req: ToHub) {
+        if let Some((_, held)) = self.awaiting_lease.get_mut(&id) {
+            held.push_back(req);
+            return;
+        }
+        if let Some(key) = self.lease_needed(id, &req)
+            && self.cluster.as_ref().is_some_and(|c| c.lease(id, key))
+        {
+            // Carried out when the lease is answered.
+            self.awaiting_lease.insert(id, (req, VecDeque::new()));
+            return;
+        }
+        let mut out = match self.authenticate(&req) {
+            Ok(rate) => {
+                let mut out = self.chat.handle(id, req, SystemTime::now());
+                let registered = out
+                    .iter()
+                    .any(|d| d.to == Target::One(id) && matches!(d.msg, ToChild::Registered(_)));
+                if let Some(rate) = rate.filter(|_| registered) {
+                    let millilines_per_s = (rate * 1000.0) as u64;
+                    out.push(room::to(id, ToChild::FloodRate { millilines_per_s }));
+                }
+                out
+            }
+            Err(refusal) => vec![room::to(id, refusal)],
         };
+        out.push(room::to(id, ToChild::Done));
+        self.deliver(out);
+    }
+
+    /// A lease answered: the login or rename goes on, or is refused as a
+    /// nickname in use (on another server); then what its child sent
+    /// after it.
+    fn leased(&mut self, conn: ConnId, granted: bool, now: SystemTime) {
+        let Some((req, held)) = self.awaiting_lease.remove(&conn) else {
+            return;
+        };
+        let taken = |nick: &str| (Code::NickTaken, render::nick_in_use(nick));
         let mut out = match (&req, granted) {
+            (ToHub::Request(Request::Rename(new)), true) => {
+                let key = nick_key(new);
+                let out = self.chat.handle(conn, req, now);
+                // Refused after all (by this server's rules): the lease
+                // goes back, unless a user here holds the name.
+                if !self.chat.holds_nick(&key)
+                    && let Some(cluster) = &self.cluster
+                {
+                    cluster.release(vec![key]);
+                }
+                out
+            }
             (_, true) => self.chat.handle(conn, req, now),
-            (ToHub::Login { nick, .. }, false) => vec![room::to(
-                conn,
-                ToChild::NickRefused {
-                    code: Code::NickTaken,
-                    reason: render::nick_in_use(nick),
-                },
-            )],
+            (ToHub::Login { nick, .. }, false) => {
+                let (code, reason) = taken(nick);
+                vec![room::to(conn, ToChild::NickRefused { code, reason })]
+            }
+            (ToHub::Request(Request::Rename(new)), false) => {
+                let (code, message) = taken(new);
+                vec![room::to(
+                    conn,
+                    ToChild::Reply(Box::new(reply::error(code, message))),
+                )]
+            }
             (_, false) => Vec::new(),
         };
         out.push(room::to(conn, ToChild::Done));
-        out
+        self.deliver(out);
+        for req in held {
+            self.take_request(conn, req);
+        }
     }
 
     /// Hands this turn's public lines to the cluster (any it cannot take
@@ -571,9 +637,7 @@ impl Hub {
                     self.others = others.into_iter().map(|o| (o.name, o.users)).collect();
                 }
                 FromCluster::Relayed(relay) => out.extend(self.chat.relayed(now, relay)),
-                FromCluster::Lease { conn, granted } => {
-                    out.extend(self.leased(conn, granted, now));
-                }
+                FromCluster::Lease { conn, granted } => self.leased(conn, granted, now),
                 FromCluster::Line(line) | FromCluster::Undelivered(line) => {
                     out.extend(self.chat.cluster_line(now, &line));
                 }
@@ -822,30 +886,7 @@ impl Hub {
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
                 Ok(Received::Data(requests)) => {
                     for req in requests {
-                        if let Some(key) = self.lease_needed(&req)
-                            && self.cluster.as_ref().is_some_and(|c| c.lease(id, key))
-                        {
-                            // Carried out when the lease is answered.
-                            self.awaiting_lease.insert(id, req);
-                            continue;
-                        }
-                        let mut out = match self.authenticate(&req) {
-                            Ok(rate) => {
-                                let mut out = self.chat.handle(id, req, SystemTime::now());
-                                let registered = out.iter().any(|d| {
-                                    d.to == Target::One(id)
-                                        && matches!(d.msg, ToChild::Registered(_))
-                                });
-                                if let Some(rate) = rate.filter(|_| registered) {
-                                    let millilines_per_s = (rate * 1000.0) as u64;
-                                    out.push(room::to(id, ToChild::FloodRate { millilines_per_s }));
-                                }
-                                out
-                            }
-                            Err(refusal) => vec![room::to(id, refusal)],
-                        };
-                        out.push(room::to(id, ToChild::Done));
-                        self.deliver(out);
+                        self.take_request(id, req);
                     }
                 }
                 Ok(Received::Empty) => return,

@@ -84,7 +84,6 @@ pub fn hello(nick: &str) -> String {
 pub const CLUSTER_DOWN: &str =
     "The link to the other servers is down; you are talking to this server's users only.";
 pub const CLUSTER_BACK: &str = "The link to the other servers is back.";
-pub const NO_RENAME_IN_CLUSTER: &str = "Changing your nickname is not possible on a cluster of servers yet: log in again under the new one.";
 
 /// A word from the server to everyone, as a person sees it.
 pub fn server_notice(text: &str) -> String {

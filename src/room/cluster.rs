@@ -81,6 +81,7 @@ enum Effect {
     Enter,
     Exit,
     Gone,
+    Renamed,
     None,
 }
 
@@ -89,6 +90,7 @@ fn effect(kind: Kind) -> Effect {
         Kind::Join => Effect::Enter,
         Kind::Part | Kind::Removed => Effect::Exit,
         Kind::Leave | Kind::Kick => Effect::Gone,
+        Kind::Rename => Effect::Renamed,
         _ => Effect::None,
     }
 }
@@ -223,6 +225,23 @@ impl Chat {
                     out.extend(self.forget_visitor_in(&key, room, now));
                 }
                 out
+            }
+            // The new name is the event's text.
+            Effect::Renamed => {
+                let Some(mut visitor) = self.visitors.remove(&key) else {
+                    return Vec::new();
+                };
+                let new = nick_key(&line.text);
+                for room in &visitor.rooms {
+                    if let Some(r) = self.rooms.get_mut(room) {
+                        for k in r.visitors.iter_mut().filter(|k| **k == key) {
+                            k.clone_from(&new);
+                        }
+                    }
+                }
+                visitor.nick.clone_from(&line.text);
+                self.visitors.insert(new, visitor);
+                Vec::new()
             }
             Effect::None => Vec::new(),
         }

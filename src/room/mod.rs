@@ -653,6 +653,11 @@ impl Chat {
         std::mem::take(&mut self.freed_nicks)
     }
 
+    /// Whether a user of this server has the nickname of key `key`.
+    pub(crate) fn holds_nick(&self, key: &str) -> bool {
+        self.by_nick.contains_key(key)
+    }
+
     /// Every user's nickname, folded.
     pub(crate) fn nick_keys(&self) -> Vec<String> {
         self.by_nick.keys().cloned().collect()
@@ -1765,14 +1770,10 @@ impl Chat {
         if self.by_nick.get(&key).is_some_and(|&holder| holder != conn) {
             return refuse(conn, Code::NickTaken, render::nick_in_use(&new));
         }
-        // A new name would need its lease before it is taken, and a
-        // request answered later than the ones after it; not yet.
+        // In a cluster the hub has taken the new name's lease; the old
+        // one goes back.
         if self.leases && key != nick_key(old) {
-            return refuse(
-                conn,
-                Code::BadRequest,
-                render::NO_RENAME_IN_CLUSTER.to_string(),
-            );
+            self.freed_nicks.push(nick_key(old));
         }
         self.by_nick.remove(&nick_key(old));
         self.by_nick.insert(key, conn);
@@ -1782,7 +1783,7 @@ impl Chat {
         user.nick = new.clone();
         let rooms: Vec<RoomKey> = user.rooms.iter().map(|(k, _)| k.clone()).collect();
         log::info!("{old} is now known as {new}");
-        let mut out = self.chat_wide(now, &rooms, Kind::Rename, old, &new);
+        let mut out = self.say_chat_wide(now, &rooms, Kind::Rename, old, &new);
         out.push(to(conn, ToChild::Renamed { nick: new }));
         out
     }
