@@ -10,11 +10,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bot::{bot_login, challenged, mac};
 use common::json::JsonClient;
 use common::{Server, Workdir, run_command, wait_until};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const WEATHER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const CLOCK: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
@@ -34,44 +33,6 @@ fn server_with_bots(more: &str, options: &[&str]) -> (Server, PathBuf) {
     let mut args = vec!["--bots", path.to_str().unwrap()];
     args.extend_from_slice(options);
     (Server::start_in(Arc::clone(&workdir), &args), path)
-}
-
-fn mac(secret: &str, bot: &str, device: &str, nonce: &str) -> String {
-    let key = hex::decode(secret).unwrap();
-    let mut hmac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    hmac.update(format!("mpchat-bot-v1\n{bot}\n{device}\n{nonce}").as_bytes());
-    hex::encode(hmac.finalize().into_bytes())
-}
-
-/// Says hello as `bot` on `device` and returns the connection and its
-/// challenge's nonce.
-fn challenged(server: &Server, bot: &str, device: &str) -> (JsonClient, String) {
-    let mut client = JsonClient::connect(server);
-    client.send(&json!({"type": "hello", "bot": bot, "device": device, "id": "h"}));
-    let challenge = client.next();
-    assert_eq!(
-        (&challenge["type"], &challenge["id"]),
-        (&json!("challenge"), &json!("h")),
-        "{challenge}"
-    );
-    let nonce = challenge["nonce"].as_str().expect("a nonce").to_string();
-    assert_eq!(nonce.len(), 64, "64 hex digits: {nonce}");
-    assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()), "{nonce}");
-    (client, nonce)
-}
-
-/// Logs `bot` in on `device` with `secret`; returns the connection and
-/// its welcome.
-fn bot_login(server: &Server, bot: &str, secret: &str, device: &str) -> (JsonClient, Value) {
-    let (mut client, nonce) = challenged(server, bot, device);
-    client.send(&json!({"type": "auth", "mac": mac(secret, bot, device, &nonce), "id": "a"}));
-    let welcome = client.next();
-    assert_eq!(
-        (&welcome["type"], &welcome["id"], &welcome["bot"]),
-        (&json!("welcome"), &json!("a"), &json!(true)),
-        "{welcome}"
-    );
-    (client, welcome)
 }
 
 /// The one error every failed authentication gets, then the end.

@@ -31,6 +31,18 @@ fn status_line(server: &Server) -> String {
         .to_string()
 }
 
+/// Logs `nick` in and reads up to its own join: in a cluster that line
+/// comes back through Redis, and others' lines may come before it.
+fn log_in(server: &Server, nick: &str) -> Client {
+    let mut client = server.connect();
+    client.send_line(nick);
+    client.expect("Welcome to mpchat! Enter your nickname:");
+    client.expect(&format!("Hello, {nick}! Type /help for commands."));
+    let own = format!("* {nick} has joined the chat.");
+    client.read_until(|l| common::unstamp(l) == Some(own.as_str()));
+    client
+}
+
 /// Waits until the server's hub has both connections to Redis up.
 fn linked(server: &Server) {
     server.wait_for_log("cluster: the link to the other servers is up");
@@ -73,7 +85,7 @@ fn three_servers_share_two_rooms_in_one_order() {
     let mut users: Vec<Client> = ["ann", "bob", "cid"]
         .iter()
         .zip(&servers)
-        .map(|(nick, s)| s.login(nick))
+        .map(|(nick, s)| log_in(s, nick))
         .collect();
     // Everyone talks at once, in #lobby.
     for round in 0..20 {
@@ -139,9 +151,9 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     let (one, two) = (server(&redis, "one"), server(&redis, "two"));
     linked(&one);
     linked(&two);
-    let mut ann = one.login("ann");
-    let mut cid = one.login("cid");
-    let mut bob = two.login("bob");
+    let mut ann = log_in(&one, "ann");
+    let mut cid = log_in(&one, "cid");
+    let mut bob = log_in(&two, "bob");
     ann.send_line("before");
     for user in [&mut ann, &mut cid, &mut bob] {
         chat_until(user, "ann: before");
@@ -194,8 +206,8 @@ fn a_server_whose_redis_is_not_there_serves_its_own_users() {
     let mut redis = Redis::start();
     redis.stop();
     let one = server(&redis, "one");
-    let mut ann = one.login("ann");
-    let mut bob = one.login("bob");
+    let mut ann = log_in(&one, "ann");
+    let mut bob = log_in(&one, "bob");
     ann.send_line("anyone?");
     let seen = chat_until(&mut bob, "ann: anyone?");
     assert_eq!(seen, ["ann: anyone?"]);
@@ -205,7 +217,7 @@ fn a_server_whose_redis_is_not_there_serves_its_own_users() {
     linked(&one);
     let two = server(&redis, "two");
     linked(&two);
-    let mut cid = two.login("cid");
+    let mut cid = log_in(&two, "cid");
     ann.send_line("now with two");
     assert_eq!(
         chat_until(&mut cid, "ann: now with two"),
@@ -219,7 +231,7 @@ fn a_nickname_is_one_user_s_across_the_servers() {
     let (one, two) = (server(&redis, "one"), server(&redis, "two"));
     linked(&one);
     linked(&two);
-    let mut ann = one.login("ann");
+    let mut ann = log_in(&one, "ann");
     // Each server's status names the others, with their users.
     common::wait_until("server two's status to show server one's user", || {
         status_text(&two).contains("other servers: one (1 user)")
@@ -258,7 +270,7 @@ fn a_nickname_is_one_user_s_across_the_servers() {
     log_in_once_free(&mut other, "ann");
     // A rename takes the new name's lease first: a name held on the
     // other server is refused, and what was typed after it waits for it.
-    let mut watcher = one.login("wes");
+    let mut watcher = log_in(&one, "wes");
     other.send_line("/nick wes");
     other.send_line("after the refusal");
     let seen = other.read_until(|l| l.ends_with("ann: after the refusal"));
@@ -310,8 +322,8 @@ fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() 
     let (one, two) = (server(&redis, "one"), server(&redis, "two"));
     linked(&one);
     linked(&two);
-    let mut ann = one.login("ann");
-    let mut bob = two.login("bob");
+    let mut ann = log_in(&one, "ann");
+    let mut bob = log_in(&two, "bob");
     ann.read_until(|l| unstamped(l) == "* bob has joined the chat.");
     ann.send_line("/users");
     ann.read_until(|l| l == "Users in chat: ann, bob");
@@ -361,8 +373,8 @@ fn a_server_killed_without_a_word_frees_its_nicknames_within_the_lease() {
     let (one, two) = (server(&redis, "one"), server(&redis, "two"));
     linked(&one);
     linked(&two);
-    let mut dan = two.login("dan");
-    let _ann = one.login("ann");
+    let mut dan = log_in(&two, "dan");
+    let _ann = log_in(&one, "ann");
     dan.read_until(|l| unstamped(l) == "* ann has joined the chat.");
     // The whole of server one, parent, hub and children, at once.
     common::send_signal(-one.pid(), libc::SIGKILL);
@@ -429,7 +441,7 @@ fn redis_s_password_can_come_from_a_file_and_a_wrong_one_is_said() {
         "{}",
         two.log_text()
     );
-    two.login("ann");
+    log_in(&two, "ann");
     // A file that is not there: one line, and no server.
     let mut command = Command::new(binary());
     command.args(["0", "--cluster", &redis.url(), "--cluster-password-file"]);
@@ -469,8 +481,8 @@ fn a_json_client_resumes_on_another_server_from_the_seq_it_had() {
     let (one, two) = (server(&redis, "one"), server(&redis, "two"));
     linked(&one);
     linked(&two);
-    let mut bob = one.login("bob");
-    let mut cid = two.login("cid");
+    let mut bob = log_in(&one, "bob");
+    let mut cid = log_in(&two, "cid");
     let (mut ann, _) = JsonClient::hello(&one, "ann");
     for n in 1..=5 {
         bob.send_line(&format!("m{n}"));
@@ -503,4 +515,73 @@ fn a_json_client_resumes_on_another_server_from_the_seq_it_had() {
     assert!(missed.iter().all(|(seq, _)| *seq > last_seq), "{missed:?}");
     assert!(missed.windows(2).all(|w| w[0].0 < w[1].0), "{missed:?}");
     chat_until(&mut cid, "ann2: back");
+}
+
+const WEATHER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A server of the cluster that knows the bot `weather`.
+fn server_with_bot(redis: &Redis, name: &str, bots: &std::path::Path) -> Server {
+    let bots = bots.to_str().expect("a UTF-8 path");
+    Server::start_with(&[
+        "--cluster",
+        &redis.url(),
+        "--server-name",
+        name,
+        "--bots",
+        bots,
+    ])
+}
+
+/// `weather` answers its challenge on `device`: the welcome, or the
+/// error it gets.
+fn bot_try(server: &Server, device: &str) -> (common::json::JsonClient, serde_json::Value) {
+    use common::bot::{challenged, mac};
+    let (mut client, nonce) = challenged(server, "weather", device);
+    let auth = mac(WEATHER, "weather", device, &nonce);
+    client.send(&serde_json::json!({"type": "auth", "mac": auth}));
+    let answer = client.next();
+    (client, answer)
+}
+
+#[test]
+fn a_bot_that_comes_back_on_another_server_ends_its_session_on_the_first() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = Redis::start();
+    let files = common::Workdir::new();
+    let bots = files.path().join("bots");
+    std::fs::write(&bots, format!("weather {WEATHER}\n")).expect("write the bots file");
+    std::fs::set_permissions(&bots, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (one, two) = (
+        server_with_bot(&redis, "one", &bots),
+        server_with_bot(&redis, "two", &bots),
+    );
+    linked(&one);
+    linked(&two);
+    let mut wes = log_in(&two, "wes");
+    let (mut first, welcome) = bot_try(&one, "pi");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    wes.read_until(|l| unstamped(l) == "* weather has joined the chat.");
+    // Another device, on the other server: refused, and nothing changes.
+    let (_, refused) = bot_try(&two, "laptop");
+    assert_eq!(refused["code"], "already_connected", "{refused}");
+    // The same device on the other server (its old connection lingering):
+    // refused once while the first server ends the old session, then in.
+    let (_, answer) = bot_try(&two, "pi");
+    assert_eq!(answer["code"], "already_connected", "{answer}");
+    let ended = first.next_of_type("error");
+    assert_eq!(ended["code"], "taken_over", "{ended}");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut second = loop {
+        let (client, answer) = bot_try(&two, "pi");
+        if answer["type"] == "welcome" {
+            break client;
+        }
+        assert_eq!(answer["code"], "already_connected", "{answer}");
+        assert!(std::time::Instant::now() < deadline, "never let in on two");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    wes.read_until(|l| unstamped(l) == "* weather has left the chat.");
+    wes.read_until(|l| unstamped(l) == "* weather has joined the chat.");
+    second.send(&serde_json::json!({"type": "say", "text": "sunny"}));
+    wes.read_until(|l| unstamped(l) == "weather: sunny");
 }

@@ -700,6 +700,7 @@ fn add_relay(con: &mut Connection, server: &str, relay: &Relay) -> RedisResult<(
         Relay::Whisper { from, to, text } => ("whisper", [("f", from), ("to", to), ("x", text)]),
         Relay::Kick { target, by } => ("kick", [("f", by), ("to", target), ("x", "")]),
         Relay::Remove { target, room, by } => ("remove", [("f", by), ("to", target), ("x", room)]),
+        Relay::TakeOver { nick, device } => ("takeover", [("f", device), ("to", nick), ("x", "")]),
     };
     let mut cmd = redis::cmd("XADD");
     cmd.arg(inbox_key(server))
@@ -724,6 +725,10 @@ fn parse_relay(entry: &StreamId) -> Option<Relay> {
         "kick" => Some(Relay::Kick {
             target: to,
             by: from,
+        }),
+        "takeover" => Some(Relay::TakeOver {
+            nick: to,
+            device: from,
         }),
         "remove" => Some(Relay::Remove {
             target: to,

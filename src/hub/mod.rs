@@ -221,7 +221,7 @@ struct Hub {
     /// Logins and renames waiting for their nickname's lease, by
     /// connection, each with the messages its child sent after it: held
     /// too, so that they are carried out in the order they were sent.
-    awaiting_lease: HashMap<ConnId, (ToHub, VecDeque<ToHub>)>,
+    awaiting_lease: HashMap<ConnId, Pending>,
     /// When to renew this server's users' leases next, and to say this
     /// server is there.
     renew_at: Instant,
@@ -229,6 +229,15 @@ struct Hub {
     /// The other servers of the cluster, with their users, as last heard.
     others: Vec<(String, usize)>,
     link: LinkState,
+}
+
+/// A login or rename waiting for its nickname's lease.
+struct Pending {
+    req: ToHub,
+    /// A bot's flood rate, its proof checked.
+    rate: Option<f64>,
+    /// What the same child sent after it.
+    held: VecDeque<ToHub>,
 }
 
 /// Whether the cluster's two connections are up, and whether the link
@@ -482,10 +491,9 @@ impl Hub {
         self.show_users();
     }
 
-    /// In a linked cluster, a person's login, and a rename, take the
-    /// nickname's lease first, so that two servers never give out the
-    /// same one. (A bot's name is its own already; a takeover keeps the
-    /// name it has.)
+    /// In a linked cluster, a login, and a rename, take the nickname's
+    /// lease first, so that two servers never give out the same one, nor
+    /// hold one bot's session twice. (A takeover keeps the name it has.)
     fn lease_needed(&self, conn: ConnId, req: &ToHub) -> Option<String> {
         if !self.chat.cluster() {
             return None;
@@ -494,7 +502,6 @@ impl Hub {
             ToHub::Login {
                 nick,
                 takeover: None,
-                bot: None,
                 ..
             } => Some(nick_key(nick)),
             // Only for a name the rules would give (else refused as
@@ -511,40 +518,54 @@ impl Hub {
     /// Carries out a message from a child, unless it waits for a lease
     /// (or behind one that does).
     fn take_request(&mut self, id: ConnId, req: ToHub) {
-        if let Some((_, held)) = self.awaiting_lease.get_mut(&id) {
-            held.push_back(req);
+        if let Some(pending) = self.awaiting_lease.get_mut(&id) {
+            pending.held.push_back(req);
             return;
         }
+        let rate = match self.authenticate(&req) {
+            Ok(rate) => rate,
+            Err(refusal) => {
+                return self.deliver(vec![room::to(id, refusal), room::to(id, ToChild::Done)]);
+            }
+        };
         if let Some(key) = self.lease_needed(id, &req)
             && self.cluster.as_ref().is_some_and(|c| c.lease(id, key))
         {
             // Carried out when the lease is answered.
-            self.awaiting_lease.insert(id, (req, VecDeque::new()));
+            let held = VecDeque::new();
+            self.awaiting_lease.insert(id, Pending { req, rate, held });
             return;
         }
-        let mut out = match self.authenticate(&req) {
-            Ok(rate) => {
-                let mut out = self.chat.handle(id, req, SystemTime::now());
-                let registered = out
-                    .iter()
-                    .any(|d| d.to == Target::One(id) && matches!(d.msg, ToChild::Registered(_)));
-                if let Some(rate) = rate.filter(|_| registered) {
-                    let millilines_per_s = (rate * 1000.0) as u64;
-                    out.push(room::to(id, ToChild::FloodRate { millilines_per_s }));
-                }
-                out
-            }
-            Err(refusal) => vec![room::to(id, refusal)],
-        };
-        out.push(room::to(id, ToChild::Done));
+        let out = self.carry_out(id, req, rate, SystemTime::now());
         self.deliver(out);
+    }
+
+    /// What the chat makes of a message; a bot's login that went through
+    /// comes with its flood rate (`rate`).
+    fn carry_out(
+        &mut self,
+        id: ConnId,
+        req: ToHub,
+        rate: Option<f64>,
+        now: SystemTime,
+    ) -> Vec<Delivery> {
+        let mut out = self.chat.handle(id, req, now);
+        let registered = out
+            .iter()
+            .any(|d| d.to == Target::One(id) && matches!(d.msg, ToChild::Registered(_)));
+        if let Some(rate) = rate.filter(|_| registered) {
+            let millilines_per_s = (rate * 1000.0) as u64;
+            out.push(room::to(id, ToChild::FloodRate { millilines_per_s }));
+        }
+        out.push(room::to(id, ToChild::Done));
+        out
     }
 
     /// A lease answered: the login or rename goes on, or is refused as a
     /// nickname in use (on another server); then what its child sent
     /// after it.
     fn leased(&mut self, conn: ConnId, granted: bool, now: SystemTime) {
-        let Some((req, held)) = self.awaiting_lease.remove(&conn) else {
+        let Some(Pending { req, rate, held }) = self.awaiting_lease.remove(&conn) else {
             return;
         };
         let taken = |nick: &str| (Code::NickTaken, render::nick_in_use(nick));
@@ -561,7 +582,31 @@ impl Hub {
                 }
                 out
             }
-            (_, true) => self.chat.handle(conn, req, now),
+            (_, true) => {
+                let out = self.carry_out(conn, req, rate, now);
+                self.deliver(out);
+                return self.take_held(conn, held);
+            }
+            // A bot whose session is on another server: that server ends
+            // it if it is this device's, and the bot's next try gets in.
+            (
+                ToHub::Login {
+                    nick,
+                    bot: Some(proof),
+                    ..
+                },
+                false,
+            ) => {
+                if let (Some(visitor), Some(cluster)) = (self.chat.visitor(nick), &self.cluster) {
+                    let relay = room::Relay::TakeOver {
+                        nick: visitor.nick.clone(),
+                        device: proof.device.clone(),
+                    };
+                    cluster.relay(visitor.server.clone(), relay);
+                }
+                let (code, reason) = (Code::AlreadyConnected, render::connected_elsewhere(nick));
+                vec![room::to(conn, ToChild::NickRefused { code, reason })]
+            }
             (ToHub::Login { nick, .. }, false) => {
                 let (code, reason) = taken(nick);
                 vec![room::to(conn, ToChild::NickRefused { code, reason })]
@@ -577,6 +622,10 @@ impl Hub {
         };
         out.push(room::to(conn, ToChild::Done));
         self.deliver(out);
+        self.take_held(conn, held);
+    }
+
+    fn take_held(&mut self, conn: ConnId, held: VecDeque<ToHub>) {
         for req in held {
             self.take_request(conn, req);
         }

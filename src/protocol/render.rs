@@ -106,6 +106,12 @@ pub fn already_connected(bot: &str) -> String {
     format!("{bot} is connected from another device.")
 }
 
+pub fn connected_elsewhere(bot: &str) -> String {
+    format!(
+        "{bot} is connected to another server; its session there ends if it is this device's: try again."
+    )
+}
+
 pub fn reserved_for_bot(nick: &str) -> String {
     format!("Nickname \"{nick}\" is reserved for a bot.")
 }

@@ -74,6 +74,9 @@ pub(crate) enum Relay {
         room: String,
         by: String,
     },
+    /// A bot logging in on another server: its session here ends if it
+    /// is that device's.
+    TakeOver { nick: String, device: String },
 }
 
 /// What the membership event `kind` does to the user it is about.
@@ -397,6 +400,18 @@ impl Chat {
                     sent: false,
                 };
                 vec![to(conn, ToChild::Whisper(Box::new(whisper)))]
+            }
+            Relay::TakeOver { nick, device } => {
+                let same = |u: &super::User| u.device.as_deref() == Some(device.as_str());
+                match self.find(&nick) {
+                    Some((conn, _)) if self.users.get(&conn).is_some_and(same) => {
+                        log::info!("{nick} logs in on another server: its session here ends");
+                        let mut out = vec![to(conn, ToChild::TakenOver)];
+                        out.extend(self.leave(conn, now));
+                        out
+                    }
+                    _ => Vec::new(),
+                }
             }
             Relay::Kick { target, by } => match self.find(&target) {
                 Some((victim, _)) => self.put_out(victim, &by, now),
