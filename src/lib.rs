@@ -35,7 +35,9 @@
 //!             cluster (the rooms shared with other servers through Redis)
 //! room/       the chat's rules without I/O: nicknames, rooms, owners,
 //!             commands, schedules, replay; entry (one public line of a
-//!             room), saved (the schedule and topics as kept on disk)
+//!             room), saved (the schedule and topics as kept on disk),
+//!             cluster (the users of other servers, and what is relayed
+//!             to them)
 //! session/    the client's child: the session loop; sniff (which protocol),
 //!             programs (a JSON client's session), web (a browser's
 //!             request), backlog (what waits

@@ -26,11 +26,19 @@
 //! last id it read of each stream, so when Redis is back it catches up
 //! with what the other servers wrote meanwhile, in order, once.
 //!
+//! Each line is added under the next value of one counter, [`NUMBER`],
+//! as its stream id, so every server numbers it alike (its `seq`).
+//!
 //! The writer also keeps nicknames unique across the servers: a login
 //! takes the name's lease, `mpchat:nick:<name>`, which holds the server's
 //! name for [`NICK_LEASE`] (a script takes it only if it is free or this
 //! server's already, in one step), the hub renews its users' leases, and
-//! gives a name back when its user leaves.
+//! gives a name back when its user leaves. Every [`PRESENCE_EVERY`] it
+//! says the server is there (`mpchat:servers`), publishes the server's
+//! roster if it changed and fetches the others' that did (see
+//! `room::cluster`). A request about another server's user (a whisper, a
+//! kick) goes to that server's inbox stream, which its reader reads with
+//! the rooms'.
 //!
 //! May use: `room`, `protocol`; nothing else of the hub.
 
