@@ -141,6 +141,17 @@ fn three_servers_share_two_rooms_in_one_order() {
     );
 }
 
+/// A process's CPU time so far (user and system), in clock ticks
+/// (10 ms each on Linux).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the hub's stat");
+    // After the command's closing parenthesis: state is field 3, utime
+    // and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 const DOWN: &str =
     "* The link to the other servers is down; you are talking to this server's users only.";
 const BACK: &str = "* The link to the other servers is back.";
@@ -160,6 +171,7 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     }
 
     redis.stop();
+    let stopped = std::time::Instant::now();
     // Told once, on both servers.
     for user in [&mut ann, &mut cid, &mut bob] {
         user.read_until(|l| l == DOWN);
@@ -169,6 +181,22 @@ fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     assert_eq!(
         status_line(&one),
         "cluster: this server is one; link to the others down: serving this server's users alone"
+    );
+    // Waiting to reconnect, the hub sleeps: over a second, it uses a
+    // fraction of what a loop that spins would (a whole core), also once
+    // the times it would have renewed leases and said it was there (every
+    // 2 s) have gone by.
+    common::wait_until("the presence's time to pass", || {
+        stopped.elapsed().as_millis() >= 2500
+    });
+    let hub = one.pids_named("mpchat-hub")[0];
+    let (cpu_before, since) = (cpu_ticks(hub), std::time::Instant::now());
+    common::wait_until("a second to pass", || since.elapsed().as_secs() >= 1);
+    let used = cpu_ticks(hub) - cpu_before;
+    assert!(
+        used * 4 < since.elapsed().as_millis() as u64 / 10,
+        "the hub used {used} ticks in {:?}",
+        since.elapsed()
     );
 
     redis.start_again();

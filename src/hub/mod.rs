@@ -861,8 +861,11 @@ impl Hub {
             .next_due()
             .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default());
         let now = Instant::now();
-        // In a cluster, the leases are renewed even when nothing happens.
-        let renew = (self.cluster.as_ref()).map(|_| self.renew_at.min(self.present_at));
+        // In a linked cluster, the leases are renewed even when nothing
+        // happens. (Not while the link is down: they are not renewed then,
+        // and a time gone by would make the loop spin.)
+        let linked = self.cluster.is_some() && self.chat.cluster();
+        let renew = linked.then(|| self.renew_at.min(self.present_at));
         let flush = (self.history.wake_by().into_iter())
             .chain(self.stall_check)
             .chain(self.trim_at)
