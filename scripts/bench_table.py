@@ -204,6 +204,13 @@ def target(what, ours, theirs, ratio, goal, passed, digits=2):
                    f"{'–' if ratio is None else f'{ratio:.2f}×'} | {goal} | {mark} |")
 
 
+def lost_target(what, runs):
+    """The deliveries lost in the worst of `runs`, against the goal of none."""
+    fs = [r["r"]["fanout"] for r in runs if r["r"] and r["r"].get("fanout")]
+    worst = max((f["lost"] for f in fs), default=None)
+    target(what, worst, None, None, "0", None if worst is None else worst == 0, 0)
+
+
 def ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -266,10 +273,7 @@ for fig in sorted(web, key=fig_key):
         target(f"web {fig}: WebSocket sessions held at once, mpchat", max(regs, default=None),
                None, None, "1 000", None if not regs else max(regs) >= 1000, 0)
         continue
-    fs = [r["r"]["fanout"] for r in m + n if r["r"] and r["r"].get("fanout")]
-    worst = max((f["lost"] for f in fs), default=None)
-    target(f"web {fig}: deliveries lost (worst run, both servers)", worst, None, None, "0",
-           None if worst is None else worst == 0, 0)
+    lost_target(f"web {fig}: deliveries lost (worst run, both servers)", m + n)
     if "paced" in fig:
         a = median(m, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
         b = median(n, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
@@ -285,10 +289,7 @@ for fig in sorted(web, key=fig_key):
 clu = by_figure("cluster")
 for fig in sorted(clu, key=fig_key):
     c, one = clu[fig].get("cluster3", []), clu[fig].get("single", [])
-    fs = [r["r"]["fanout"] for r in c + one if r["r"] and r["r"].get("fanout")]
-    worst = max((f["lost"] for f in fs), default=None)
-    target(f"cluster {fig}: deliveries lost (worst run, 3 servers and 1)", worst, None, None, "0",
-           None if worst is None else worst == 0, 0)
+    lost_target(f"cluster {fig}: deliveries lost (worst run, 3 servers and 1)", c + one)
     if "paced" in fig:
         a = median(c, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
         b = median(one, lambda r: r["fanout"]["latency_ms"]["p99_ms"])
