@@ -43,6 +43,14 @@ fn log_in(server: &Server, nick: &str) -> Client {
     client
 }
 
+/// Servers `one` and `two`, both linked.
+fn linked_pair(redis: &Redis) -> (Server, Server) {
+    let (one, two) = (server(redis, "one"), server(redis, "two"));
+    linked(&one);
+    linked(&two);
+    (one, two)
+}
+
 /// Waits until the server's hub has both connections to Redis up.
 fn linked(server: &Server) {
     server.wait_for_log("cluster: the link to the other servers is up");
@@ -159,9 +167,7 @@ const BACK: &str = "* The link to the other servers is back.";
 #[test]
 fn without_redis_each_server_goes_on_with_its_own_users_and_says_so() {
     let mut redis = Redis::start();
-    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
-    linked(&one);
-    linked(&two);
+    let (one, two) = linked_pair(&redis);
     let mut ann = log_in(&one, "ann");
     let mut cid = log_in(&one, "cid");
     let mut bob = log_in(&two, "bob");
@@ -256,9 +262,7 @@ fn a_server_whose_redis_is_not_there_serves_its_own_users() {
 #[test]
 fn a_nickname_is_one_user_s_across_the_servers() {
     let redis = Redis::start();
-    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
-    linked(&one);
-    linked(&two);
+    let (one, two) = linked_pair(&redis);
     let mut ann = log_in(&one, "ann");
     // Each server's status names the others, with their users.
     common::wait_until("server two's status to show server one's user", || {
@@ -347,9 +351,7 @@ fn unstamped(line: &str) -> &str {
 #[test]
 fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() {
     let redis = Redis::start();
-    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
-    linked(&one);
-    linked(&two);
+    let (one, two) = linked_pair(&redis);
     let mut ann = log_in(&one, "ann");
     let mut bob = log_in(&two, "bob");
     ann.read_until(|l| unstamped(l) == "* bob has joined the chat.");
@@ -398,9 +400,7 @@ fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() 
 #[test]
 fn a_server_killed_without_a_word_frees_its_nicknames_within_the_lease() {
     let redis = Redis::start();
-    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
-    linked(&one);
-    linked(&two);
+    let (one, two) = linked_pair(&redis);
     let mut dan = log_in(&two, "dan");
     let _ann = log_in(&one, "ann");
     dan.read_until(|l| unstamped(l) == "* ann has joined the chat.");
@@ -506,9 +506,7 @@ fn json_chat_until(client: &mut common::json::JsonClient, last: &str) -> Vec<(u6
 fn a_json_client_resumes_on_another_server_from_the_seq_it_had() {
     use common::json::JsonClient;
     let redis = Redis::start();
-    let (one, two) = (server(&redis, "one"), server(&redis, "two"));
-    linked(&one);
-    linked(&two);
+    let (one, two) = linked_pair(&redis);
     let mut bob = log_in(&one, "bob");
     let mut cid = log_in(&two, "cid");
     let (mut ann, _) = JsonClient::hello(&one, "ann");
