@@ -393,6 +393,22 @@ fn open_chat(
     Ok((writer, chat, schedule))
 }
 
+/// Whether `event` ends the hub: `Some(true)` if the parent is gone,
+/// `Some(false)` if it was told to stop.
+fn stops(event: &EpollEvent) -> Option<bool> {
+    match event.data() {
+        LIFELINE => {
+            log::info!("the parent is gone; hub exiting");
+            Some(true)
+        }
+        TERMINATE => {
+            log::info!("hub exiting");
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
 impl Hub {
     /// Serves until told to stop; true if it stops because the parent
     /// is gone.
@@ -405,27 +421,25 @@ impl Hub {
                 Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => return Err(e.into()),
             };
+            // The end comes before whatever else the same wait brought: at
+            // a shutdown the children see the lifeline end when the hub
+            // does and exit at once, and their connections closing must
+            // not be taken for their users leaving (the history would say
+            // they left).
+            if let Some(parent_gone) = events[..ready].iter().find_map(stops) {
+                return Ok(parent_gone);
+            }
             for event in &events[..ready] {
-                if let Some(parent_gone) = self.handle(event) {
-                    return Ok(parent_gone);
-                }
+                self.handle(event);
             }
             self.end_turn();
         }
     }
 
-    /// Does what one event asks; `Some` if the hub is to stop (true if the
-    /// parent is gone).
-    fn handle(&mut self, event: &EpollEvent) -> Option<bool> {
+    /// Does what one event asks.
+    fn handle(&mut self, event: &EpollEvent) {
         match event.data() {
-            LIFELINE => {
-                log::info!("the parent is gone; hub exiting");
-                return Some(true);
-            }
-            TERMINATE => {
-                log::info!("hub exiting");
-                return Some(false);
-            }
+            LIFELINE | TERMINATE => {}
             LISTENER => self.accept_all(),
             ADMIN => self.answer_admin(),
             CLUSTER => self.hear_cluster(),
@@ -450,7 +464,6 @@ impl Hub {
                 }
             }
         }
-        None
     }
 
     /// What follows the events of one wait: what is due, the disk, then
