@@ -373,10 +373,16 @@ fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() 
     bob.read_until(|l| l.contains("#lab") && l.contains("1 user"));
     bob.send_line("/join #lab");
     ann.read_until(|l| unstamped(l) == "* bob has joined #lab.");
+    // ann came first: she owns #lab on both servers, and her topic is
+    // the room's everywhere.
     bob.send_line("/topic Lab two");
-    ann.read_until(|l| unstamped(l) == "* bob set the topic of #lab: Lab two");
-    ann.send_line("/topic");
-    ann.expect("Topic of #lab: Lab two");
+    bob.read_until(|l| l == "Only the owner of #lab can set its topic.");
+    ann.send_line("/topic Lab one");
+    for user in [&mut ann, &mut bob] {
+        user.read_until(|l| unstamped(l) == "* ann set the topic of #lab: Lab one");
+    }
+    bob.send_line("/topic");
+    bob.expect("Topic of #lab: Lab one");
     ann.send_line("/users");
     ann.expect("Users in #lab: ann, bob");
     // Whispers both ways.
@@ -385,14 +391,19 @@ fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() 
     bob.read_until(|l| unstamped(l) == "[Whisper from ann] psst");
     bob.send_line("/w ann hi back");
     ann.read_until(|l| unstamped(l) == "[Whisper from bob] hi back");
+    // ann leaves #lab: bob, on the other server, owns it now.
+    ann.send_line("/part #lab");
+    bob.read_until(|l| unstamped(l) == "* bob is now the owner of #lab.");
+    bob.send_line("/topic Lab two");
+    bob.read_until(|l| unstamped(l) == "* bob set the topic of #lab: Lab two");
     // ann owns the lobby on her server; her kick is carried out on bob's.
     ann.send_line("/join #lobby");
     ann.send_line("/kick bob");
     bob.read_until(|l| l == "You have been kicked from the chat.");
     bob.expect_closed();
     ann.read_until(|l| unstamped(l) == "* bob was kicked by ann.");
-    ann.send_line("/users #lab");
-    ann.read_until(|l| l == "Users in #lab: ann");
+    ann.send_line("/users");
+    ann.read_until(|l| l == "Users in chat: ann");
     ann.send_line("/whisper bob are you there");
     ann.read_until(|l| l == "User 'bob' not found.");
 }

@@ -20,6 +20,11 @@
 //! that event and is not applied, and an event older than the roster
 //! applied is already in it.
 //!
+//! A room's owner is one for the whole cluster: its longest-present user
+//! over every server, each join placed by its number in the cluster
+//! (the same on every server, so every server finds the same owner, and
+//! tells the same change after the same line). Rosters carry the places.
+//!
 //! A visitor cannot be reached directly: a whisper, a kick or a removal
 //! of one becomes a [`Relay`] for its server, which carries it out there
 //! as if its own user had asked (the servers of a cluster trust each
@@ -48,6 +53,11 @@ pub(crate) struct Visitor {
     /// The rooms' keys.
     pub rooms: Vec<RoomKey>,
 }
+
+/// A roster's user: the visitor, and for each of its rooms (in order)
+/// the room's name and the user's place in its join order across the
+/// servers (0: not known).
+type Listed = (Visitor, Vec<(String, u64)>);
 
 /// What this server knows of another's versions.
 #[derive(Debug, Default, Clone, Copy)]
@@ -105,24 +115,29 @@ pub(crate) fn chat_wide(kind: Kind) -> bool {
 }
 
 /// A roster as text: `run n` on the first line, then one line per user:
-/// nickname, `1` for a bot (else `0`), and the names of their rooms,
-/// separated by tabs (neither a nickname nor a room's name holds one).
-pub(crate) fn parse_roster(text: &str, server: &str) -> Option<(Version, Vec<Visitor>)> {
+/// nickname, `1` for a bot (else `0`), and for each of their rooms its
+/// name and the user's place in its join order, separated by tabs
+/// (neither a nickname nor a room's name holds one).
+pub(crate) fn parse_roster(text: &str, server: &str) -> Option<(Version, Vec<Listed>)> {
     let mut lines = text.lines();
     let mut head = lines.next()?.split(' ');
     let version = (head.next()?.parse().ok()?, head.next()?.parse().ok()?);
     let mut users = Vec::new();
     for line in lines {
-        let mut fields = line.split('\t');
-        let (Some(nick), Some(bot)) = (fields.next(), fields.next()) else {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [nick, bot, rooms @ ..] = &fields[..] else {
             continue;
         };
-        users.push(Visitor {
+        let rooms: Vec<(String, u64)> = (rooms.chunks_exact(2))
+            .map(|p| (p[0].to_string(), p[1].parse().unwrap_or(0)))
+            .collect();
+        let visitor = Visitor {
             nick: nick.to_string(),
             server: server.to_string(),
-            bot: bot == "1",
-            rooms: fields.map(room_key).collect(),
-        });
+            bot: *bot == "1",
+            rooms: rooms.iter().map(|(name, _)| room_key(name)).collect(),
+        };
+        users.push((visitor, rooms));
     }
     Some((version, users))
 }
@@ -144,9 +159,13 @@ impl Chat {
         for user in users {
             body.push_str(&user.nick);
             body.push_str(if user.device.is_some() { "\t1" } else { "\t0" });
+            let me = nick_key(&user.nick);
             for (key, _) in &user.rooms {
+                let room = self.rooms.get(key);
+                let place = room.and_then(|r| r.order.get(&me)).copied().unwrap_or(0);
                 body.push('\t');
-                body.push_str(self.rooms.get(key).map_or(key.as_str(), |r| &r.name));
+                body.push_str(room.map_or(key.as_str(), |r| &r.name));
+                body.push_str(&format!("\t{place}"));
             }
             body.push('\n');
         }
@@ -292,18 +311,20 @@ impl Chat {
             heard.roster = version;
             out.extend(self.apply_roster(now, server, users));
         }
+        let keys: Vec<RoomKey> = self.rooms.keys().cloned().collect();
+        out.extend(self.owner_changes(now, &keys));
         out
     }
 
-    fn apply_roster(
-        &mut self,
-        now: SystemTime,
-        server: &str,
-        users: Vec<Visitor>,
-    ) -> Vec<Delivery> {
+    fn apply_roster(&mut self, now: SystemTime, server: &str, users: Vec<Listed>) -> Vec<Delivery> {
         let mut out = Vec::new();
-        let keep: HashMap<String, Visitor> =
-            users.into_iter().map(|v| (nick_key(&v.nick), v)).collect();
+        let mut keep: HashMap<String, Visitor> = HashMap::new();
+        let mut places = Vec::new();
+        for (visitor, rooms) in users {
+            let key = nick_key(&visitor.nick);
+            places.push((key.clone(), rooms));
+            keep.insert(key, visitor);
+        }
         let left: Vec<String> = (self.visitors.iter())
             .filter(|(k, v)| v.server == server && !keep.contains_key(*k))
             .map(|(k, _)| k.clone())
@@ -321,15 +342,23 @@ impl Chat {
                 out.extend(self.forget_visitor_in(&key, room, now));
             }
             for room in visitor.rooms.iter().filter(|r| !old.contains(r)) {
-                // The roster names rooms by key; the room's name as shown
-                // comes with its first line.
-                let room = self
-                    .rooms
-                    .entry(room.clone())
-                    .or_insert_with(|| Room::new(room));
-                room.visitors.push(key.clone());
+                if let Some(room) = self.rooms.get_mut(room) {
+                    room.visitors.push(key.clone());
+                }
             }
             self.visitors.insert(key, visitor);
+        }
+        // Rooms made here by the roster, and each visitor's place.
+        for (key, rooms) in places {
+            for (name, place) in rooms {
+                let room = (self.rooms.entry(room_key(&name))).or_insert_with(|| Room::new(&name));
+                if !room.visitors.contains(&key) && self.visitors.contains_key(&key) {
+                    room.visitors.push(key.clone());
+                }
+                if place > 0 {
+                    room.order.insert(key.clone(), place);
+                }
+            }
         }
         out
     }
@@ -427,6 +456,98 @@ impl Chat {
                 }
             }
         }
+    }
+
+    /// The nickname key of room `room`'s owner in a cluster: its
+    /// longest-present user over every server, by the numbers of their
+    /// joins; users whose join has no number yet (said while the link was
+    /// down, or not back yet) come after, this server's first.
+    fn owner_key(&self, room: &Room) -> Option<String> {
+        let here = (room.members.iter())
+            .filter_map(|m| self.users.get(&m.conn))
+            .map(|u| nick_key(&u.nick));
+        let all = here.chain(room.visitors.iter().cloned());
+        all.min_by_key(|k| room.order.get(k).copied().unwrap_or(u64::MAX))
+    }
+
+    /// Whether `conn`'s user owns room `key`: alone, its longest-present
+    /// member; in a cluster, over every server.
+    pub(super) fn owns(&self, conn: ConnId, key: &str) -> bool {
+        let Some(room) = self.rooms.get(key) else {
+            return false;
+        };
+        if self.server.is_empty() {
+            return room.owner() == Some(conn);
+        }
+        let me = self.users.get(&conn).map(|u| nick_key(&u.nick));
+        me.is_some() && self.owner_key(room) == me
+    }
+
+    /// The nickname of room `room`'s owner.
+    pub(super) fn owner_name<'a>(&'a self, room: &'a Room) -> Option<&'a str> {
+        if self.server.is_empty() {
+            let owner = room.owner()?;
+            return self.users.get(&owner).map(|u| u.nick.as_str());
+        }
+        let key = self.owner_key(room)?;
+        match self.by_nick.get(&key) {
+            Some(conn) => self.users.get(conn).map(|u| u.nick.as_str()),
+            None => self.visitors.get(&key).map(|v| v.nick.as_str()),
+        }
+    }
+
+    /// A cluster's line moves its user in the rooms' join orders: a join
+    /// takes its number as its place, leaving gives it up.
+    pub(super) fn note_order(&mut self, line: &Outgoing, rooms: &[RoomKey]) {
+        let key = nick_key(&line.nick);
+        for room in rooms {
+            let Some(room) = self.rooms.get_mut(room) else {
+                continue;
+            };
+            match line.kind {
+                Kind::Join if line.number > 0 => {
+                    room.order.entry(key.clone()).or_insert(line.number);
+                }
+                Kind::Part | Kind::Removed | Kind::Leave | Kind::Kick => {
+                    room.order.remove(&key);
+                }
+                Kind::Rename => {
+                    if let Some(place) = room.order.remove(&key) {
+                        room.order.insert(nick_key(&line.text), place);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// In a cluster: tells each of `rooms` whose owner changed who owns
+    /// it now, as every server does when it sees the same change. (A
+    /// room's first owner is not told, as alone.)
+    pub(super) fn owner_changes(&mut self, now: SystemTime, rooms: &[RoomKey]) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if self.server.is_empty() {
+            return out;
+        }
+        for key in rooms {
+            let Some(room) = self.rooms.get(key) else {
+                continue;
+            };
+            let owner = self.owner_key(room);
+            if owner == room.owner_told {
+                continue;
+            }
+            let nick = self.owner_name(room).map(str::to_string);
+            let Some(room) = self.rooms.get_mut(key) else {
+                continue;
+            };
+            let before = std::mem::replace(&mut room.owner_told, owner);
+            if let (Some(_), Some(nick)) = (before, nick) {
+                log::info!("{nick} now owns {}", room.name);
+                out.push(self.public(now, key, Kind::Owner, &nick, ""));
+            }
+        }
+        out
     }
 
     /// Relays a kick or a removal of a visitor to their server.

@@ -228,6 +228,13 @@ struct Room {
     /// The users of the cluster's other servers in the room (their
     /// nicknames' keys), in the order they came: never delivered to here.
     visitors: Vec<String>,
+    /// In a cluster: each user's place in the room's join order across
+    /// the servers (its join's number in the cluster), by nickname key;
+    /// the smallest owns the room (see `cluster`).
+    order: HashMap<String, u64>,
+    /// The owner last told, by nickname key (a cluster tells a new owner
+    /// when it sees the order change).
+    owner_told: Option<String>,
 }
 
 impl Room {
@@ -239,6 +246,8 @@ impl Room {
             json: 0,
             topic: None,
             visitors: Vec::new(),
+            order: HashMap::new(),
+            owner_told: None,
         }
     }
 
@@ -687,10 +696,10 @@ impl Chat {
                 out.extend(self.apply_event(now, line));
             }
         }
+        let mut rooms = vec![line.key.clone()];
+        rooms.extend(line.also.iter().map(|r| room_key(r)));
         self.numbered = (line.number > 0).then(|| line.number * SEQ_PER_LINE);
         if cluster::chat_wide(line.kind) {
-            let mut rooms = vec![line.key.clone()];
-            rooms.extend(line.also.iter().map(|r| room_key(r)));
             let told = self.chat_wide(now, &rooms, line.kind, &line.nick, &line.text);
             out.splice(0..0, told);
             self.numbered = None;
@@ -702,6 +711,8 @@ impl Chat {
             out.insert(0, told);
         }
         self.numbered = None;
+        self.note_order(line, &rooms);
+        out.extend(self.owner_changes(now, &rooms));
         out
     }
 
@@ -956,9 +967,7 @@ impl Chat {
             .map(|r| RoomInfo {
                 name: &r.name,
                 users: r.members.len() + r.visitors.len(),
-                owner: r
-                    .owner()
-                    .and_then(|c| Some(self.users.get(&c)?.nick.as_str())),
+                owner: self.owner_name(r),
                 topic: r.topic.as_deref(),
             })
             .collect();
@@ -980,8 +989,9 @@ impl Chat {
         })
     }
 
-    /// The lobby's owner: always its longest-present member.
-    pub(crate) fn owner(&self) -> Option<ConnId> {
+    /// The lobby's owner: always its longest-present member (alone).
+    #[cfg(test)]
+    fn owner(&self) -> Option<ConnId> {
         self.rooms[LOBBY].owner()
     }
 
@@ -1666,6 +1676,15 @@ impl Chat {
                 self.rooms.remove(&key);
                 continue;
             }
+            // In a cluster the new owner is told when the order changes:
+            // after the line that changed it, when it comes back (or now,
+            // while the link is down and nothing comes back).
+            if !self.server.is_empty() {
+                if !self.cluster {
+                    out.extend(self.owner_changes(now, std::slice::from_ref(&key)));
+                }
+                continue;
+            }
             if let Some(heir) = room.owner().filter(|_| was_owner) {
                 let nick = self.users[&heir].nick.clone();
                 log::info!("{nick} now owns {}", room.name);
@@ -1708,13 +1727,16 @@ impl Chat {
         text: String,
         now: SystemTime,
     ) -> Vec<Delivery> {
+        if !self.rooms.contains_key(key) {
+            return Vec::new();
+        }
+        if !self.owns(conn, key) {
+            let message = render::only_owner_sets_topic(&self.rooms[key].name);
+            return refuse(conn, Code::NotOwner, message);
+        }
         let Some(room) = self.rooms.get_mut(key) else {
             return Vec::new();
         };
-        if room.owner() != Some(conn) {
-            let message = render::only_owner_sets_topic(&room.name);
-            return refuse(conn, Code::NotOwner, message);
-        }
         room.topic = Some(text.clone());
         self.saved_changes += 1;
         self.say(now, key, Kind::Topic, me, text)
@@ -1790,7 +1812,7 @@ impl Chat {
 
     /// `/kick` in the lobby: its owner puts someone out of the chat.
     fn kick(&mut self, conn: ConnId, me: &str, target: &str, now: SystemTime) -> Vec<Delivery> {
-        if self.owner() != Some(conn) {
+        if !self.owns(conn, LOBBY) {
             return refuse(conn, Code::NotOwner, render::ONLY_OWNER_KICKS);
         }
         let victim = match (self.find(target), self.visitor(target)) {
@@ -1838,7 +1860,7 @@ impl Chat {
     ) -> Vec<Delivery> {
         let room = &self.rooms[key];
         let name = room.name.clone();
-        if room.owner() != Some(conn) {
+        if !self.owns(conn, key) {
             return refuse(conn, Code::NotOwner, render::only_owner_kicks_from(&name));
         }
         let visiting = self
@@ -2762,24 +2784,24 @@ mod tests {
             [("b".into(), whisper), ("b".into(), kick)]
         );
         // A roster no newer than an event applied is older than it.
-        let old = "200 0\nbob\t0\t#lobby\nzoe\t0\t#lobby\n".to_string();
+        let old = "200 0\nbob\t0\t#lobby\t0\nzoe\t0\t#lobby\t0\n".to_string();
         chat.other_servers(now, &[("b".into(), Some(old))]);
         assert_eq!(users_in(&mut chat, "#lobby"), ["alice", "bob"]);
-        let new = "200 1\nbob\t0\t#lobby\ncarol\t0\t#lobby\t#Lab\n".to_string();
+        let new = "200 1\nbob\t0\t#lobby\t0\ncarol\t0\t#lobby\t0\t#Lab\t0\n".to_string();
         let told = chat.other_servers(now, &[("b".into(), Some(new))]);
         assert!(told.is_empty(), "who was there already comes in silently");
         assert_eq!(users_in(&mut chat, "#lobby"), ["alice", "bob", "carol"]);
         assert!(
             chat.rooms()
                 .iter()
-                .any(|r| r.name == "#lab" && r.users == 1)
+                .any(|r| r.name == "#Lab" && r.users == 1)
         );
         // An event older than the roster is in it already.
         chat.cluster_line(now, &event(Kind::Part, "carol", "#lab", (200, 0)));
         assert!(
             chat.rooms()
                 .iter()
-                .any(|r| r.name == "#lab" && r.users == 1)
+                .any(|r| r.name == "#Lab" && r.users == 1)
         );
         // Its server gone: both leave, the room with nobody is forgotten.
         let told = chat.other_servers(now, &[]);
