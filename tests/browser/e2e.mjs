@@ -128,6 +128,9 @@ async function scenario() {
   await seen(cid, "bob has joined #lab2", "cid");
   const trap = "<img src=x onerror=\"window.pwned=1\">";
   bob.say(trap);
+  // Two clients' lines have no order between them until the server has
+  // one: bob's comes back to him before ann speaks.
+  await bob.until((l) => l.endsWith(`bob: ${trap}`), "the trap");
   await type(ann, "in the lab");
   await seen(cid, "ann: in the lab", "cid");
   await seen(ann, "ann: in the lab", "ann");
