@@ -660,7 +660,6 @@ impl Hub {
             self.renew_at = now + cluster::NICK_LEASE / 3;
             cluster.renew(self.chat.nick_keys());
         }
-        // This server's presence, and news of the others, for status.
         let mut undelivered = Vec::new();
         for line in self.chat.take_outgoing() {
             if let Some(line) = cluster.publish(line) {
@@ -670,7 +669,8 @@ impl Hub {
         for (server, relay) in self.chat.take_relays() {
             cluster.relay(server, relay);
         }
-        // After this turn's lines: a roster is newer than the lines
+        // This server's presence and roster, and news of the others;
+        // after this turn's lines: a roster is newer than the lines
         // handed out before it (see `room::cluster`).
         if self.chat.cluster() && now >= self.present_at {
             self.present_at = now + cluster::PRESENCE_EVERY;
@@ -691,12 +691,11 @@ impl Hub {
         for news in cluster.take() {
             match news {
                 FromCluster::Servers(others) => {
-                    let servers: Vec<(String, Option<String>)> = others
-                        .iter()
-                        .map(|o| (o.name.clone(), o.roster.clone()))
-                        .collect();
+                    let (counts, servers): (Vec<_>, Vec<_>) = (others.into_iter())
+                        .map(|o| ((o.name.clone(), o.users), (o.name, o.roster)))
+                        .unzip();
                     out.extend(self.chat.other_servers(now, &servers));
-                    self.others = others.into_iter().map(|o| (o.name, o.users)).collect();
+                    self.others = counts;
                 }
                 FromCluster::Relayed(relay) => out.extend(self.chat.relayed(now, relay)),
                 FromCluster::Lease { conn, granted } => self.leased(conn, granted, now),

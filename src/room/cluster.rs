@@ -238,16 +238,7 @@ impl Chat {
                 }
                 self.forget_visitor_in(&key, &line.key, now)
             }
-            Effect::Gone => {
-                let Some(visitor) = self.visitors.remove(&key) else {
-                    return Vec::new();
-                };
-                let mut out = Vec::new();
-                for room in &visitor.rooms {
-                    out.extend(self.forget_visitor_in(&key, room, now));
-                }
-                out
-            }
+            Effect::Gone => self.forget_visitor(&key, now),
             // The new name is the event's text.
             Effect::Renamed => {
                 let Some(mut visitor) = self.visitors.remove(&key) else {
@@ -366,11 +357,22 @@ impl Chat {
     /// A visitor this server was not told about leaving (its server went
     /// away, or came back without them): out of every room, told there.
     fn visitor_left(&mut self, key: &str, now: SystemTime) -> Vec<Delivery> {
-        let Some(visitor) = self.visitors.remove(key) else {
+        let Some(visitor) = self.visitors.get(key) else {
             return Vec::new();
         };
         log::info!("{} (on {}) left the cluster", visitor.nick, visitor.server);
-        let mut out = self.chat_wide(now, &visitor.rooms, Kind::Leave, &visitor.nick, "");
+        let (rooms, nick) = (visitor.rooms.clone(), visitor.nick.clone());
+        let mut out = self.chat_wide(now, &rooms, Kind::Leave, &nick, "");
+        out.extend(self.forget_visitor(key, now));
+        out
+    }
+
+    /// Takes visitor `key` out of the chat and of every room it was in.
+    fn forget_visitor(&mut self, key: &str, now: SystemTime) -> Vec<Delivery> {
+        let Some(visitor) = self.visitors.remove(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
         for room in &visitor.rooms {
             out.extend(self.forget_visitor_in(key, room, now));
         }
@@ -390,14 +392,12 @@ impl Chat {
             return Vec::new();
         };
         let (server, nick) = (v.server.clone(), v.nick.clone());
-        self.relays.push((
-            server,
-            Relay::Whisper {
-                from: me.to_string(),
-                to: nick.clone(),
-                text: text.to_string(),
-            },
-        ));
+        let relay = Relay::Whisper {
+            from: me.to_string(),
+            to: nick.clone(),
+            text: text.to_string(),
+        };
+        self.relay(server, relay);
         let sent = Whisper {
             from: me.to_string(),
             to: nick,
@@ -550,7 +550,7 @@ impl Chat {
         out
     }
 
-    /// Relays a kick or a removal of a visitor to their server.
+    /// Relays a request about a visitor to their server.
     pub(super) fn relay(&mut self, server: String, relay: Relay) {
         self.relays.push((server, relay));
     }

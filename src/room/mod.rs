@@ -698,19 +698,18 @@ impl Chat {
         }
         let mut rooms = vec![line.key.clone()];
         rooms.extend(line.also.iter().map(|r| room_key(r)));
+        let wide = cluster::chat_wide(line.kind);
+        // The line's own number is for the line alone.
         self.numbered = (line.number > 0).then(|| line.number * SEQ_PER_LINE);
-        if cluster::chat_wide(line.kind) {
-            let told = self.chat_wide(now, &rooms, line.kind, &line.nick, &line.text);
-            out.splice(0..0, told);
-            self.numbered = None;
-            if line.server != self.server {
-                out.extend(self.apply_event(now, line));
-            }
-        } else {
-            let told = self.public(now, &line.key, line.kind, &line.nick, &line.text);
-            out.insert(0, told);
-        }
+        let told = match wide {
+            true => self.chat_wide(now, &rooms, line.kind, &line.nick, &line.text),
+            false => vec![self.public(now, &line.key, line.kind, &line.nick, &line.text)],
+        };
         self.numbered = None;
+        out.splice(0..0, told);
+        if wide && line.server != self.server {
+            out.extend(self.apply_event(now, line));
+        }
         self.note_order(line, &rooms);
         out.extend(self.owner_changes(now, &rooms));
         out
