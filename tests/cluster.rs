@@ -39,7 +39,7 @@ fn log_in(server: &Server, nick: &str) -> Client {
     client.expect("Welcome to mpchat! Enter your nickname:");
     client.expect(&format!("Hello, {nick}! Type /help for commands."));
     let own = format!("* {nick} has joined the chat.");
-    client.read_until(|l| common::unstamp(l) == Some(own.as_str()));
+    client.read_until(|l| unstamped(l) == own);
     client
 }
 
@@ -357,8 +357,7 @@ fn users_on_other_servers_are_in_the_rooms_and_can_be_whispered_to_and_kicked() 
     ann.read_until(|l| unstamped(l) == "* bob has joined the chat.");
     ann.send_line("/users");
     ann.read_until(|l| l == "Users in chat: ann, bob");
-    // A room made on one server, joined from the other: its topic, set
-    // by its owner there, is the room's everywhere.
+    // A room made on one server, joined from the other.
     ann.send_line("/join #lab");
     ann.read_until(|l| unstamped(l) == "* ann has joined #lab.");
     // Server two hears of it a moment after server one tells ann.
