@@ -97,7 +97,13 @@ pub struct Options {
 /// life, hub restarts included, and it ends when the parent does.
 #[derive(Debug)]
 pub(crate) struct DataDir {
-    _lock: File,
+    lock: File,
+}
+
+impl std::os::fd::AsFd for DataDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.lock.as_fd()
+    }
 }
 
 impl DataDir {
@@ -120,7 +126,7 @@ impl DataDir {
             .map_err(explain)?;
         let mut whole_file = write_lock();
         match fcntl(&file, FcntlArg::F_SETLK(&whole_file)) {
-            Ok(_) => Ok(DataDir { _lock: file }),
+            Ok(_) => Ok(DataDir { lock: file }),
             Err(Errno::EAGAIN | Errno::EACCES) => {
                 let holder = match fcntl(&file, FcntlArg::F_GETLK(&mut whole_file)) {
                     Ok(_) if whole_file.l_type != libc::F_UNLCK as libc::c_short => {

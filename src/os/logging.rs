@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -89,6 +90,43 @@ pub fn escape_controls(text: &str) -> String {
     out
 }
 
+/// Names fds for a debug line, by role and number: `listening socket 3,
+/// lifeline's write end 8`. The debug log tells which process holds,
+/// opens and closes which fd, so that it can be read beside
+/// `ls -l /proc/PID/fd` (README, "Watch it work").
+///
+/// Fds of one role in a row make one item: `its write ends 12, 13`.
+pub fn fds<'a>(named: impl IntoIterator<Item = (&'a str, RawFd)>) -> String {
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for (role, fd) in named {
+        match groups.last_mut() {
+            Some((last, numbers)) if *last == role => numbers.push(fd.to_string()),
+            _ => groups.push((role, vec![fd.to_string()])),
+        }
+    }
+    let items: Vec<String> = groups
+        .into_iter()
+        .map(|(role, numbers)| {
+            let plural = if numbers.len() > 1 { "s" } else { "" };
+            format!("{role}{plural} {}", numbers.join(", "))
+        })
+        .collect();
+    items.join(", ")
+}
+
+/// `1 line`, `2 lines`: a count for a log line.
+pub fn count(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
+
+/// The number of an fd, for such a line.
+pub fn fd_number(fd: &impl AsFd) -> RawFd {
+    fd.as_fd().as_raw_fd()
+}
+
 /// A log line that may repeat without end (a refused connection in a
 /// flood, a full disk): it is written at most once per `every`, and the
 /// next one written says how many were held back meanwhile, so the log
@@ -129,7 +167,7 @@ impl Throttle {
 
 #[cfg(test)]
 mod tests {
-    use super::{Duration, Instant, Throttle, escape_controls};
+    use super::{Duration, Instant, Throttle, escape_controls, fds};
 
     #[test]
     fn a_throttle_lets_one_line_through_per_period_and_counts_the_rest() {
@@ -144,6 +182,17 @@ mod tests {
         let next = start + Duration::from_secs(60);
         throttle.error(next, format_args!("next"));
         assert_eq!((throttle.held_back, throttle.last), (0, Some(next)));
+    }
+
+    #[test]
+    fn fds_are_named_by_role_and_one_role_in_a_row_is_one_item() {
+        let named = [
+            ("listening socket", 3),
+            ("its write end", 12),
+            ("its write end", 13),
+        ];
+        assert_eq!(fds(named), "listening socket 3, its write ends 12, 13");
+        assert_eq!(fds([]), "");
     }
 
     #[test]

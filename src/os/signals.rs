@@ -5,7 +5,7 @@
 //! hub also SIGHUP.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,9 @@ pub(crate) struct Pending {
 #[derive(Debug)]
 pub(crate) struct SelfPipe {
     read: UnixStream,
+    /// The numbers of the write ends the handlers hold, for the debug
+    /// log (signal-hook owns them).
+    write_ends: Vec<RawFd>,
 }
 
 impl SelfPipe {
@@ -42,18 +45,23 @@ impl SelfPipe {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         let mut ids = Vec::new();
+        let mut write_ends = Vec::new();
         for &sig in signals {
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                write.try_clone()?,
-            )?);
+            let end = write.try_clone()?;
+            write_ends.push(end.as_raw_fd());
+            ids.push(signal_hook::low_level::pipe::register(sig, end)?);
         }
-        Ok((SelfPipe { read }, ids))
+        Ok((SelfPipe { read, write_ends }, ids))
     }
 
     /// A self-pipe for `signal` alone, for the life of the process.
     pub(crate) fn on(signal: c_int) -> io::Result<SelfPipe> {
         Ok(SelfPipe::register(&[signal])?.0)
+    }
+
+    /// The read end's number and the write ends', for the debug log.
+    pub(crate) fn fd_numbers(&self) -> (RawFd, &[RawFd]) {
+        (self.read.as_raw_fd(), &self.write_ends)
     }
 
     /// Empties the pipe: one look answers every signal so far.
@@ -106,6 +114,11 @@ impl Signals {
             hangup,
             ids,
         })
+    }
+
+    /// The self-pipe's read end and write ends, for the debug log.
+    pub(crate) fn fd_numbers(&self) -> (RawFd, &[RawFd]) {
+        self.pipe.fd_numbers()
     }
 
     /// Takes the signals that arrived and empties the self-pipe.

@@ -77,13 +77,19 @@ impl AsFd for ClosedWatch {
 /// what it means.
 #[derive(Debug)]
 pub(crate) struct HeldEnd {
-    _write_end: OwnedFd,
+    write_end: OwnedFd,
+}
+
+impl AsFd for HeldEnd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.write_end.as_fd()
+    }
 }
 
 /// A new such pipe, both ends close-on-exec.
 fn closing_pipe() -> io::Result<(ClosedWatch, HeldEnd)> {
     let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
-    Ok((ClosedWatch(read), HeldEnd { _write_end: write }))
+    Ok((ClosedWatch(read), HeldEnd { write_end: write }))
 }
 
 /// A forked process's end of the lifeline: readable once the parent is gone.

@@ -16,9 +16,10 @@ pub(crate) mod admission;
 pub(crate) mod privileges;
 
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use nix::unistd::Pid;
 use crate::hub::SocketDir;
 use crate::hub::history::DataDir;
 use crate::hub::status;
-use crate::os::logging::{Role, Throttle};
+use crate::os::logging::{self, Role, Throttle, fd_number};
 use crate::os::scoreboard::{self, Place, Scoreboard};
 use crate::os::signals::{self, Signals};
 use crate::os::spawn::{self, Forked, Lifeline, LifelineWriter, LoggingIn, LoginWatch};
@@ -69,7 +70,7 @@ struct Chat {
     /// Where the hub's socket lives.
     socket_dir: SocketDir,
     /// The history's directory, held for its lock while the server runs.
-    _data_dir: DataDir,
+    data_dir: DataDir,
     /// The hub's listening socket. The parent holds it across hub
     /// restarts (and never accepts on it), so a child that connects while
     /// a new hub is starting waits in its backlog instead of failing.
@@ -87,11 +88,46 @@ enum Job {
     Echo(TcpStream),
 }
 
+impl Job {
+    /// What the process becomes: its role in the log, its name in `ps`.
+    fn role(&self) -> (Role, &'static CStr) {
+        match self {
+            Job::Hub(_) => (Role::Hub, c"mpchat-hub"),
+            Job::Client(_) => (Role::Child, c"mpchat-client"),
+            Job::Echo(_) => (Role::Echo, c"mpchat-echo"),
+        }
+    }
+
+    /// The fds the job is handed, by role, for the debug log.
+    fn kept_fds(&self) -> Vec<(&'static str, RawFd)> {
+        match self {
+            Job::Hub(job) => job.kept_fds(),
+            Job::Client(job) => {
+                let mut fds = vec![("client socket", fd_number(&job.client))];
+                fds.extend(
+                    (job.logging_in.iter())
+                        .map(|held| ("login pipe's write end", fd_number(&held))),
+                );
+                fds
+            }
+            Job::Echo(client) => vec![("client socket", fd_number(&client))],
+        }
+    }
+}
+
 /// The hub's own copies of the sockets the parent keeps for every hub.
 struct HubJob {
     listener: ipc::Listener,
     admin: Option<UnixListener>,
     socket_dir: SocketDir,
+}
+
+impl HubJob {
+    fn kept_fds(&self) -> Vec<(&'static str, RawFd)> {
+        let mut fds = vec![("hub socket", fd_number(&self.listener))];
+        fds.extend((self.admin.iter()).map(|admin| ("admin socket", fd_number(admin))));
+        fds
+    }
 }
 
 /// A client admitted to the chat.
@@ -147,7 +183,9 @@ impl Children {
                 reaped.hub = Some(status);
             } else if let Some((peer, slot)) = self.clients.remove(&pid) {
                 match status {
-                    WaitStatus::Exited(_, 0) => log::debug!("child {pid} for {peer} exited"),
+                    WaitStatus::Exited(_, 0) => {
+                        log::debug!("waitpid(): reaped child {pid} ({peer}), exit status 0");
+                    }
                     _ => log::warn!("child {pid} for {peer} ended: {status:?}"),
                 }
                 reaped.clients.push((peer, slot));
@@ -179,8 +217,9 @@ pub struct Server {
     hub_crashes: Vec<Instant>,
     children: Children,
     admission: Admission,
-    /// One per client child still logging in (only while that is limited).
-    logging_in: Vec<LoginWatch>,
+    /// One per client child still logging in (only while that is
+    /// limited), with the child's pid.
+    logging_in: Vec<(Pid, LoginWatch)>,
     /// Refusals and failures to accept or fork, logged once a second.
     error_log: Throttle,
 }
@@ -243,6 +282,11 @@ impl Server {
     pub fn serve(mut self) -> io::Result<()> {
         let addr = self.local_addr()?;
         log::info!("listening on {addr}");
+        if log::log_enabled!(log::Level::Debug) {
+            let mut fds = self.inherited_fds();
+            fds.push(("lifeline's read end", fd_number(&self.lifeline)));
+            log::debug!("holds {}", logging::fds(fds));
+        }
         title::set(&format!("mpchat: listening on {addr}"));
         if let Some(job) = self.start_hub()? {
             self.run_job(job);
@@ -307,7 +351,7 @@ impl Server {
         fds.extend(
             self.logging_in
                 .iter()
-                .map(|watch| PollFd::new(watch.as_fd(), PollFlags::POLLIN)),
+                .map(|(_, watch)| PollFd::new(watch.as_fd(), PollFlags::POLLIN)),
         );
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -319,8 +363,17 @@ impl Server {
         // A login pipe that ended: that client logged in, or its child is
         // gone. Either way it no longer counts as logging in.
         let mut logins = ready[2..].iter();
-        self.logging_in
-            .retain(|_| !logins.next().copied().unwrap_or(false));
+        self.logging_in.retain(|(pid, watch)| {
+            let ended = logins.next().copied().unwrap_or(false);
+            if ended {
+                log::debug!(
+                    "child {pid}'s login pipe ended (its client has a nickname, or it is gone): \
+                     closed its read end {}",
+                    fd_number(&watch)
+                );
+            }
+            !ended
+        });
         Ok(ready[0])
     }
 
@@ -334,6 +387,10 @@ impl Server {
         match spawn::fork()? {
             Forked::Child => Ok(Some(Job::Hub(job))),
             Forked::Parent(pid) => {
+                log::debug!(
+                    "fork(): hub {pid}; closed the hub's copies: {}",
+                    logging::fds(job.kept_fds())
+                );
                 // The hub's copies are the hub's.
                 drop(job);
                 log::info!("hub started as pid {pid}");
@@ -386,6 +443,11 @@ impl Server {
                 return None;
             }
         };
+        log::debug!(
+            "accept() on listening socket {}: {peer} on fd {}",
+            fd_number(&self.listener),
+            fd_number(&stream)
+        );
         let totals = self.scoreboard.totals;
         let Some(slot) = self.free_slots.pop() else {
             // One slot per --max-clients: all taken means full.
@@ -462,13 +524,25 @@ impl Server {
                 }))
             }
             Ok(Forked::Parent(pid)) => {
+                log::debug!("fork(): child {pid} serves {peer}");
                 // The client's socket and the login pipe's write end are
                 // the child's now.
+                let client = ("client socket", fd_number(&stream));
                 drop(stream);
+                let mut login_end = None;
                 if let Some((watch, logging_in)) = login {
+                    login_end = Some(("login pipe's write end", fd_number(&logging_in)));
                     drop(logging_in);
-                    self.logging_in.push(watch);
+                    log::debug!(
+                        "watches child {pid}'s login pipe: read end {}",
+                        fd_number(&watch)
+                    );
+                    self.logging_in.push((pid, watch));
                 }
+                log::debug!(
+                    "closed child {pid}'s fds: {}",
+                    logging::fds(std::iter::once(client).chain(login_end))
+                );
                 log::info!("{peer} connected (child {pid})");
                 self.children.clients.insert(pid, (peer, slot));
                 self.scoreboard.claim(slot, pid.as_raw() as u32);
@@ -495,8 +569,32 @@ impl Server {
         self.error_log.error(Instant::now(), message);
     }
 
+    /// The fds of the parent's that every forked process inherits and
+    /// closes at once, by role.
+    fn inherited_fds(&self) -> Vec<(&'static str, RawFd)> {
+        let (signals, signal_writers) = self.signals.fd_numbers();
+        let mut fds = vec![
+            ("listening socket", fd_number(&self.listener)),
+            ("signal pipe", signals),
+        ];
+        fds.extend(signal_writers.iter().map(|&fd| ("its write end", fd)));
+        fds.push(("lifeline's write end", fd_number(&self.lifeline_writer)));
+        fds.extend(
+            (self.logging_in.iter()).map(|(_, watch)| ("login pipe read end", fd_number(&watch))),
+        );
+        if let Mode::Chat(chat) = &self.mode {
+            fds.push(("data-dir lock", fd_number(&chat.data_dir)));
+            fds.push(("hub socket", fd_number(&chat.hub_listener)));
+            fds.extend((chat.admin.iter()).map(|(admin, _)| ("admin socket", fd_number(&admin))));
+        }
+        fds
+    }
+
     /// Turns this freshly forked process into what `job` says, and exits.
     fn run_job(self, job: Job) -> ! {
+        let (role, comm) = job.role();
+        spawn::become_role(role, comm);
+        let inherited = log::log_enabled!(log::Level::Debug).then(|| self.inherited_fds());
         let Server {
             config,
             listener,
@@ -524,6 +622,19 @@ impl Server {
         // more fd to close.
         drop(mode);
         let stop = forked_stop(signals, lifeline, &job);
+        if let Some(inherited) = inherited {
+            log::debug!("closed the parent's fds: {}", logging::fds(inherited));
+            let (terminate, writers) = stop.terminate.fd_numbers();
+            let mut kept = job.kept_fds();
+            kept.push(("lifeline's read end", fd_number(&stop.lifeline)));
+            let mut opened = vec![("SIGTERM pipe", terminate)];
+            opened.extend(writers.iter().map(|&fd| ("its write end", fd)));
+            log::debug!(
+                "keeps {}; opened {}",
+                logging::fds(kept),
+                logging::fds(opened)
+            );
+        }
         // A panic must end this process through `_exit` like any other
         // ending, not unwind out of the parent's loop and `main`, whose
         // exit handlers and buffers are the parent's: it is caught here,
@@ -543,6 +654,7 @@ impl Server {
             }
             Err(_) => 101,
         };
+        log::debug!("exit status {code}: the kernel closes every fd left");
         exit_forked(code)
     }
 
@@ -617,7 +729,7 @@ impl Chat {
         };
         Ok(Chat {
             socket_dir,
-            _data_dir: data_dir,
+            data_dir,
             hub_listener,
             admin,
         })
@@ -675,7 +787,6 @@ fn run_hub(
     scoreboard: Scoreboard,
     address: SocketAddr,
 ) -> io::Result<()> {
-    spawn::become_role(Role::Hub, c"mpchat-hub");
     title::set("mpchat: hub, 0 users");
     let admin = job.admin.map(|listener| status::Admin {
         listener,
@@ -705,7 +816,6 @@ fn run_client(
     config: &Config,
     scoreboard: Scoreboard,
 ) -> io::Result<()> {
-    spawn::become_role(Role::Child, c"mpchat-client");
     title::set(&format!("mpchat: login {}", job.peer));
     let setup = session::Setup {
         client: job.client,
@@ -724,7 +834,6 @@ fn run_client(
 }
 
 fn run_echo(client: TcpStream, stop: spawn::Stop) -> io::Result<()> {
-    spawn::become_role(Role::Echo, c"mpchat-echo");
     if let Ok(peer) = client.peer_addr() {
         title::set(&format!("mpchat: echo {peer}"));
     }
