@@ -45,6 +45,7 @@ use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::os::dirs::{self, IfExists};
+use crate::os::logging::{self, fd_number};
 use crate::os::scoreboard;
 use crate::os::signals::SelfPipe;
 use crate::os::spawn::Stop;
@@ -229,6 +230,15 @@ struct Hub {
     /// The other servers of the cluster, with their users, as last heard.
     others: Vec<(String, usize)>,
     link: LinkState,
+    /// What this turn has sent so far.
+    sent: Sent,
+}
+
+/// What the hub sent the children in one turn, for the debug log.
+#[derive(Debug, Default)]
+struct Sent {
+    datagrams: usize,
+    bytes: usize,
 }
 
 /// A login or rename waiting for its nickname's lease.
@@ -336,6 +346,7 @@ pub(crate) fn run(
         present_at: Instant::now(),
         others: Vec::new(),
         link: LinkState::default(),
+        sent: Sent::default(),
     };
     let parent_gone = hub.serve()?;
     hub.history.close();
@@ -360,15 +371,20 @@ fn watch_own_fds(
 ) -> io::Result<Epoll> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let mut fds = vec![
-        (stop.lifeline.as_fd(), LIFELINE),
-        (stop.terminate.as_fd(), TERMINATE),
-        (listener.as_fd(), LISTENER),
-        (hangup.as_fd(), HANGUP),
+        ("lifeline's read end", stop.lifeline.as_fd(), LIFELINE),
+        ("SIGTERM pipe", stop.terminate.as_fd(), TERMINATE),
+        ("hub socket", listener.as_fd(), LISTENER),
+        ("SIGHUP pipe", hangup.as_fd(), HANGUP),
     ];
-    fds.extend(admin.map(|admin| (admin.listener.as_fd(), ADMIN)));
-    for (fd, token) in fds {
-        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+    fds.extend(admin.map(|admin| ("admin socket", admin.listener.as_fd(), ADMIN)));
+    for (_, fd, token) in &fds {
+        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, *token))?;
     }
+    log::debug!(
+        "epoll {} watches {}",
+        fd_number(&epoll.0),
+        logging::fds(fds.iter().map(|(role, fd, _)| (*role, fd_number(fd))))
+    );
     Ok(epoll)
 }
 
@@ -490,6 +506,14 @@ impl Hub {
             .save_if_changed(chat.saved_changes(), || chat.saved(), now);
         self.drop_stalled(now);
         self.flush_dirty();
+        let sent = std::mem::take(&mut self.sent);
+        if sent.datagrams > 0 {
+            log::debug!(
+                "end of turn: sent {}, {} bytes",
+                logging::count(sent.datagrams, "datagram"),
+                sent.bytes
+            );
+        }
         self.trim_if_due(now);
         if self.full == 0 && !self.deferred.is_empty() {
             self.resume();
@@ -563,9 +587,18 @@ impl Hub {
         now: SystemTime,
     ) -> Vec<Delivery> {
         let mut out = self.chat.handle(id, req, now);
-        let registered = out
-            .iter()
-            .any(|d| d.to == Target::One(id) && matches!(d.msg, ToChild::Registered(_)));
+        let registered = out.iter().find_map(|d| match &d.msg {
+            ToChild::Registered(r) if d.to == Target::One(id) => Some(&r.nick),
+            _ => None,
+        });
+        if let (Some(nick), Some(conn)) = (registered, self.conns.get(&id)) {
+            log::debug!(
+                "connection {id} (child {}, fd {}) is {nick}",
+                conn.pid,
+                fd_number(&conn.link)
+            );
+        }
+        let registered = registered.is_some();
         if let Some(rate) = rate.filter(|_| registered) {
             let millilines_per_s = (rate * 1000.0) as u64;
             out.push(room::to(id, ToChild::FloodRate { millilines_per_s }));
@@ -923,6 +956,12 @@ impl Hub {
             log::error!("cannot watch a hub connection: {e}");
             return;
         }
+        log::debug!(
+            "accept() on the hub socket {}: fd {} from child {pid}, uid {} (the hub's own): connection {id}",
+            fd_number(&self.listener),
+            fd_number(&link),
+            self.uid
+        );
         self.conns.insert(
             id,
             Conn {
@@ -949,12 +988,22 @@ impl Hub {
             };
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
                 Ok(Received::Data(requests)) => {
+                    log::trace!(
+                        "datagram from child {} on fd {}: {}, {} bytes",
+                        conn.pid,
+                        fd_number(&conn.link),
+                        logging::count(requests.len(), "request"),
+                        self.buf.len()
+                    );
                     for req in requests {
                         self.take_request(id, req);
                     }
                 }
                 Ok(Received::Empty) => return,
-                Ok(Received::Closed) => return self.close(id),
+                Ok(Received::Closed) => {
+                    log::debug!("connection {id} (child {}): end of file", conn.pid);
+                    return self.close(id);
+                }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     log::warn!("malformed message from connection {id} ignored: {e}");
                 }
@@ -1062,10 +1111,15 @@ impl Hub {
 
     fn close(&mut self, id: ConnId) {
         self.awaiting_lease.remove(&id);
-        if let Some(conn) = self.conns.remove(&id)
-            && conn.is_full()
-        {
-            self.full -= 1;
+        if let Some(conn) = self.conns.remove(&id) {
+            log::debug!(
+                "closed fd {} (connection {id}, child {}); its user leaves",
+                fd_number(&conn.link),
+                conn.pid
+            );
+            if conn.is_full() {
+                self.full -= 1;
+            }
         }
         let out = self.chat.leave(id, SystemTime::now());
         self.deliver(out);
@@ -1091,6 +1145,7 @@ impl Hub {
                         None => Rc::clone(&frame),
                     };
                     let json: Option<Rc<[u8]>> = delivery.json.map(|msg| msg.encode().into());
+                    let mut queued = 0;
                     for member in self.chat.room_members(&key) {
                         let frame = match (&json, member.json, member.here) {
                             (Some(json), true, _) => json,
@@ -1099,6 +1154,12 @@ impl Hub {
                             (_, false, false) => &elsewhere,
                         };
                         enqueue(conns, dirty, full, member.conn, frame);
+                        queued += 1;
+                    }
+                    if let Some((kind, nick)) = &delivery.about {
+                        let kind = kind.name();
+                        let members = logging::count(queued, "member");
+                        log::debug!("{nick}'s {kind} line in {key}: queued for {members}");
                     }
                 }
                 Target::JsonMembers(key) => {
@@ -1172,20 +1233,19 @@ impl Hub {
                 continue;
             };
             let was_full = conn.is_full();
-            let flushed = flush(conn);
+            let before = self.sent.datagrams;
+            let flushed = flush(conn, &mut self.sent);
             // Counted before anything else: a send can fail after others
             // have emptied the queue.
             if was_full && !conn.is_full() {
                 self.full -= 1;
             }
-            let took = match flushed {
-                Ok(took) => took,
-                Err(e) => {
-                    log::debug!("connection {id}: {e}");
-                    dead.push(id);
-                    continue;
-                }
-            };
+            if let Err(e) = flushed {
+                log::debug!("connection {id}: {e}");
+                dead.push(id);
+                continue;
+            }
+            let took = self.sent.datagrams > before;
             let waiting = !conn.queue.is_empty();
             let started = conn
                 .stalled
@@ -1235,18 +1295,24 @@ fn enqueue(
 }
 
 /// Sends a connection's queue until it is empty or the socket is full;
-/// true if the socket took anything.
-fn flush(conn: &mut Conn) -> io::Result<bool> {
-    let mut took = false;
+/// adds what the socket took to `sent`.
+fn flush(conn: &mut Conn, sent: &mut Sent) -> io::Result<()> {
     while !conn.queue.is_empty() {
         let batch = ipc::next_batch(&conn.queue);
         if !conn.link.try_send_batch(&batch.pieces)? {
             break;
         }
-        let count = batch.pieces.len();
-        conn.queued -= batch.bytes + count * PLACE_IN_QUEUE;
+        let (count, bytes) = (batch.pieces.len(), batch.bytes);
+        log::trace!(
+            "datagram to child {} on fd {}: {}, {bytes} bytes",
+            conn.pid,
+            fd_number(&conn.link),
+            logging::count(count, "message")
+        );
+        conn.queued -= bytes + count * PLACE_IN_QUEUE;
         conn.queue.drain(..count);
-        took = true;
+        sent.datagrams += 1;
+        sent.bytes += bytes;
     }
-    Ok(took)
+    Ok(())
 }

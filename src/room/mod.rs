@@ -128,6 +128,9 @@ pub(crate) struct Delivery {
     /// For [`Target::Room`]: the form for members whose client reads
     /// JSON; made only when the room has such members.
     pub json: Option<ToChild>,
+    /// For a room's public line: what it is and whose, for the hub's
+    /// debug log.
+    pub about: Option<(Kind, String)>,
 }
 
 pub(crate) fn to(conn: ConnId, msg: ToChild) -> Delivery {
@@ -136,6 +139,7 @@ pub(crate) fn to(conn: ConnId, msg: ToChild) -> Delivery {
         msg,
         elsewhere: None,
         json: None,
+        about: None,
     }
 }
 
@@ -145,6 +149,7 @@ fn line(to: Target, text: String) -> Delivery {
         msg: ToChild::Line(text),
         elsewhere: None,
         json: None,
+        about: None,
     }
 }
 
@@ -559,12 +564,14 @@ impl Chat {
         let elsewhere =
             (away > 0).then(|| ToChild::Line(render::elsewhere(&rendered, &entry.room)));
         let json = (json > 0).then(|| ToChild::Line(entry.json()));
+        let about = Some((entry.kind, entry.nick.clone()));
         self.keep(key, entry);
         Delivery {
             to: Target::Room(key.to_string()),
             msg: ToChild::Line(rendered),
             elsewhere,
             json,
+            about,
         }
     }
 
@@ -731,12 +738,14 @@ impl Chat {
                 msg: ToChild::Line(render::server_notice(text)),
                 elsewhere: None,
                 json: None,
+                about: None,
             },
             Delivery {
                 to: Target::Many(programs),
                 msg: ToChild::Line(json::notice(text)),
                 elsewhere: None,
                 json: None,
+                about: None,
             },
         ]
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::os::clock;
+use crate::os::logging::{self, fd_number};
 use crate::os::scoreboard::Slot;
 use crate::protocol::ipc::Format;
 use crate::protocol::{CRLF, websocket};
@@ -45,6 +46,14 @@ pub struct BacklogLimits {
     /// How long the client's socket may take nothing while lines wait
     /// (`None`: forever).
     pub stall: Option<Duration>,
+}
+
+/// What one flush wrote, for the debug log.
+#[derive(Default)]
+struct Wrote {
+    writes: usize,
+    lines: usize,
+    bytes: usize,
 }
 
 /// Bytes for the client not yet written, and how the client keeps up.
@@ -179,11 +188,35 @@ impl Backlog {
     }
 
     fn write(&mut self, client: &TcpStream, slot: &Slot) -> io::Result<()> {
+        let mut wrote = Wrote::default();
+        let result = self.write_what_fits(client, slot, &mut wrote);
+        if wrote.writes > 0 {
+            log::debug!(
+                "wrote {} bytes ({}) to the client socket {} in {}",
+                wrote.bytes,
+                logging::count(wrote.lines, "line"),
+                fd_number(client),
+                logging::count(wrote.writes, "write()")
+            );
+        }
+        result
+    }
+
+    fn write_what_fits(
+        &mut self,
+        client: &TcpStream,
+        slot: &Slot,
+        wrote: &mut Wrote,
+    ) -> io::Result<()> {
         while self.waiting() {
             match (&*client).write(&self.bytes[self.sent..]) {
                 Ok(n) => {
                     let written = &self.bytes[self.sent..self.sent + n];
                     let lines = written.iter().filter(|&&b| b == b'\n').count();
+                    log::trace!("write(): {n} bytes, {}", logging::count(lines, "line"));
+                    wrote.writes += 1;
+                    wrote.lines += lines;
+                    wrote.bytes += n;
                     self.unsent_lines = self.unsent_lines.saturating_sub(lines);
                     slot.lines_out.fetch_add(lines as u64, Ordering::Relaxed);
                     self.sent += n;

@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::os::logging::fd_number;
 use crate::os::spawn::Stop;
 
 /// Echoes until the client closes or the process is told to stop.
@@ -31,8 +32,17 @@ pub(crate) fn run(client: TcpStream, stop: Stop) -> io::Result<()> {
             continue;
         }
         match (&client).read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => (&client).write_all(&buf[..n])?,
+            Ok(0) => {
+                log::debug!("end of file on the client socket {}", fd_number(&client));
+                return Ok(());
+            }
+            Ok(n) => {
+                (&client).write_all(&buf[..n])?;
+                log::debug!(
+                    "echoed {n} bytes on the client socket {}",
+                    fd_number(&client)
+                );
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use crate::os::logging::{self, fd_number};
 use crate::protocol::ipc::{self, Link, Received, ToHub};
 
 pub(super) struct HubLink {
@@ -31,8 +32,14 @@ pub(super) struct HubLink {
 impl HubLink {
     /// Connects to the hub's socket at `path`.
     pub(super) fn connect(path: &Path) -> io::Result<HubLink> {
+        let link = Link::connect(path)?;
+        log::debug!(
+            "connect() to the hub's socket {}: fd {}",
+            path.display(),
+            fd_number(&link)
+        );
         Ok(HubLink {
-            link: Link::connect(path)?,
+            link,
             path: path.to_path_buf(),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
@@ -47,6 +54,7 @@ impl HubLink {
     /// replies held for it are returned, to be told now.
     pub(super) fn reconnect(&mut self) -> io::Result<Vec<String>> {
         self.link = Link::connect(&self.path)?;
+        log::debug!("connect() to the new hub: fd {}", fd_number(&self.link));
         self.outbox.clear();
         self.outbox_bytes = 0;
         self.answered = self.requests;
@@ -69,7 +77,12 @@ impl HubLink {
         while !self.outbox.is_empty() {
             let batch = ipc::next_batch(&self.outbox);
             match self.link.try_send_batch(&batch.pieces) {
-                Ok(true) => {}
+                Ok(true) => log::trace!(
+                    "sent the hub a datagram on fd {}: {}, {} bytes",
+                    fd_number(&self.link),
+                    logging::count(batch.pieces.len(), "request"),
+                    batch.bytes
+                ),
                 Ok(false) => break,
                 Err(e) if ipc::is_gone(&e) => break,
                 Err(e) => return Err(e),
@@ -125,6 +138,10 @@ impl HubLink {
 
     /// Tells the hub at once that this child is leaving.
     pub(super) fn shutdown(&self) {
+        log::debug!(
+            "shutdown() of the hub connection {}: the hub sees it end",
+            fd_number(&self.link)
+        );
         self.link.shutdown();
     }
 }

@@ -74,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::os::logging::fd_number;
 use crate::os::scoreboard::{self, Slot, Totals};
 use crate::os::spawn::{LoggingIn, Stop};
 use crate::os::waitset::{Ready, WaitSet};
@@ -845,7 +846,11 @@ impl Session {
 
     fn take_datagram(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<End>> {
         match self.hub.try_recv_into(buf)? {
-            Received::Data(()) => {}
+            Received::Data(()) => log::trace!(
+                "datagram from the hub on fd {}: {} bytes",
+                fd_number(&self.hub),
+                buf.len()
+            ),
             Received::Empty => return Ok(None),
             Received::Closed => return self.rejoin(),
         }
@@ -994,11 +999,14 @@ impl Session {
             scoreboard::bump(&self.totals.resumes);
         }
         title::set(&format!("mpchat: {nick} {}", self.peer));
+        log::debug!("registered as {nick}");
         self.phase = Phase::Chat { nick, id, rooms };
         self.pending_login = None;
         // Tells the parent this connection no longer counts against
         // --max-unregistered.
-        self.logging_in = None;
+        if let Some(held) = self.logging_in.take() {
+            log::debug!("closed the login pipe's write end {}", fd_number(&held));
+        }
     }
 
     /// The hub finished a request: the replies held for it go out.
@@ -1110,6 +1118,11 @@ impl Session {
         }
         // Closing with unread input would send a reset, which can make the
         // client drop our last lines; so close our side and let it close its.
+        log::debug!(
+            "shutdown() of the client socket {} for writing; waits up to {} ms for the client's close",
+            fd_number(&self.client),
+            LINGER_TIME.as_millis()
+        );
         let _ = self.client.shutdown(Shutdown::Write);
         let linger = Instant::now() + LINGER_TIME;
         while self.wait_for_client(PollFlags::POLLIN, linger, false) {
