@@ -166,7 +166,17 @@ impl Server {
         args.extend_from_slice(QUIET_DEFAULTS);
         args.extend_from_slice(options);
         args.push("0");
-        Server::launch_in(workdir, binary(), &args)
+        Server::launch_in(workdir, binary(), &args, "info")
+    }
+
+    /// Starts the server like [`Server::start_with`], logging at `level`
+    /// (`RUST_LOG`).
+    pub fn start_logging(level: &str, options: &[&str]) -> Server {
+        let mut args: Vec<&str> = vec!["--bind", "127.0.0.1"];
+        args.extend_from_slice(QUIET_DEFAULTS);
+        args.extend_from_slice(options);
+        args.push("0");
+        Server::launch_in(Workdir::new(), binary(), &args, level)
     }
 
     /// Starts the server like [`Server::start_with`], allowed only
@@ -178,20 +188,20 @@ impl Server {
         args.extend_from_slice(QUIET_DEFAULTS);
         args.extend_from_slice(options);
         args.push("0");
-        Server::launch_in(Workdir::new(), "/bin/sh", &args)
+        Server::launch_in(Workdir::new(), "/bin/sh", &args, "info")
     }
 
     /// Starts `mpchat` with exactly these arguments; they must make it
     /// listen (the port is read from its `listening on` line).
     pub fn spawn(args: &[&str]) -> Server {
-        Server::launch_in(Workdir::new(), binary(), args)
+        Server::launch_in(Workdir::new(), binary(), args, "info")
     }
 
-    fn launch_in(workdir: Arc<Workdir>, program: &str, args: &[&str]) -> Server {
+    fn launch_in(workdir: Arc<Workdir>, program: &str, args: &[&str], log_level: &str) -> Server {
         let mut child = Command::new(program)
             .args(args)
             .current_dir(workdir.path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
