@@ -3,7 +3,7 @@
 
 This machine's speed drifts by 10-15% from one minute to the next, so a
 before/after figure is only worth quoting from runs of A and B taken in
-turn (A B A B ...), compared pair by pair. For each pair this runs
+turn (A B B A A B ...), compared pair by pair. For each pair this runs
 mpchat-bench once against each server binary, each with a fresh data
 directory, and prints the median and range of each figure and of the
 B/A ratio over the pairs.
@@ -139,7 +139,12 @@ def main():
 def compare(args, bench_args, figures, servers):
     rows = {name: ([], [], []) for name, _ in figures}
     for pair in range(args.pairs):
-        reports = [run_once(args.generator, server, bench_args, args.timeout) for server in servers]
+        # Which build runs first alternates (A B, B A, A B, ...): the second
+        # run of a pair was measured slower in the paced benchmark,
+        # whichever build it was, and an even count of pairs cancels that.
+        order = servers if pair % 2 == 0 else servers[::-1]
+        by_server = {server: run_once(args.generator, server, bench_args, args.timeout) for server in order}
+        reports = [by_server[server] for server in servers]
         for name, path in figures:
             a, b = (figure(r, path) for r in reports)
             rows[name][0].append(a)

@@ -1157,9 +1157,11 @@ impl Hub {
                         queued += 1;
                     }
                     if let Some((kind, nick)) = &delivery.about {
-                        let kind = kind.name();
-                        let members = logging::count(queued, "member");
-                        log::debug!("{nick}'s {kind} line in {key}: queued for {members}");
+                        log::debug!(
+                            "{nick}'s {} line in {key}: queued for {}",
+                            kind.name(),
+                            logging::count(queued, "member")
+                        );
                     }
                 }
                 Target::JsonMembers(key) => {

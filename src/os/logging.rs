@@ -4,6 +4,13 @@
 //! role and pid: `2026-11-25T12:00:00Z INFO  child[4242] alice registered`.
 //! The pid is read at each line (a forked process has a new one); the role
 //! is set once by each process right after it is forked.
+//!
+//! At `debug` the processes tell the process model's story, one line per
+//! step (README, "Watch it work"), naming each fd by role and number
+//! ([`fds`]); at `trace` every datagram and every write to a client. Both
+//! are off by default, and a `log::debug!` that is off costs one load of
+//! the level: whatever a line needs that costs more is made only under
+//! `log::log_enabled!`.
 
 use std::fmt;
 use std::io::Write;

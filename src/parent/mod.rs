@@ -179,6 +179,7 @@ impl Children {
             };
             let Some(pid) = status.pid() else { continue };
             if self.hub == Some(pid) {
+                log::debug!("waitpid(): reaped the hub {pid}: {status:?}");
                 self.hub = None;
                 reaped.hub = Some(status);
             } else if let Some((peer, slot)) = self.clients.remove(&pid) {
