@@ -54,7 +54,7 @@ use crate::protocol::command::{Request, check_nick, nick_key};
 use crate::protocol::ipc::{self, Link, Listener, Received, ToChild, ToHub};
 use crate::protocol::render;
 use crate::protocol::reply::{self, Code};
-use crate::room::{self, Chat, ConnId, Delivery, RoomLimits, Target};
+use crate::room::{self, Chat, ConnId, Delivery, Kind, RoomLimits, Target};
 use bots::Bots;
 use cluster::{Cluster, FromCluster};
 use history::Writer;
@@ -988,13 +988,9 @@ impl Hub {
             };
             match conn.link.try_recv::<ToHub>(&mut self.buf) {
                 Ok(Received::Data(requests)) => {
-                    log::trace!(
-                        "datagram from child {} on fd {}: {}, {} bytes",
-                        conn.pid,
-                        fd_number(&conn.link),
-                        logging::count(requests.len(), "request"),
-                        self.buf.len()
-                    );
+                    if log::log_enabled!(log::Level::Trace) {
+                        log_datagram("from", conn, requests.len(), "request", self.buf.len());
+                    }
                     for req in requests {
                         self.take_request(id, req);
                     }
@@ -1112,14 +1108,12 @@ impl Hub {
     fn close(&mut self, id: ConnId) {
         self.awaiting_lease.remove(&id);
         if let Some(conn) = self.conns.remove(&id) {
-            log::debug!(
-                "closed fd {} (connection {id}, child {}); its user leaves",
-                fd_number(&conn.link),
-                conn.pid
-            );
             if conn.is_full() {
                 self.full -= 1;
             }
+            let (fd, pid) = (fd_number(&conn.link), conn.pid);
+            drop(conn);
+            log::debug!("closed fd {fd} (connection {id}, child {pid}); its user leaves");
         }
         let out = self.chat.leave(id, SystemTime::now());
         self.deliver(out);
@@ -1156,12 +1150,10 @@ impl Hub {
                         enqueue(conns, dirty, full, member.conn, frame);
                         queued += 1;
                     }
-                    if let Some((kind, nick)) = &delivery.about {
-                        log::debug!(
-                            "{nick}'s {} line in {key}: queued for {}",
-                            kind.name(),
-                            logging::count(queued, "member")
-                        );
+                    if let Some(about) = &delivery.about
+                        && log::log_enabled!(log::Level::Debug)
+                    {
+                        log_queued(about, &key, queued);
                     }
                 }
                 Target::JsonMembers(key) => {
@@ -1273,6 +1265,31 @@ impl Hub {
     }
 }
 
+/// The debug log's line for a room's public line. This and
+/// [`log_datagram`] are out of line: on the way of every line, a log line
+/// that is off costs only the level check.
+#[cold]
+#[inline(never)]
+fn log_queued((kind, nick): &(Kind, String), room: &str, members: usize) {
+    log::debug!(
+        "{nick}'s {} line in {room}: queued for {}",
+        kind.name(),
+        logging::count(members, "member")
+    );
+}
+
+/// The trace's line for a datagram `to` or `from` a child.
+#[cold]
+#[inline(never)]
+fn log_datagram(way: &str, conn: &Conn, count: usize, what: &str, bytes: usize) {
+    log::trace!(
+        "datagram {way} child {} on fd {}: {}, {bytes} bytes",
+        conn.pid,
+        fd_number(&conn.link),
+        logging::count(count, what)
+    );
+}
+
 /// Queues one message for a connection, noting that it has news and
 /// whether its queue is now full.
 fn enqueue(
@@ -1305,12 +1322,9 @@ fn flush(conn: &mut Conn, sent: &mut Sent) -> io::Result<()> {
             break;
         }
         let (count, bytes) = (batch.pieces.len(), batch.bytes);
-        log::trace!(
-            "datagram to child {} on fd {}: {}, {bytes} bytes",
-            conn.pid,
-            fd_number(&conn.link),
-            logging::count(count, "message")
-        );
+        if log::log_enabled!(log::Level::Trace) {
+            log_datagram("to", conn, count, "message", bytes);
+        }
         conn.queued -= bytes + count * PLACE_IN_QUEUE;
         conn.queue.drain(..count);
         sent.datagrams += 1;

@@ -369,7 +369,7 @@ impl Server {
             if ended {
                 log::debug!(
                     "child {pid}'s login pipe ended (its client has a nickname, or it is gone): \
-                     closed its read end {}",
+                     closing its read end {}",
                     fd_number(&watch)
                 );
             }

@@ -48,14 +48,6 @@ pub struct BacklogLimits {
     pub stall: Option<Duration>,
 }
 
-/// What one flush wrote, for the debug log.
-#[derive(Default)]
-struct Wrote {
-    writes: usize,
-    lines: usize,
-    bytes: usize,
-}
-
 /// Bytes for the client not yet written, and how the client keeps up.
 pub(super) struct Backlog {
     bytes: Vec<u8>,
@@ -167,8 +159,15 @@ impl Backlog {
     /// when it has taken nothing. An error means the client is gone:
     /// nothing more can reach it, and the backlog is dropped.
     pub(super) fn flush(&mut self, client: &TcpStream, slot: &Slot) -> io::Result<()> {
-        let taken = self.sent;
+        let (taken, unsent) = (self.sent, self.unsent_lines);
         let result = self.write(client, slot);
+        if self.sent > taken && result.is_ok() && log::log_enabled!(log::Level::Debug) {
+            log_written(
+                client,
+                self.sent - taken,
+                unsent.saturating_sub(self.unsent_lines),
+            );
+        }
         self.note_if_behind();
         let (waiting, took) = (self.waiting(), self.sent > taken);
         let last_output = self.last_output;
@@ -188,35 +187,14 @@ impl Backlog {
     }
 
     fn write(&mut self, client: &TcpStream, slot: &Slot) -> io::Result<()> {
-        let mut wrote = Wrote::default();
-        let result = self.write_what_fits(client, slot, &mut wrote);
-        if wrote.writes > 0 {
-            log::debug!(
-                "wrote {} bytes ({}) to the client socket {} in {}",
-                wrote.bytes,
-                logging::count(wrote.lines, "line"),
-                fd_number(client),
-                logging::count(wrote.writes, "write()")
-            );
-        }
-        result
-    }
-
-    fn write_what_fits(
-        &mut self,
-        client: &TcpStream,
-        slot: &Slot,
-        wrote: &mut Wrote,
-    ) -> io::Result<()> {
         while self.waiting() {
             match (&*client).write(&self.bytes[self.sent..]) {
                 Ok(n) => {
                     let written = &self.bytes[self.sent..self.sent + n];
                     let lines = written.iter().filter(|&&b| b == b'\n').count();
-                    log::trace!("write(): {n} bytes, {}", logging::count(lines, "line"));
-                    wrote.writes += 1;
-                    wrote.lines += lines;
-                    wrote.bytes += n;
+                    if log::log_enabled!(log::Level::Trace) {
+                        log_write(n, lines);
+                    }
                     self.unsent_lines = self.unsent_lines.saturating_sub(lines);
                     slot.lines_out.fetch_add(lines as u64, Ordering::Relaxed);
                     self.sent += n;
@@ -308,4 +286,24 @@ impl Backlog {
     pub(super) fn release(&mut self) {
         self.bytes = Vec::new();
     }
+}
+
+/// The debug log's line for one flush. Out of line, as the other log
+/// lines on the way of every chat line: when the level is off, the hot
+/// path keeps only the level check.
+#[cold]
+#[inline(never)]
+fn log_written(client: &TcpStream, bytes: usize, lines: usize) {
+    log::debug!(
+        "wrote {bytes} bytes ({}) to the client socket {}",
+        logging::count(lines, "line"),
+        fd_number(client)
+    );
+}
+
+/// The trace's line for one `write()`.
+#[cold]
+#[inline(never)]
+fn log_write(bytes: usize, lines: usize) {
+    log::trace!("write(): {bytes} bytes, {}", logging::count(lines, "line"));
 }

@@ -77,12 +77,10 @@ impl HubLink {
         while !self.outbox.is_empty() {
             let batch = ipc::next_batch(&self.outbox);
             match self.link.try_send_batch(&batch.pieces) {
-                Ok(true) => log::trace!(
-                    "sent the hub a datagram on fd {}: {}, {} bytes",
-                    fd_number(&self.link),
-                    logging::count(batch.pieces.len(), "request"),
-                    batch.bytes
-                ),
+                Ok(true) if log::log_enabled!(log::Level::Trace) => {
+                    log_sent(&self.link, batch.pieces.len(), batch.bytes);
+                }
+                Ok(true) => {}
                 Ok(false) => break,
                 Err(e) if ipc::is_gone(&e) => break,
                 Err(e) => return Err(e),
@@ -144,6 +142,18 @@ impl HubLink {
         );
         self.link.shutdown();
     }
+}
+
+/// The trace's line for a datagram to the hub, out of the way of every
+/// request.
+#[cold]
+#[inline(never)]
+fn log_sent(link: &Link, requests: usize, bytes: usize) {
+    log::trace!(
+        "sent the hub a datagram on fd {}: {}, {bytes} bytes",
+        fd_number(link),
+        logging::count(requests, "request")
+    );
 }
 
 impl AsFd for HubLink {

@@ -846,11 +846,10 @@ impl Session {
 
     fn take_datagram(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<End>> {
         match self.hub.try_recv_into(buf)? {
-            Received::Data(()) => log::trace!(
-                "datagram from the hub on fd {}: {} bytes",
-                fd_number(&self.hub),
-                buf.len()
-            ),
+            Received::Data(()) if log::log_enabled!(log::Level::Trace) => {
+                log_datagram(&self.hub, buf.len());
+            }
+            Received::Data(()) => {}
             Received::Empty => return Ok(None),
             Received::Closed => return self.rejoin(),
         }
@@ -1005,7 +1004,9 @@ impl Session {
         // Tells the parent this connection no longer counts against
         // --max-unregistered.
         if let Some(held) = self.logging_in.take() {
-            log::debug!("closed the login pipe's write end {}", fd_number(&held));
+            let fd = fd_number(&held);
+            drop(held);
+            log::debug!("closed the login pipe's write end {fd}");
         }
     }
 
@@ -1194,6 +1195,17 @@ impl Session {
         let ready = matches!(poll(&mut fds[..watched], timeout), Ok(n) if n > 0);
         ready && !(stop_ends_it && Stop::requested(&fds[1..]))
     }
+}
+
+/// The trace's line for a datagram from the hub; out of line, so that
+/// the path of every line keeps only the level check.
+#[cold]
+#[inline(never)]
+fn log_datagram(hub: &HubLink, bytes: usize) {
+    log::trace!(
+        "datagram from the hub on fd {}: {bytes} bytes",
+        fd_number(hub)
+    );
 }
 
 /// Turns on TCP keepalive and the user timeout on the client's socket.
