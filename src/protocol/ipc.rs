@@ -249,8 +249,24 @@ pub enum Event<'a> {
 }
 
 /// Splits a datagram from the hub into its messages.
+///
+/// Every byte a child sends its client passes through this search for
+/// line ends, the hottest loop of a child: memchr's vectorized search
+/// keeps it short (a byte-by-byte loop, as `split_inclusive` runs, cost
+/// the fan-out benchmark up to a tenth more CPU depending only on where
+/// the linker happened to place it).
 pub fn events(datagram: &[u8]) -> impl Iterator<Item = io::Result<Event<'_>>> {
-    datagram.split_inclusive(|&b| b == b'\n').map(|piece| {
+    let mut rest = datagram;
+    let pieces = std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    });
+    pieces.map(|piece| {
         if piece.ends_with(b"\r\n") {
             Ok(Event::ClientLine(piece))
         } else {
