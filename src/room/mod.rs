@@ -129,7 +129,7 @@ pub(crate) struct Delivery {
     /// JSON; made only when the room has such members.
     pub json: Option<ToChild>,
     /// For a room's public line: what it is and whose, for the hub's
-    /// debug log.
+    /// debug log (made only while that log is on).
     pub about: Option<(Kind, String)>,
 }
 
@@ -564,7 +564,7 @@ impl Chat {
         let elsewhere =
             (away > 0).then(|| ToChild::Line(render::elsewhere(&rendered, &entry.room)));
         let json = (json > 0).then(|| ToChild::Line(entry.json()));
-        let about = Some((entry.kind, entry.nick.clone()));
+        let about = log::log_enabled!(log::Level::Debug).then(|| (entry.kind, entry.nick.clone()));
         self.keep(key, entry);
         Delivery {
             to: Target::Room(key.to_string()),
